@@ -1,0 +1,67 @@
+# dinoc: the front door.  make [BLAS=openblas|none] [OMP=1|0] [DEBUG=1] [SAN=address,undefined]
+#   make            library, CLI (build/dinoc) and test runner (build/dinoc_tests)
+#   make test       everything in scripts/test.sh (installs Debian packages if missing)
+#   make bench      bench/run.sh
+BLAS  ?= openblas
+OMP   ?= 1
+DEBUG ?= 0
+SAN   ?=
+CC    ?= cc
+BUILD ?= build
+
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -Iinclude -fPIC
+ifeq ($(DEBUG),1)
+  CFLAGS_OPT = -O0 -g
+else
+  CFLAGS_OPT = -O2 -g
+endif
+LDLIBS = -lcjson -lstb -lm -lpthread
+ifeq ($(BLAS),openblas)
+  CFLAGS_BASE += -DDINOC_OPENBLAS -I/usr/include/x86_64-linux-gnu/openblas-pthread
+  LDLIBS += -lopenblas
+endif
+ifeq ($(OMP),1)
+  CFLAGS_BASE += -fopenmp
+  LDFLAGS += -fopenmp
+endif
+ifneq ($(SAN),)
+  CFLAGS_OPT += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
+  LDFLAGS += -fsanitize=$(SAN)
+endif
+CFLAGS += $(CFLAGS_BASE) $(CFLAGS_OPT)
+
+LIB_SRC  = $(sort $(wildcard src/*/*.c))
+CLI_SRC  = $(sort $(wildcard cli/*.c))
+TEST_SRC = $(sort $(wildcard tests/*.c))
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
+DEPS     = $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+
+all: $(BUILD)/libdinoc.a $(BUILD)/dinoc $(BUILD)/dinoc_tests
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libdinoc.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/dinoc: $(CLI_OBJ) $(BUILD)/libdinoc.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/dinoc_tests: $(TEST_OBJ) $(BUILD)/libdinoc.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+test:
+	bash scripts/test.sh
+
+bench: all
+	bash bench/run.sh
+
+clean:
+	rm -rf $(BUILD)
+
+.PHONY: all test bench clean
+-include $(DEPS)

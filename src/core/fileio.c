@@ -1,0 +1,145 @@
+/* fileio.c: whole-file reads, atomic writes (temp file, fsync, rename), small path helpers. */
+#include "../internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+dinoc_status dinoc_read_file(const char *path, size_t max, char **out, size_t *len) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return dinoc_fail(DINOC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return dinoc_fail(DINOC_ERR_IO, "%s: not a regular file", path);
+    }
+    if ((size_t)st.st_size > max) {
+        fclose(f);
+        return dinoc_fail(DINOC_ERR_FORMAT, "%s: %lld bytes, more than the %zu accepted", path,
+                          (long long)st.st_size, max);
+    }
+    size_t n   = (size_t)st.st_size;
+    char  *buf = malloc(n + 1);
+    if (!buf) {
+        fclose(f);
+        return dinoc_fail(DINOC_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, n + 1);
+    }
+    if (n && fread(buf, 1, n, f) != n) {
+        free(buf);
+        fclose(f);
+        return dinoc_fail(DINOC_ERR_IO, "%s: short read", path);
+    }
+    fclose(f);
+    buf[n] = 0;
+    *out   = buf;
+    if (len) *len = n;
+    return DINOC_OK;
+}
+
+dinoc_status dinoc_atomic_open(dinoc_atomic_file *af, const char *path) {
+    memset(af, 0, sizeof *af);
+    size_t n = strlen(path) + 32;
+    af->path = strdup(path);
+    af->tmp  = malloc(n);
+    if (!af->path || !af->tmp) {
+        free(af->path);
+        free(af->tmp);
+        return dinoc_fail(DINOC_ERR_NOMEM, "%s: out of memory", path);
+    }
+    snprintf(af->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    af->f = fopen(af->tmp, "wb");
+    if (!af->f) {
+        dinoc_status s = dinoc_fail(DINOC_ERR_IO, "%s: cannot create: %s", af->tmp, strerror(errno));
+        free(af->path);
+        free(af->tmp);
+        memset(af, 0, sizeof *af);
+        return s;
+    }
+    return DINOC_OK;
+}
+
+dinoc_status dinoc_atomic_write(dinoc_atomic_file *af, const void *buf, size_t n) {
+    if (n && fwrite(buf, 1, n, af->f) != n)
+        return dinoc_fail(DINOC_ERR_IO, "%s: write failed: %s", af->tmp, strerror(errno));
+    return DINOC_OK;
+}
+
+void dinoc_atomic_abort(dinoc_atomic_file *af) {
+    if (af->f) fclose(af->f);
+    if (af->tmp) unlink(af->tmp);
+    free(af->path);
+    free(af->tmp);
+    memset(af, 0, sizeof *af);
+}
+
+dinoc_status dinoc_atomic_commit(dinoc_atomic_file *af) {
+    dinoc_status s = DINOC_OK;
+    if (fflush(af->f) != 0 || fsync(fileno(af->f)) != 0)
+        s = dinoc_fail(DINOC_ERR_IO, "%s: flush failed: %s", af->tmp, strerror(errno));
+    if (fclose(af->f) != 0 && s == DINOC_OK)
+        s = dinoc_fail(DINOC_ERR_IO, "%s: close failed: %s", af->tmp, strerror(errno));
+    af->f = NULL;
+    if (s == DINOC_OK && rename(af->tmp, af->path) != 0)
+        s = dinoc_fail(DINOC_ERR_IO, "%s: cannot rename over %s: %s", af->tmp, af->path,
+                       strerror(errno));
+    if (s != DINOC_OK) {
+        dinoc_atomic_abort(af);
+        return s;
+    }
+    /* Make the rename itself durable. */
+    char *dir = strdup(af->path);
+    if (dir) {
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = 0; else strcpy(dir, ".");
+        int fd = open(slash && !dir[0] ? "/" : dir, O_RDONLY);
+        if (fd >= 0) {
+            fsync(fd);
+            close(fd);
+        }
+        free(dir);
+    }
+    free(af->path);
+    free(af->tmp);
+    memset(af, 0, sizeof *af);
+    return DINOC_OK;
+}
+
+dinoc_status dinoc_write_file_atomic(const char *path, const void *buf, size_t n) {
+    dinoc_atomic_file af;
+    dinoc_status      s = dinoc_atomic_open(&af, path);
+    if (s) return s;
+    if ((s = dinoc_atomic_write(&af, buf, n))) {
+        dinoc_atomic_abort(&af);
+        return s;
+    }
+    return dinoc_atomic_commit(&af);
+}
+
+dinoc_status dinoc_mkdir(const char *path) {
+    if (mkdir(path, 0777) == 0 || (errno == EEXIST && dinoc_is_dir(path))) return DINOC_OK;
+    return dinoc_fail(DINOC_ERR_IO, "%s: cannot create directory: %s", path, strerror(errno));
+}
+
+char *dinoc_path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char  *p = malloc(a + b + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    size_t k = a;
+    if (a && dir[a - 1] != '/') p[k++] = '/';
+    memcpy(p + k, name, b + 1);
+    return p;
+}
+
+int dinoc_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int dinoc_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}

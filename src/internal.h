@@ -1,0 +1,130 @@
+/* internal.h: declarations shared by the library's source files (not installed).
+ *
+ * Dims glossary used across src/: B batch, T tokens (1 + R registers + Np patches), D model width,
+ * NH heads, HS head size (D / NH), P patch side, gh x gw patch grid, F FFN hidden width.
+ */
+#ifndef DINOC_INTERNAL_H
+#define DINOC_INTERNAL_H
+
+#include "dinoc.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#if defined(__GNUC__)
+#define DINOC_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define DINOC_PRINTF(a, b)
+#endif
+
+/* ---- errors and logging (src/core/status.c) --------------------------------------------------- */
+
+/* Records a thread-local message for dinoc_last_error() and returns s, so callers write
+ * `return dinoc_fail(DINOC_ERR_FORMAT, "%s: tensor '%s' ...", path, name);`. */
+dinoc_status dinoc_fail(dinoc_status s, const char *fmt, ...) DINOC_PRINTF(2, 3);
+/* Prefixes the current thread's message with "prefix: " (adds context on the way up). */
+dinoc_status dinoc_fail_prefix(dinoc_status s, const char *fmt, ...) DINOC_PRINTF(2, 3);
+void dinoc_log(dinoc_log_level level, const char *fmt, ...) DINOC_PRINTF(2, 3);
+
+/* Programmer errors (internal shape disagreements): stays on in release builds. Not for bad
+ * input, which gets a status. */
+#define DINOC_ASSERT(x)                                                                         \
+    do {                                                                                        \
+        if (!(x)) dinoc_assert_fail(__FILE__, __LINE__, #x);                                    \
+    } while (0)
+void dinoc_assert_fail(const char *file, int line, const char *expr);
+
+/* ---- memory (src/core/mem.c) ------------------------------------------------------------------ */
+
+/* 64-byte aligned, zeroed allocation; NULL on failure or size overflow (n * size). */
+void *dinoc_calloc(size_t n, size_t size);
+void  dinoc_free(void *p);
+/* a * b into *out unless it overflows (returns 0 then). */
+int dinoc_mul_size(size_t a, size_t b, size_t *out);
+
+/* ---- files (src/core/fileio.c) ---------------------------------------------------------------- */
+
+/* Reads a whole file (NUL-terminated for convenience). max bounds the size accepted. */
+dinoc_status dinoc_read_file(const char *path, size_t max, char **out, size_t *len);
+/* Atomic file writing: open writes to "<path>.tmp.<pid>"; commit fsyncs, closes and renames over
+ * path; abort closes and deletes the temp file. Nothing at path changes unless commit succeeds. */
+typedef struct {
+    FILE *f;
+    char *path;
+    char *tmp;
+} dinoc_atomic_file;
+dinoc_status dinoc_atomic_open(dinoc_atomic_file *af, const char *path);
+dinoc_status dinoc_atomic_write(dinoc_atomic_file *af, const void *buf, size_t n);
+dinoc_status dinoc_atomic_commit(dinoc_atomic_file *af);
+void         dinoc_atomic_abort(dinoc_atomic_file *af);
+/* Writes a whole buffer atomically. */
+dinoc_status dinoc_write_file_atomic(const char *path, const void *buf, size_t n);
+/* Creates a directory (one level) if it does not exist. */
+dinoc_status dinoc_mkdir(const char *path);
+/* Joins a directory and a file name into a new string (caller frees). */
+char *dinoc_path_join(const char *dir, const char *name);
+int   dinoc_is_dir(const char *path);
+int   dinoc_file_exists(const char *path);
+
+/* ---- random numbers (src/core/rng.c) ---------------------------------------------------------- */
+
+typedef struct {
+    uint64_t s[4];
+} dinoc_rng; /* xoshiro256** */
+void     dinoc_rng_seed(dinoc_rng *r, uint64_t seed);
+uint64_t dinoc_rng_u64(dinoc_rng *r);
+float    dinoc_rng_uniform(dinoc_rng *r);              /* [0, 1) */
+float    dinoc_rng_normal(dinoc_rng *r);               /* N(0, 1) */
+float    dinoc_rng_trunc_normal(dinoc_rng *r, float std, float a, float b);
+
+/* ---- ops (src/ops/) ----------------------------------------------------------------------------
+ * Order of arguments: outputs, saved-for-backward, inputs, params, sizes. */
+
+/* out[M,N] = inp[M,K] @ w[N,K]^T + bias[N] (bias may be NULL): PyTorch's Linear. BLAS when built with
+ * it, else the reference loop. */
+void dinoc_linear_forward(float *out, const float *inp, const float *w, const float *bias, int M,
+                          int K, int N);
+/* The plain C reference of the same product (kept for tests). */
+void dinoc_linear_forward_ref(float *out, const float *inp, const float *w, const float *bias,
+                              int M, int K, int N);
+/* General row-major sgemm: C[M,N] = alpha * op(A) op(B) + beta * C. */
+void dinoc_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc);
+
+/* LayerNorm over the last dim: out[N,C]; mean/rstd [N] may be NULL in inference. */
+void dinoc_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                             const float *b, int N, int C, float eps);
+
+/* Exact GELU 0.5 x (1 + erf(x / sqrt 2)), in place allowed. */
+void dinoc_gelu_forward(float *out, const float *inp, size_t n);
+/* SwiGLU: inp [N, 2F] = [x1 | x2] per row; out [N, F] = SiLU(x1) * x2. */
+void dinoc_swiglu_forward(float *out, const float *inp, int N, int F);
+
+/* Multi-head self-attention core on packed qkv [B, T, 3D] (q | k | v, head h at columns h*HS).
+ * out [B, T, D] (heads concatenated); att [B, NH, T, T] keeps the softmax probabilities if not NULL.
+ * scratch must hold dinoc_attention_scratch(T) floats per thread. */
+void   dinoc_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH,
+                               float *scratch);
+size_t dinoc_attention_scratch_floats(int T, int HS);
+
+/* Bicubic resize of a [C, in_h, in_w] grid to [C, out_h, out_w] exactly as PyTorch's CPU
+ * torch.nn.functional.interpolate(mode="bicubic", align_corners=False, antialias=...) does:
+ *   antialias = 0: Keys cubic convolution A = -0.75, 4 taps, indices clamped to the edge
+ *   antialias = 1: separable antialiased filter, A = -0.5, support widened when shrinking
+ * sf_h/sf_w > 0: the scale factors were given (interpolate(scale_factor=...)), so the source
+ * coordinate uses 1/sf; sf <= 0: size mode, in/out. (Computation in float, as PyTorch's kernel.) */
+void dinoc_bicubic_resize(float *out, const float *inp, int C, int in_h, int in_w, int out_h,
+                          int out_w, int antialias, double sf_h, double sf_w);
+
+/* ---- JSON helpers (src/io/json.c) -------------------------------------------------------------- */
+
+struct cJSON;
+/* Parses a JSON file into a cJSON tree (caller cJSON_Delete's it). */
+dinoc_status dinoc_json_load(struct cJSON **out, const char *path);
+
+/* ---- threads (src/core/threads.c) -------------------------------------------------------------- */
+int dinoc_omp_max_threads(void);
+int dinoc_omp_thread_num(void);
+
+#endif /* DINOC_INTERNAL_H */
