@@ -1,4 +1,4 @@
-# dinoc: the front door.  make [BLAS=openblas|none] [OMP=1|0] [DEBUG=1] [SAN=address,undefined]
+# dinoc: the front door.  make [BLAS=openblas|none] [OMP=1|0] [DEBUG=1] [SAN=address,undefined] [WERROR=1]
 #   make            library, CLI (build/dinoc) and test runner (build/dinoc_tests)
 #   make test       everything in scripts/test.sh (installs Debian packages if missing)
 #   make bench      bench/run.sh
@@ -10,6 +10,9 @@ CC    ?= cc
 BUILD ?= build
 
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -Iinclude -fPIC
+ifeq ($(WERROR),1)
+  CFLAGS_BASE += -Werror
+endif
 ifeq ($(DEBUG),1)
   CFLAGS_OPT = -O0 -g
 else

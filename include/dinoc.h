@@ -292,6 +292,13 @@ typedef struct {
 
 typedef struct dinoc_model dinoc_model;
 
+/* Named configurations: "vits14", "vitb14", "vitl14", "vitg14" (DINOv2, image 518), the same with
+ * "-reg" (4 registers), "dino-vits16", "dino-vits8", "dino-vitb16", "dino-vitb8" (DINO v1 as HF
+ * ViTModel, image 224), and "vit-tiny-dino" (D 192, 12 blocks, 3 heads, patch 4, 1 channel, 32 px:
+ * the Fashion-MNIST model). DINOC_ERR_ARG lists the names if `name` is unknown. */
+DINOC_API dinoc_status dinoc_vit_preset(dinoc_vit_config *out, const char *name);
+
+
 typedef struct {
     int              set_pos_interp; /* 1: use pos_interp below instead of the arch's default */
     dinoc_pos_interp pos_interp;

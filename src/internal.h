@@ -103,9 +103,10 @@ void dinoc_swiglu_forward(float *out, const float *inp, int N, int F);
 
 /* Multi-head self-attention core on packed qkv [B, T, 3D] (q | k | v, head h at columns h*HS).
  * out [B, T, D] (heads concatenated); att [B, NH, T, T] keeps the softmax probabilities if not NULL.
- * scratch must hold dinoc_attention_scratch(T) floats per thread. */
+ * scratch must hold nthreads * dinoc_attention_scratch_floats(T, HS) floats; at most nthreads
+ * threads are used. */
 void   dinoc_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH,
-                               float *scratch);
+                               float *scratch, int nthreads);
 size_t dinoc_attention_scratch_floats(int T, int HS);
 
 /* Bicubic resize of a [C, in_h, in_w] grid to [C, out_h, out_w] exactly as PyTorch's CPU

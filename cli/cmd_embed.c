@@ -1,0 +1,282 @@
+/* cmd_embed.c: `dinoc embed -m MODEL [-o OUT.npy] IMAGE|DIR...`
+ *
+ * Decodes and preprocesses each image as the model's preprocessor_config.json says, runs the
+ * encoder in batches and writes float32 rows in input order (directories expanded, sorted by name)
+ * to OUT.npy, with the list of files, one per line, in OUT.txt beside it.
+ * Pools: cls [N, D]; mean of the patch tokens [N, D]; cls+mean [N, 2D] (the input of HF's
+ * Dinov2ForImageClassification head); patch [N, Np, D]. Registers are never pooled.
+ * --size S evaluates at S x S: shorter side resized to round(S * 256 / 224) and an S x S center crop
+ * for processors that crop (DINOv2's 224/256 ratio), an S x S resize for those that do not. */
+#include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { POOL_CLS, POOL_MEAN, POOL_CLS_MEAN, POOL_PATCH } pool_kind;
+
+static int parse_pool(const char *s, pool_kind *p) {
+    if (strcmp(s, "cls") == 0) *p = POOL_CLS;
+    else if (strcmp(s, "mean") == 0) *p = POOL_MEAN;
+    else if (strcmp(s, "cls+mean") == 0) *p = POOL_CLS_MEAN;
+    else if (strcmp(s, "patch") == 0) *p = POOL_PATCH;
+    else return -1;
+    return 0;
+}
+
+static int parse_interp(const char *s, dinoc_pos_interp *p) {
+    if (strcmp(s, "size") == 0) *p = DINOC_POS_INTERP_SIZE;
+    else if (strcmp(s, "offset") == 0) *p = DINOC_POS_INTERP_OFFSET;
+    else if (strcmp(s, "antialias") == 0) *p = DINOC_POS_INTERP_ANTIALIAS;
+    else return -1;
+    return 0;
+}
+
+/* Pools one batch of tokens [b, T, D] into rows of out. */
+static void pool_rows(float *out, const float *tok, int b, int T, int D, int R, pool_kind pool) {
+    const int Np = T - 1 - R;
+    for (int i = 0; i < b; i++) {
+        const float *t = tok + (size_t)i * T * D;
+        switch (pool) {
+        case POOL_CLS: memcpy(out + (size_t)i * D, t, sizeof(float) * D); break;
+        case POOL_PATCH:
+            memcpy(out + (size_t)i * Np * D, t + (size_t)(1 + R) * D, sizeof(float) * (size_t)Np * D);
+            break;
+        case POOL_MEAN:
+        case POOL_CLS_MEAN: {
+            float *o = pool == POOL_MEAN ? out + (size_t)i * D : out + (size_t)i * 2 * D;
+            if (pool == POOL_CLS_MEAN) {
+                memcpy(o, t, sizeof(float) * D);
+                o += D;
+            }
+            for (int d = 0; d < D; d++) {
+                double acc = 0;
+                for (int p = 0; p < Np; p++) acc += t[(size_t)(1 + R + p) * D + d];
+                o[d] = (float)(acc / Np);
+            }
+        } break;
+        }
+    }
+}
+
+int cmd_embed(int argc, char **argv) {
+    const char *model = NULL, *out = "embeddings.npy", *pool_s = "cls", *interp_s = NULL;
+    int         layer = -1, size = 0, batch = 8, threads = 0, no_norm = 0, lenient = 0, quiet = 0,
+        verbose = 0;
+    const opt_spec opts[] = {
+        {"model", 'm', OPT_STR, &model, "model folder (Hugging Face layout)"},
+        {"out", 'o', OPT_STR, &out, "output .npy (the file list goes to the same name with .txt)"},
+        {"pool", 'p', OPT_STR, &pool_s, "cls | mean | cls+mean | patch"},
+        {"layer", 'l', OPT_INT, &layer, "block whose output is used (0-based; negative from the end)"},
+        {"no-norm", 0, OPT_FLAG, &no_norm, "do not apply the final LayerNorm to that block's output"},
+        {"size", 's', OPT_INT, &size, "evaluate at S x S pixels (0: the preprocessor's size)"},
+        {"batch", 'b', OPT_INT, &batch, "images per forward pass"},
+        {"threads", 't', OPT_INT, &threads, "threads (0: all cores)"},
+        {"interp", 0, OPT_STR, &interp_s, "position-embedding resize: size | offset | antialias (default: the model type's HF behaviour)"},
+        {"lenient-config", 0, OPT_FLAG, &lenient, "ignore unknown config.json fields"},
+        {"quiet", 'q', OPT_FLAG, &quiet, "no progress line"},
+        {"verbose", 'v', OPT_FLAG, &verbose, "print library info messages"},
+        {NULL, 0, 0, NULL, NULL},
+    };
+    const char *use = "usage: dinoc embed -m MODEL [options] IMAGE|DIR...";
+    char      **pos = calloc((size_t)argc + 1, sizeof(char *));
+    int         npos = 0, rc = cli_parse(argc, argv, opts, use, pos, &npos);
+    pool_kind   pool;
+    dinoc_pos_interp interp = DINOC_POS_INTERP_SIZE;
+    if (rc) {
+        free(pos);
+        return rc == 1 ? 0 : 2;
+    }
+    if (!model || npos == 0 || batch <= 0 || size < 0 || parse_pool(pool_s, &pool) ||
+        (interp_s && parse_interp(interp_s, &interp))) {
+        fprintf(stderr, "error: embed needs -m MODEL and at least one IMAGE|DIR; --pool cls|mean|cls+mean|patch; "
+                        "--interp size|offset|antialias (see --help)\n");
+        free(pos);
+        return 2;
+    }
+    cli_log_to_stderr(verbose);
+    dinoc_set_threads(threads);
+    char **files = NULL;
+    int    n     = 0;
+    if (cli_collect_images(pos, npos, &files, &n)) {
+        free(pos);
+        return 1;
+    }
+    free(pos);
+    if (n == 0) {
+        fprintf(stderr, "dinoc embed: no images found\n");
+        cli_free_list(files, n);
+        return 1;
+    }
+    dinoc_load_params lp = dinoc_load_default_params();
+    lp.strict_config     = !lenient;
+    if (interp_s) lp.set_pos_interp = 1, lp.pos_interp = interp;
+    dinoc_model *m = NULL;
+    dinoc_status s = dinoc_model_load(&m, model, &lp);
+    if (s) {
+        cli_free_list(files, n);
+        return cli_fail("embed", s);
+    }
+    const dinoc_vit_config *c  = dinoc_model_config(m);
+    dinoc_preprocess        pp = *dinoc_model_preprocess(m);
+    if (size) {
+        if (pp.do_center_crop) {
+            pp.resize_mode   = DINOC_RESIZE_SHORTEST_EDGE;
+            pp.shortest_edge = (int)lround(size * 256.0 / 224.0);
+            pp.crop_w = pp.crop_h = size;
+        } else {
+            pp.resize_mode = DINOC_RESIZE_EXACT;
+            pp.resize_w = pp.resize_h = size;
+        }
+    }
+    const int D = c->dim, R = c->n_registers;
+    int       ow = 0, oh = 0;
+    float    *x = NULL, *rows = NULL, *tok = NULL;
+    int      *sizes = calloc((size_t)n * 2, sizeof(int));
+    dinoc_image *imgs  = calloc((size_t)batch, sizeof(dinoc_image));
+    dinoc_state *st    = NULL;
+    size_t       row_w = 0; /* floats per output row */
+    cli_progress prog;
+    cli_progress_start(&prog, "embed");
+    if (!sizes || !imgs) {
+        s = DINOC_ERR_NOMEM;
+        goto done;
+    }
+    for (int i0 = 0; i0 < n && !s; i0 += batch) {
+        int b = n - i0 < batch ? n - i0 : batch;
+        /* decode in parallel; each image's failure is kept and reported in order */
+        dinoc_status errs[b];
+        char         msgs[b][512];
+#pragma omp parallel for schedule(dynamic)
+        for (int i = 0; i < b; i++) {
+            errs[i] = dinoc_image_load(&imgs[i], files[i0 + i]);
+            if (errs[i]) snprintf(msgs[i], sizeof msgs[i], "%s", dinoc_last_error());
+        }
+        for (int i = 0; i < b && !s; i++)
+            if (errs[i]) {
+                fprintf(stderr, "dinoc embed: %s\n", msgs[i]);
+                s = errs[i];
+            }
+        if (s) break;
+        /* all images of a batch must preprocess to one size (they do whenever the processor crops or
+         * resizes to a fixed size) */
+        dinoc_preprocess_size(&pp, imgs[0].w, imgs[0].h, &ow, &oh);
+        for (int i = 1; i < b && !s; i++) {
+            int w2, h2;
+            dinoc_preprocess_size(&pp, imgs[i].w, imgs[i].h, &w2, &h2);
+            if (w2 != ow || h2 != oh) {
+                fprintf(stderr, "dinoc embed: %s preprocesses to %dx%d but %s to %dx%d; use --batch 1 or --size\n",
+                        files[i0], ow, oh, files[i0 + i], w2, h2);
+                s = DINOC_ERR_SHAPE;
+            }
+        }
+        if (s) break;
+        if (!st || i0 == 0 || ow != sizes[0] || oh != sizes[1]) {
+            int same = st && ow == sizes[0] && oh == sizes[1];
+            if (!same) {
+                if (rows && pool == POOL_PATCH) {
+                    fprintf(stderr, "dinoc embed: --pool patch needs every image at one size (use --size)\n");
+                    s = DINOC_ERR_SHAPE;
+                    break;
+                }
+                dinoc_state_free(st);
+                st = NULL;
+                free(x);
+                free(tok);
+                x   = malloc(sizeof(float) * (size_t)batch * c->channels * ow * oh);
+                tok = malloc(sizeof(float) * (size_t)batch * (1 + R + (ow / c->patch) * (oh / c->patch)) * D);
+                if (!x || !tok) {
+                    s = DINOC_ERR_NOMEM;
+                    break;
+                }
+                if ((s = dinoc_state_init(&st, m, batch, oh, ow, layer == -1 || layer == c->depth - 1 ? 0 : DINOC_STATE_HIDDEN))) {
+                    cli_fail("embed", s);
+                    break;
+                }
+                sizes[0] = ow, sizes[1] = oh;
+            }
+        }
+        int T, gh, gw;
+        dinoc_state_dims(st, NULL, &T, NULL, &gh, &gw);
+        if (!rows) {
+            row_w = pool == POOL_PATCH ? (size_t)gh * gw * D : pool == POOL_CLS_MEAN ? 2 * (size_t)D : (size_t)D;
+            rows  = calloc((size_t)n * row_w, sizeof(float));
+            if (!rows) {
+                s = DINOC_ERR_NOMEM;
+                break;
+            }
+        }
+        const size_t per = (size_t)c->channels * ow * oh;
+        dinoc_status perr[b];
+#pragma omp parallel for schedule(dynamic)
+        for (int i = 0; i < b; i++) perr[i] = dinoc_preprocess_image(&pp, &imgs[i], x + i * per, ow, oh);
+        for (int i = 0; i < b && !s; i++)
+            if (perr[i]) {
+                fprintf(stderr, "dinoc embed: %s: preprocessing failed\n", files[i0 + i]);
+                s = perr[i];
+            }
+        for (int i = 0; i < b; i++) dinoc_image_free(&imgs[i]);
+        if (s) break;
+        /* a short last batch: pad with copies of the first image so the state's batch size holds */
+        for (int i = b; i < batch; i++) memcpy(x + i * per, x, per * sizeof(float));
+        if ((s = dinoc_forward(m, st, x, NULL))) {
+            cli_fail("embed", s);
+            break;
+        }
+        const float *t = dinoc_state_output(st);
+        if (layer != -1 && layer != c->depth - 1) {
+            if ((s = dinoc_state_hidden(m, st, layer, !no_norm, tok))) {
+                cli_fail("embed", s);
+                break;
+            }
+            t = tok;
+        } else if (no_norm) {
+            dinoc_state_hidden(m, st, -1, 0, tok);
+            t = tok;
+        }
+        pool_rows(rows + (size_t)i0 * row_w, t, b, T, D, R, pool);
+        if (!quiet) cli_progress_update(&prog, i0 + b, n, i0 + b == n);
+    }
+    if (!s) {
+        int64_t shape[3] = {n, (int64_t)row_w, 0};
+        int     ndim     = 2;
+        if (pool == POOL_PATCH) {
+            shape[1] = (int64_t)(row_w / D), shape[2] = D, ndim = 3;
+        }
+        if ((s = dinoc_npy_write(out, rows, ndim, shape)))
+            cli_fail("embed", s);
+        else {
+            /* the file list beside the array: OUT.npy -> OUT.txt */
+            size_t len  = strlen(out);
+            char  *list = malloc(len + 5);
+            if (list) {
+                memcpy(list, out, len + 1);
+                if (len > 4 && strcmp(list + len - 4, ".npy") == 0) list[len - 4] = 0;
+                strcat(list, ".txt");
+                FILE *f = fopen(list, "w");
+                if (f) {
+                    for (int i = 0; i < n; i++) fprintf(f, "%s\n", files[i]);
+                    fclose(f);
+                } else {
+                    fprintf(stderr, "dinoc embed: cannot write %s\n", list);
+                    s = DINOC_ERR_IO;
+                }
+                free(list);
+            }
+            if (!s) fprintf(stderr, "wrote %s: %d x %zu\n", out, n, row_w);
+        }
+    } else if (s == DINOC_ERR_NOMEM) {
+        fprintf(stderr, "dinoc embed: out of memory\n");
+    }
+done:
+    for (int i = 0; imgs && i < batch; i++) dinoc_image_free(&imgs[i]);
+    free(imgs);
+    free(sizes);
+    free(x);
+    free(tok);
+    free(rows);
+    dinoc_state_free(st);
+    dinoc_model_free(m);
+    cli_free_list(files, n);
+    return s ? 1 : 0;
+}

@@ -1,0 +1,45 @@
+/* main.c: the dinoc command-line tool. One binary, subcommands from a table that is also the usage
+ * text. Exit codes: 0 ok, 1 runtime error, 2 usage error. Results go to stdout or files, progress
+ * and messages to stderr. */
+#include "cli.h"
+
+#include <string.h>
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} k_cmds[] = {
+    {"info", cmd_info, "print a model's config and tensor table"},
+    {"embed", cmd_embed, "embed images with a model; write a .npy"},
+    {"init", cmd_init, "write a model folder with random weights (tests, benchmarks)"},
+    {"bench", cmd_bench, "time the forward pass on random weights"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "dinoc %s: DINO, DINOv2 and ViT encoders in C\n\nusage: dinoc <command> [options]\n\ncommands:\n",
+            DINOC_VERSION);
+    for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
+        fprintf(f, "  %-8s %s\n", k_cmds[i].name, k_cmds[i].help);
+    fprintf(f, "\n'dinoc <command> --help' shows each command's options and defaults.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("dinoc %s\n", DINOC_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
+        if (strcmp(argv[1], k_cmds[i].name) == 0) return k_cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "dinoc: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

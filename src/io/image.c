@@ -1,0 +1,112 @@
+/* image.c: image decoding (dinoc_image_load, dinoc_image_load_memory, dinoc_image_free).
+ *
+ * Decoding is stb_image from Debian's libstb (the implementation is compiled into libstb.so, so
+ * this file only includes the header). The decoded image is converted to 3-channel RGB the way
+ * PIL's Image.convert("RGB") does it: grey is replicated into R, G and B; grey+alpha keeps the grey
+ * and drops the alpha; RGBA drops the alpha (no compositing onto a background, as PIL).
+ *
+ * Where stb and PIL disagree (known, not emulated):
+ * - JPEG: stb's IDCT and chroma upsampling are not libjpeg's; pixels differ by a few levels.
+ * - 16-bit PNG: stb keeps the high byte; PIL opens 16-bit grey as mode "I;16" and clips on
+ *   convert("RGB"). 8-bit PNG, BMP, PGM/PPM, TGA and GIF decode identically.
+ *
+ * stbi_failure_reason() is thread-local in stb_image 2.27 as built by Debian (STBI_THREAD_LOCAL);
+ * with an stb built without thread locals the reason could come from another thread's failure,
+ * which would only garble the message, never the result.
+ *
+ * Tested by tests/test_image.c (in-memory PNG/BMP/PGM written with stb_image_write, grey and
+ * grey+alpha conversion, corrupt, empty, absurd-size and non-image inputs) and, for parity with
+ * PIL's decoder, by tests/test_preprocess.c. */
+#include "../internal.h"
+
+#include <stb/stb_image.h>
+#include <string.h>
+
+/* Largest encoded file read from disk. Larger than any sane photo, small enough that a stray
+ * path to a disk image fails fast. */
+#define IMAGE_FILE_MAX ((size_t)512 << 20)
+/* Decoded size limits of dinoc.h: each side <= 65535 and at most 2^28 pixels (768 MiB as RGB). */
+#define IMAGE_SIDE_MAX   65535
+#define IMAGE_PIXELS_MAX ((int64_t)1 << 28)
+
+static const char *stb_reason(void) {
+    const char *r = stbi_failure_reason();
+    return r ? r : "unknown error";
+}
+
+dinoc_status dinoc_image_load_memory(dinoc_image *out, const void *buf, size_t size,
+                                     const char *label) {
+    if (!out) return dinoc_fail(DINOC_ERR_ARG, "dinoc_image_load_memory: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!label) label = "<memory>";
+    if (!buf && size) return dinoc_fail(DINOC_ERR_ARG, "%s: buffer is NULL", label);
+    if (size == 0) return dinoc_fail(DINOC_ERR_FORMAT, "%s: empty file, not an image", label);
+    if (size > (size_t)INT32_MAX)
+        return dinoc_fail(DINOC_ERR_FORMAT, "%s: %zu bytes, too large to decode", label, size);
+
+    /* Read the header first so that a file claiming 100000 x 100000 is refused before stb tries
+     * to allocate for it. */
+    int w = 0, h = 0, comp = 0;
+    if (!stbi_info_from_memory(buf, (int)size, &w, &h, &comp))
+        return dinoc_fail(DINOC_ERR_FORMAT, "%s: not a decodable image: %s", label, stb_reason());
+    if (w <= 0 || h <= 0 || w > IMAGE_SIDE_MAX || h > IMAGE_SIDE_MAX ||
+        (int64_t)w * h > IMAGE_PIXELS_MAX)
+        return dinoc_fail(DINOC_ERR_FORMAT,
+                          "%s: image size %d x %d exceeds the limits (each side <= %d, at most "
+                          "%lld pixels)",
+                          label, w, h, IMAGE_SIDE_MAX, (long long)IMAGE_PIXELS_MAX);
+
+    int      dw = 0, dh = 0, dc = 0;
+    uint8_t *px = stbi_load_from_memory(buf, (int)size, &dw, &dh, &dc, 0);
+    if (!px) return dinoc_fail(DINOC_ERR_FORMAT, "%s: cannot decode: %s", label, stb_reason());
+    if (dw != w || dh != h || dc < 1 || dc > 4) {
+        stbi_image_free(px);
+        return dinoc_fail(DINOC_ERR_FORMAT, "%s: decoder returned %d x %d x %d, header said %d x %d",
+                          label, dw, dh, dc, w, h);
+    }
+
+    size_t   n   = (size_t)w * (size_t)h;
+    uint8_t *rgb = malloc(n * 3);
+    if (!rgb) {
+        stbi_image_free(px);
+        return dinoc_fail(DINOC_ERR_NOMEM, "%s: cannot allocate %zu bytes for %d x %d RGB", label,
+                          n * 3, w, h);
+    }
+    /* PIL convert("RGB"): L -> (L, L, L); LA -> (L, L, L); RGB as is; RGBA -> (R, G, B). */
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *s = px + i * (size_t)dc;
+        uint8_t       *d = rgb + i * 3;
+        if (dc <= 2) {
+            d[0] = d[1] = d[2] = s[0];
+        } else {
+            d[0] = s[0];
+            d[1] = s[1];
+            d[2] = s[2];
+        }
+    }
+    stbi_image_free(px);
+    out->w    = w;
+    out->h    = h;
+    out->c    = 3;
+    out->data = rgb;
+    return DINOC_OK;
+}
+
+dinoc_status dinoc_image_load(dinoc_image *out, const char *path) {
+    if (!out) return dinoc_fail(DINOC_ERR_ARG, "dinoc_image_load: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!path) return dinoc_fail(DINOC_ERR_ARG, "dinoc_image_load: path is NULL");
+    char  *buf = NULL;
+    size_t len = 0;
+    dinoc_status s = dinoc_read_file(path, IMAGE_FILE_MAX, &buf, &len);
+    if (s != DINOC_OK) return s;
+    s = dinoc_image_load_memory(out, buf, len, path);
+    free(buf);
+    return s;
+}
+
+void dinoc_image_free(dinoc_image *img) {
+    if (!img) return;
+    free(img->data);
+    memset(img, 0, sizeof *img);
+}

@@ -1,0 +1,472 @@
+/* vit.c: the Vision Transformer of DINO, DINOv2 (with and without registers) and DINO v1 as
+ * published on Hugging Face: parameter layout, random init, and the inference forward pass.
+ *
+ * Forward, for images [B, C, H, W] with a gh x gw patch grid (Np = gh*gw):
+ *   patches = im2col(images)                      [B*Np, C*P*P]
+ *   e       = patches @ patch_w^T + patch_b       [B*Np, D]   (Conv2d with stride P)
+ *   e[mask] = mask_token                          (DINOv2: before the position add)
+ *   x       = [cls + pos[0], e + pos[1:]]         (pos resized to gh x gw, see pos_embed below)
+ *   x       = [x[:, :1], registers, x[:, 1:]]     (registers get no position embedding)
+ *   block:  x += ls1 * proj(attn(LN1(x)));  x += ls2 * fc2(act(fc1(LN2(x))))
+ *   out     = LN(x)
+ * Tested against PyTorch reference modules in tests/test_vit.c (fixtures by tests/py/gen_vit.py). */
+#include "vit.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- configuration and layout ----------------------------------------------------------------- */
+
+dinoc_status dinoc_vit_config_check(const dinoc_vit_config *c, const char *where) {
+#define REQ(cond, ...)                                                  \
+    do {                                                                \
+        if (!(cond)) {                                                  \
+            dinoc_fail(DINOC_ERR_CONFIG, __VA_ARGS__);                  \
+            return dinoc_fail_prefix(DINOC_ERR_CONFIG, "%s", where);    \
+        }                                                               \
+    } while (0)
+    REQ(c->dim > 0 && c->dim <= 65536, "hidden size %d out of range", c->dim);
+    REQ(c->depth > 0 && c->depth <= 1024, "depth %d out of range", c->depth);
+    REQ(c->heads > 0 && c->dim % c->heads == 0, "%d heads do not divide hidden size %d", c->heads,
+        c->dim);
+    REQ(c->ffn_hidden > 0 && c->ffn_hidden <= 1 << 20, "FFN hidden size %d out of range",
+        c->ffn_hidden);
+    REQ(c->patch > 0 && c->patch <= 1024, "patch size %d out of range", c->patch);
+    REQ(c->channels > 0 && c->channels <= 16, "num_channels %d out of range", c->channels);
+    REQ(c->image_size >= c->patch && c->image_size <= 65536, "image size %d out of range",
+        c->image_size);
+    REQ(c->image_size % c->patch == 0, "image size %d is not a multiple of the patch %d",
+        c->image_size, c->patch);
+    REQ(c->n_registers >= 0 && c->n_registers <= 1024, "%d register tokens out of range",
+        c->n_registers);
+    REQ(c->ln_eps > 0 && c->ln_eps < 1, "layer_norm_eps %g out of range", c->ln_eps);
+    REQ(c->ffn == DINOC_FFN_MLP || c->ffn == DINOC_FFN_SWIGLU, "unknown FFN kind %d", c->ffn);
+    REQ(c->pos_interp >= DINOC_POS_INTERP_SIZE && c->pos_interp <= DINOC_POS_INTERP_ANTIALIAS,
+        "unknown position interpolation %d", c->pos_interp);
+    size_t m = (size_t)(c->image_size / c->patch);
+    REQ(m * m <= (1u << 22), "position grid %zux%zu too large", m, m);
+#undef REQ
+    return DINOC_OK;
+}
+
+/* Walks the parameters in layout order. With `entries` NULL it only counts. Shapes are those of
+ * the published tensors. */
+int dinoc_vit_param_entries(const dinoc_model *m, dinoc_names names, dinoc_param_entry *e) {
+    const dinoc_vit_config *c  = &m->cfg;
+    const dinoc_vit_params *p  = &m->p;
+    const int64_t           D  = c->dim, F = c->ffn_hidden, P = c->patch, C = c->channels;
+    const int64_t           F1 = c->ffn == DINOC_FFN_SWIGLU ? 2 * F : F;
+    const int               hf = names == DINOC_NAMES_HF;
+    const int               v1 = c->arch == DINOC_ARCH_VIT;
+    int                     n  = 0;
+
+#define ADD(nm, data_, decay_, nd, ...)                                                  \
+    do {                                                                                 \
+        if (e) {                                                                         \
+            int64_t sh_[] = {__VA_ARGS__};                                               \
+            snprintf(e[n].name, sizeof e[n].name, "%s", nm);                             \
+            e[n].ndim = nd;                                                              \
+            memcpy(e[n].shape, sh_, sizeof(int64_t) * (nd));                             \
+            e[n].data  = (data_);                                                        \
+            e[n].decay = (decay_);                                                       \
+        }                                                                                \
+        n++;                                                                             \
+    } while (0)
+    char nm[96];
+    ADD(hf ? "embeddings.cls_token" : "cls_token", p->cls, 0, 3, 1, 1, D);
+    if (c->mask_token) ADD(hf ? "embeddings.mask_token" : "mask_token", p->mask_token, 0, 2, 1, D);
+    ADD(hf ? "embeddings.position_embeddings" : "pos_embed", p->pos, 0, 3, 1,
+        1 + (int64_t)m->pos_m * m->pos_m, D);
+    if (c->n_registers)
+        ADD(hf ? "embeddings.register_tokens" : "register_tokens", p->reg, 0, 3, 1,
+            (int64_t)c->n_registers, D);
+    ADD(hf ? "embeddings.patch_embeddings.projection.weight" : "patch_embed.proj.weight",
+        p->patch_w, 1, 4, D, C, P, P);
+    ADD(hf ? "embeddings.patch_embeddings.projection.bias" : "patch_embed.proj.bias", p->patch_b, 0,
+        1, D);
+    for (int l = 0; l < c->depth; l++) {
+        const dinoc_block_params *b = &p->blocks[l];
+        /* name fragments per scheme: [orig, hf dinov2, hf vit] */
+        const char *ln1  = hf ? (v1 ? "layernorm_before" : "norm1") : "norm1";
+        const char *ln2  = hf ? (v1 ? "layernorm_after" : "norm2") : "norm2";
+        const char *pre  = hf ? "encoder.layer" : "blocks";
+        const char *fc1  = hf ? (v1 ? "intermediate.dense" : (c->ffn ? "mlp.weights_in" : "mlp.fc1"))
+                              : (c->ffn ? "mlp.w12" : "mlp.fc1");
+        const char *fc2  = hf ? (v1 ? "output.dense" : (c->ffn ? "mlp.weights_out" : "mlp.fc2"))
+                              : (c->ffn ? "mlp.w3" : "mlp.fc2");
+        const char *proj = hf ? "attention.output.dense" : "attn.proj";
+#define NM(fmt, ...) (snprintf(nm, sizeof nm, "%s.%d." fmt, pre, l, __VA_ARGS__), nm)
+        ADD(NM("%s.weight", ln1), b->ln1_w, 0, 1, D);
+        ADD(NM("%s.bias", ln1), b->ln1_b, 0, 1, D);
+        if (hf) {
+            static const char *qkv[3] = {"query", "key", "value"};
+            for (int i = 0; i < 3; i++) {
+                ADD(NM("attention.attention.%s.weight", qkv[i]), b->qkv_w + i * D * D, 1, 2, D, D);
+                ADD(NM("attention.attention.%s.bias", qkv[i]), b->qkv_b + i * D, 0, 1, D);
+            }
+        } else {
+            ADD(NM("%s", "attn.qkv.weight"), b->qkv_w, 1, 2, 3 * D, D);
+            ADD(NM("%s", "attn.qkv.bias"), b->qkv_b, 0, 1, 3 * D);
+        }
+        ADD(NM("%s.weight", proj), b->proj_w, 1, 2, D, D);
+        ADD(NM("%s.bias", proj), b->proj_b, 0, 1, D);
+        if (b->ls1) ADD(hf ? NM("%s", "layer_scale1.lambda1") : NM("%s", "ls1.gamma"), b->ls1, 0, 1, D);
+        ADD(NM("%s.weight", ln2), b->ln2_w, 0, 1, D);
+        ADD(NM("%s.bias", ln2), b->ln2_b, 0, 1, D);
+        ADD(NM("%s.weight", fc1), b->fc1_w, 1, 2, F1, D);
+        ADD(NM("%s.bias", fc1), b->fc1_b, 0, 1, F1);
+        ADD(NM("%s.weight", fc2), b->fc2_w, 1, 2, D, F);
+        ADD(NM("%s.bias", fc2), b->fc2_b, 0, 1, D);
+        if (b->ls2) ADD(hf ? NM("%s", "layer_scale2.lambda1") : NM("%s", "ls2.gamma"), b->ls2, 0, 1, D);
+#undef NM
+    }
+    ADD(hf ? "layernorm.weight" : "norm.weight", p->norm_w, 0, 1, D);
+    ADD(hf ? "layernorm.bias" : "norm.bias", p->norm_b, 0, 1, D);
+#undef ADD
+    return n;
+}
+
+dinoc_status dinoc_vit_alloc(dinoc_model **out, const dinoc_vit_config *cfg) {
+    *out = NULL;
+    dinoc_status s = dinoc_vit_config_check(cfg, "model config");
+    if (s) return s;
+    dinoc_model *m = calloc(1, sizeof *m);
+    if (!m) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory for the model");
+    m->cfg   = *cfg;
+    m->pp    = dinoc_preprocess_default();
+    m->pos_m = cfg->image_size / cfg->patch;
+    m->blocks_storage = calloc((size_t)cfg->depth, sizeof(dinoc_block_params));
+    if (!m->blocks_storage) {
+        free(m);
+        return dinoc_fail(DINOC_ERR_NOMEM, "out of memory for the model");
+    }
+    m->p.blocks = m->blocks_storage;
+
+    /* Sizes in layout order; the carve below must follow the same order. */
+    const size_t D = cfg->dim, F = cfg->ffn_hidden, P = cfg->patch, C = cfg->channels;
+    const size_t F1 = cfg->ffn == DINOC_FFN_SWIGLU ? 2 * F : F, M = m->pos_m;
+    const int    ls = cfg->layerscale;
+    size_t per_block = 2 * D + 3 * D * D + 3 * D + D * D + D + (ls ? D : 0) + 2 * D + F1 * D + F1 +
+                       D * F + D + (ls ? D : 0);
+    size_t total = D * C * P * P + D + D + (1 + M * M) * D + (cfg->mask_token ? D : 0) +
+                   (size_t)cfg->n_registers * D + (size_t)cfg->depth * per_block + 2 * D;
+    m->n_params = total;
+    m->params   = dinoc_calloc(total, sizeof(float));
+    if (!m->params) {
+        free(m->blocks_storage);
+        free(m);
+        return dinoc_fail(DINOC_ERR_NOMEM, "cannot allocate %zu parameters", total);
+    }
+    float *q = m->params;
+#define TAKE(n) (q += (n), q - (n))
+    m->p.patch_w    = TAKE(D * C * P * P);
+    m->p.patch_b    = TAKE(D);
+    m->p.cls        = TAKE(D);
+    m->p.pos        = TAKE((1 + M * M) * D);
+    m->p.mask_token = cfg->mask_token ? TAKE(D) : NULL;
+    m->p.reg        = cfg->n_registers ? TAKE((size_t)cfg->n_registers * D) : NULL;
+    for (int l = 0; l < cfg->depth; l++) {
+        dinoc_block_params *b = &m->p.blocks[l];
+        b->ln1_w  = TAKE(D);
+        b->ln1_b  = TAKE(D);
+        b->qkv_w  = TAKE(3 * D * D);
+        b->qkv_b  = TAKE(3 * D);
+        b->proj_w = TAKE(D * D);
+        b->proj_b = TAKE(D);
+        b->ls1    = ls ? TAKE(D) : NULL;
+        b->ln2_w  = TAKE(D);
+        b->ln2_b  = TAKE(D);
+        b->fc1_w  = TAKE(F1 * D);
+        b->fc1_b  = TAKE(F1);
+        b->fc2_w  = TAKE(D * F);
+        b->fc2_b  = TAKE(D);
+        b->ls2    = ls ? TAKE(D) : NULL;
+    }
+    m->p.norm_w = TAKE(D);
+    m->p.norm_b = TAKE(D);
+#undef TAKE
+    DINOC_ASSERT((size_t)(q - m->params) == total);
+    *out = m;
+    return DINOC_OK;
+}
+
+void dinoc_model_free(dinoc_model *m) {
+    if (!m) return;
+    dinoc_free(m->params);
+    free(m->blocks_storage);
+    free(m);
+}
+
+const dinoc_vit_config *dinoc_model_config(const dinoc_model *m) { return &m->cfg; }
+const dinoc_preprocess *dinoc_model_preprocess(const dinoc_model *m) { return &m->pp; }
+int64_t dinoc_model_num_params(const dinoc_model *m) { return (int64_t)m->n_params; }
+void    dinoc_model_set_pos_interp(dinoc_model *m, dinoc_pos_interp p) {
+    m->cfg.pos_interp    = p;
+    m->cfg.interp_offset = p == DINOC_POS_INTERP_OFFSET ? 0.1f : 0.0f;
+}
+
+dinoc_status dinoc_model_init_random(dinoc_model **out, const dinoc_vit_config *cfg, uint64_t seed) {
+    dinoc_status s = dinoc_vit_alloc(out, cfg);
+    if (s) return s;
+    dinoc_model *m = *out;
+    dinoc_rng    r;
+    dinoc_rng_seed(&r, seed);
+    /* DINOv2's init: trunc_normal(0.02) for Linear weights and pos_embed, normal(1e-6) for CLS and
+     * registers, zeros for biases and the mask token, LayerNorm (1, 0), LayerScale 1e-5, and
+     * PyTorch's Conv2d default (uniform +-1/sqrt(fan_in)) for the patch embedding. */
+    int                n = dinoc_vit_param_entries(m, DINOC_NAMES_ORIG, NULL);
+    dinoc_param_entry *e = calloc((size_t)n, sizeof *e);
+    if (!e) {
+        dinoc_model_free(m);
+        *out = NULL;
+        return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+    }
+    dinoc_vit_param_entries(m, DINOC_NAMES_ORIG, e);
+    for (int i = 0; i < n; i++) {
+        int64_t numel = 1;
+        for (int k = 0; k < e[i].ndim; k++) numel *= e[i].shape[k];
+        const char *nm   = e[i].name;
+        float      *d    = e[i].data;
+        size_t      len  = strlen(nm);
+        int         bias = len > 5 && strcmp(nm + len - 5, ".bias") == 0;
+        if (strstr(nm, "patch_embed")) {
+            float bound = 1.0f / sqrtf((float)(cfg->channels * cfg->patch * cfg->patch));
+            for (int64_t j = 0; j < numel; j++) d[j] = (2 * dinoc_rng_uniform(&r) - 1) * bound;
+        } else if (strstr(nm, "norm")) {
+            for (int64_t j = 0; j < numel; j++) d[j] = bias ? 0.0f : 1.0f;
+        } else if (strstr(nm, "gamma")) {
+            for (int64_t j = 0; j < numel; j++) d[j] = 1e-5f;
+        } else if (strcmp(nm, "cls_token") == 0 || strcmp(nm, "register_tokens") == 0) {
+            for (int64_t j = 0; j < numel; j++) d[j] = 1e-6f * dinoc_rng_normal(&r);
+        } else if (bias || strcmp(nm, "mask_token") == 0) {
+            for (int64_t j = 0; j < numel; j++) d[j] = 0.0f;
+        } else {
+            for (int64_t j = 0; j < numel; j++) d[j] = dinoc_rng_trunc_normal(&r, 0.02f, -2.0f, 2.0f);
+        }
+    }
+    free(e);
+    return DINOC_OK;
+}
+
+/* ---- state ------------------------------------------------------------------------------------ */
+
+struct dinoc_state {
+    int      B, H, W, gh, gw, Np, T, D, F1, F, nthreads;
+    unsigned flags;
+    float   *patches; /* [B*Np, C*P*P] */
+    float   *x;       /* [B, T, D] residual stream */
+    float   *ln;      /* [B, T, D] */
+    float   *qkv;     /* [B, T, 3D] */
+    float   *ctx;     /* [B, T, D] attention output (heads concatenated) */
+    float   *proj;    /* [B, T, D] */
+    float   *h1;      /* [B, T, F1] */
+    float   *h2;      /* [B, T, F] SwiGLU output (NULL for MLP: GELU runs in place on h1) */
+    float   *out;     /* [B, T, D] final normed tokens */
+    float   *pos;     /* [Np, D] resized patch position embeddings */
+    float   *pos_a;   /* [D, M*M] staging for the resize (channels first) */
+    float   *pos_b;   /* [D, Np] */
+    float   *hidden;  /* [depth, B, T, D] with DINOC_STATE_HIDDEN */
+    float   *attn;    /* [B, NH, T, T] with DINOC_STATE_ATTN */
+    float   *scratch; /* attention scratch, nthreads rows */
+};
+
+void dinoc_state_free(dinoc_state *s) {
+    if (!s) return;
+    float *bufs[] = {s->patches, s->x,   s->ln,    s->qkv,   s->ctx,    s->proj,  s->h1, s->h2,
+                     s->out,     s->pos, s->pos_a, s->pos_b, s->hidden, s->attn, s->scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dinoc_free(bufs[i]);
+    free(s);
+}
+
+dinoc_status dinoc_state_init(dinoc_state **out, const dinoc_model *m, int B, int H, int W,
+                              unsigned flags) {
+    *out                      = NULL;
+    const dinoc_vit_config *c = &m->cfg;
+    if (B <= 0 || H <= 0 || W <= 0)
+        return dinoc_fail(DINOC_ERR_ARG, "batch %d and image size %dx%d must be positive", B, H, W);
+    if (H % c->patch || W % c->patch)
+        return dinoc_fail(DINOC_ERR_SHAPE, "image size %dx%d (HxW) is not a multiple of the patch %d",
+                          H, W, c->patch);
+    if (H > 16384 || W > 16384 || B > 1 << 20)
+        return dinoc_fail(DINOC_ERR_ARG, "batch %d of %dx%d images is too large", B, H, W);
+    dinoc_state *s = calloc(1, sizeof *s);
+    if (!s) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory for the state");
+    s->B = B, s->H = H, s->W = W, s->flags = flags;
+    s->gh = H / c->patch, s->gw = W / c->patch, s->Np = s->gh * s->gw;
+    s->T  = 1 + c->n_registers + s->Np;
+    s->D  = c->dim;
+    s->F  = c->ffn_hidden;
+    s->F1 = c->ffn == DINOC_FFN_SWIGLU ? 2 * c->ffn_hidden : c->ffn_hidden;
+    s->nthreads = dinoc_get_threads();
+    const size_t BT = (size_t)B * s->T, D = c->dim, M = m->pos_m;
+    const size_t K  = (size_t)c->channels * c->patch * c->patch;
+    int          ok = 1;
+#define ALLOC(ptr, n) ok &= ((ptr) = dinoc_calloc((n), sizeof(float))) != NULL
+    ALLOC(s->patches, (size_t)B * s->Np * K);
+    ALLOC(s->x, BT * D);
+    ALLOC(s->ln, BT * D);
+    ALLOC(s->qkv, BT * 3 * D);
+    ALLOC(s->ctx, BT * D);
+    ALLOC(s->proj, BT * D);
+    ALLOC(s->h1, BT * s->F1);
+    if (c->ffn == DINOC_FFN_SWIGLU) ALLOC(s->h2, BT * s->F);
+    ALLOC(s->out, BT * D);
+    ALLOC(s->pos, (size_t)s->Np * D);
+    ALLOC(s->pos_a, M * M * D);
+    ALLOC(s->pos_b, (size_t)s->Np * D);
+    if (flags & DINOC_STATE_HIDDEN) ALLOC(s->hidden, (size_t)c->depth * BT * D);
+    if (flags & DINOC_STATE_ATTN) ALLOC(s->attn, (size_t)B * c->heads * s->T * s->T);
+    ALLOC(s->scratch, (size_t)s->nthreads * dinoc_attention_scratch_floats(s->T, c->dim / c->heads));
+#undef ALLOC
+    if (!ok) {
+        dinoc_state_free(s);
+        return dinoc_fail(DINOC_ERR_NOMEM, "cannot allocate activations for batch %d at %dx%d", B,
+                          H, W);
+    }
+    *out = s;
+    return DINOC_OK;
+}
+
+void dinoc_state_dims(const dinoc_state *s, int *B, int *T, int *D, int *gh, int *gw) {
+    if (B) *B = s->B;
+    if (T) *T = s->T;
+    if (D) *D = s->D;
+    if (gh) *gh = s->gh;
+    if (gw) *gw = s->gw;
+}
+
+const float *dinoc_state_output(const dinoc_state *s) { return s->out; }
+const float *dinoc_state_attn(const dinoc_state *s) { return s->attn; }
+
+dinoc_status dinoc_state_hidden(const dinoc_model *m, const dinoc_state *s, int layer, int norm,
+                                float *dst) {
+    const int    L  = m->cfg.depth;
+    const size_t BT = (size_t)s->B * s->T, D = s->D;
+    int          l  = layer < 0 ? L + layer : layer;
+    if (l < 0 || l >= L) return dinoc_fail(DINOC_ERR_ARG, "layer %d out of range for depth %d", layer, L);
+    const float *src;
+    if (s->hidden)
+        src = s->hidden + (size_t)l * BT * D;
+    else if (l == L - 1)
+        src = s->x;
+    else
+        return dinoc_fail(DINOC_ERR_ARG,
+                          "layer %d needs a state made with DINOC_STATE_HIDDEN", layer);
+    if (norm)
+        dinoc_layernorm_forward(dst, NULL, NULL, src, m->p.norm_w, m->p.norm_b, (int)BT, (int)D,
+                                m->cfg.ln_eps);
+    else
+        memcpy(dst, src, BT * D * sizeof(float));
+    return DINOC_OK;
+}
+
+/* ---- forward ---------------------------------------------------------------------------------- */
+
+/* Resizes the patch position embeddings to the state's grid (s->pos [Np, D]). The skip rule of
+ * every reference: no resize when the grid has as many patches as the table and the image is
+ * square. Otherwise the three variants of docs/design.md. */
+static void pos_embed(const dinoc_model *m, dinoc_state *s) {
+    const int    M = m->pos_m, D = s->D;
+    const float *table = m->p.pos + D; /* skip the CLS row */
+    if (s->Np == M * M && s->H == s->W) {
+        memcpy(s->pos, table, sizeof(float) * (size_t)s->Np * D);
+        return;
+    }
+    /* [M*M, D] -> [D, M, M] */
+    for (int i = 0; i < M * M; i++)
+        for (int d = 0; d < D; d++) s->pos_a[(size_t)d * M * M + i] = table[(size_t)i * D + d];
+    double sf_h = -1, sf_w = -1;
+    int    aa   = m->cfg.pos_interp == DINOC_POS_INTERP_ANTIALIAS;
+    if (m->cfg.pos_interp == DINOC_POS_INTERP_OFFSET) {
+        /* (h0 + 0.1) / M in double, as Python computes it in the original repos */
+        sf_h = ((double)s->gh + (double)m->cfg.interp_offset) / M;
+        sf_w = ((double)s->gw + (double)m->cfg.interp_offset) / M;
+    }
+    dinoc_bicubic_resize(s->pos_b, s->pos_a, D, M, M, s->gh, s->gw, aa, sf_h, sf_w);
+    for (int i = 0; i < s->Np; i++)
+        for (int d = 0; d < D; d++) s->pos[(size_t)i * D + d] = s->pos_b[(size_t)d * s->Np + i];
+}
+
+static void add_scaled(float *x, const float *y, const float *gamma, size_t rows, int D) {
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++) {
+        float       *xr = x + r * D;
+        const float *yr = y + r * D;
+        if (gamma)
+            for (int d = 0; d < D; d++) xr[d] += gamma[d] * yr[d];
+        else
+            for (int d = 0; d < D; d++) xr[d] += yr[d];
+    }
+}
+
+dinoc_status dinoc_forward(const dinoc_model *m, dinoc_state *s, const float *images,
+                           const uint8_t *mask) {
+    const dinoc_vit_config *c = &m->cfg;
+    const dinoc_vit_params *p = &m->p;
+    const int B = s->B, T = s->T, D = s->D, P = c->patch, C = c->channels, R = c->n_registers;
+    const int gh = s->gh, gw = s->gw, Np = s->Np, H = s->H, W = s->W;
+    const int K  = C * P * P;
+    const int BT = B * T;
+    if (mask && !p->mask_token)
+        return dinoc_fail(DINOC_ERR_ARG, "a mask was given but this model has no mask token");
+    if (s->nthreads < dinoc_get_threads())
+        return dinoc_fail(DINOC_ERR_ARG, "the thread count grew to %d after the state was made for %d",
+                          dinoc_get_threads(), s->nthreads);
+
+    /* im2col: row (b, gy, gx), column (c, ky, kx) matches Conv2d weight [D, C, P, P] flattened. */
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int gy = 0; gy < gh; gy++)
+            for (int gx = 0; gx < gw; gx++) {
+                float *row = s->patches + ((size_t)b * Np + (size_t)gy * gw + gx) * K;
+                for (int ch = 0; ch < C; ch++)
+                    for (int ky = 0; ky < P; ky++) {
+                        const float *src =
+                            images + (((size_t)b * C + ch) * H + (size_t)gy * P + ky) * W + (size_t)gx * P;
+                        memcpy(row + (ch * P + ky) * P, src, sizeof(float) * P);
+                    }
+            }
+    float *emb = s->ln; /* [B*Np, D] fits in [B*T, D] */
+    dinoc_linear_forward(emb, s->patches, p->patch_w, p->patch_b, B * Np, K, D);
+    pos_embed(m, s);
+
+    /* tokens: CLS + pos[0], registers (no position), patches (or mask token) + pos */
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        float *xb = s->x + (size_t)b * T * D;
+        for (int d = 0; d < D; d++) xb[d] = p->cls[d] + p->pos[d];
+        if (R) memcpy(xb + D, p->reg, sizeof(float) * (size_t)R * D);
+        for (int i = 0; i < Np; i++) {
+            const float *e = (mask && mask[(size_t)b * Np + i]) ? p->mask_token
+                                                                 : emb + ((size_t)b * Np + i) * D;
+            float       *t = xb + (size_t)(1 + R + i) * D;
+            const float *q = s->pos + (size_t)i * D;
+            for (int d = 0; d < D; d++) t[d] = e[d] + q[d];
+        }
+    }
+
+    for (int l = 0; l < c->depth; l++) {
+        const dinoc_block_params *bp   = &p->blocks[l];
+        const int                 last = l == c->depth - 1;
+        dinoc_layernorm_forward(s->ln, NULL, NULL, s->x, bp->ln1_w, bp->ln1_b, BT, D, c->ln_eps);
+        dinoc_linear_forward(s->qkv, s->ln, bp->qkv_w, bp->qkv_b, BT, D, 3 * D);
+        dinoc_attention_forward(s->ctx, last ? s->attn : NULL, s->qkv, B, T, D, c->heads,
+                                s->scratch, s->nthreads);
+        dinoc_linear_forward(s->proj, s->ctx, bp->proj_w, bp->proj_b, BT, D, D);
+        add_scaled(s->x, s->proj, bp->ls1, (size_t)BT, D);
+        dinoc_layernorm_forward(s->ln, NULL, NULL, s->x, bp->ln2_w, bp->ln2_b, BT, D, c->ln_eps);
+        dinoc_linear_forward(s->h1, s->ln, bp->fc1_w, bp->fc1_b, BT, D, s->F1);
+        const float *act = s->h1;
+        if (c->ffn == DINOC_FFN_SWIGLU) {
+            dinoc_swiglu_forward(s->h2, s->h1, BT, s->F);
+            act = s->h2;
+        } else {
+            dinoc_gelu_forward(s->h1, s->h1, (size_t)BT * s->F);
+        }
+        dinoc_linear_forward(s->proj, act, bp->fc2_w, bp->fc2_b, BT, s->F, D);
+        add_scaled(s->x, s->proj, bp->ls2, (size_t)BT, D);
+        if (s->hidden) memcpy(s->hidden + (size_t)l * BT * D, s->x, sizeof(float) * (size_t)BT * D);
+    }
+    dinoc_layernorm_forward(s->out, NULL, NULL, s->x, p->norm_w, p->norm_b, BT, D, c->ln_eps);
+    return DINOC_OK;
+}

@@ -1,0 +1,63 @@
+/* vit.h: the ViT model's internals, shared by vit.c (layout, forward) and vit_io.c (Hugging Face
+ * folders). Parameters live in one flat float buffer; the structs below are views into it, so an
+ * optimizer, an EMA teacher or a gradient buffer can reuse the same layout (llm.c's rule). */
+#ifndef DINOC_VIT_H
+#define DINOC_VIT_H
+
+#include "../internal.h"
+
+typedef struct {
+    float *ln1_w, *ln1_b;   /* [D] */
+    float *qkv_w, *qkv_b;   /* [3D, D] [3D]: rows q | k | v */
+    float *proj_w, *proj_b; /* [D, D] [D] */
+    float *ls1;             /* [D] LayerScale gamma, NULL without LayerScale */
+    float *ln2_w, *ln2_b;   /* [D] */
+    float *fc1_w, *fc1_b;   /* [F1, D] [F1]: F1 = F (MLP) or 2F (SwiGLU w12) */
+    float *fc2_w, *fc2_b;   /* [D, F] [D] */
+    float *ls2;             /* [D] or NULL */
+} dinoc_block_params;
+
+typedef struct {
+    float              *patch_w;    /* [D, C*P*P] (Conv2d weight [D, C, P, P] flattened) */
+    float              *patch_b;    /* [D] */
+    float              *cls;        /* [D] */
+    float              *pos;        /* [1 + M*M, D] */
+    float              *mask_token; /* [D] or NULL */
+    float              *reg;        /* [R, D] or NULL */
+    dinoc_block_params *blocks;     /* [depth] */
+    float              *norm_w, *norm_b; /* [D] */
+} dinoc_vit_params;
+
+/* One named parameter tensor of the model. `data` points into the flat buffer; for Hugging Face
+ * names, q/k/v are three entries pointing at row blocks of the fused qkv. */
+typedef struct {
+    char    name[96];
+    int     ndim;
+    int64_t shape[4];
+    float  *data;
+    int     decay; /* 1 if weight decay applies by default (matrices, not biases/norms/gammas) */
+} dinoc_param_entry;
+
+typedef enum {
+    DINOC_NAMES_ORIG = 0, /* facebookresearch/dinov2 and dino names: blocks.0.attn.qkv.weight */
+    DINOC_NAMES_HF   = 1, /* Hugging Face names of the model's arch */
+} dinoc_names;
+
+struct dinoc_model {
+    dinoc_vit_config cfg;
+    dinoc_preprocess pp;
+    int              pos_m;    /* M: side of the position-embedding grid */
+    size_t           n_params; /* floats in params */
+    float           *params;   /* the flat buffer */
+    dinoc_vit_params p;        /* views */
+    dinoc_block_params *blocks_storage;
+};
+
+/* Fills cfg-derived defaults and checks the config (names the field at fault). */
+dinoc_status dinoc_vit_config_check(const dinoc_vit_config *cfg, const char *where);
+/* Allocates a model with zeroed parameters laid out for cfg. */
+dinoc_status dinoc_vit_alloc(dinoc_model **out, const dinoc_vit_config *cfg);
+/* Lists the parameter tensors under a naming scheme. entries may be NULL to count; returns count. */
+int dinoc_vit_param_entries(const dinoc_model *m, dinoc_names names, dinoc_param_entry *entries);
+
+#endif

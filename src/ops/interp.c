@@ -1,0 +1,254 @@
+/* interp.c: bicubic resize of [C, H, W] grids, bit-faithful to PyTorch 1.13's CPU kernels behind
+ * torch.nn.functional.interpolate(mode="bicubic", align_corners=False[, antialias=True]) on float32
+ * input. The models use it to resize the position-embedding grid (reference/dino_dinov2.md 1.4).
+ *
+ * antialias = 0 (aten upsample_bicubic2d, generic N-d kernel with 4-tap cubic helpers):
+ *   per output index i and axis: scale = area_pixel_compute_scale (float), src = scale * (i + 0.5)
+ *   - 0.5 (not clamped at 0 for cubic), x0 = floor(src), t = src - x0, Keys coefficients A = -0.75,
+ *   taps x0-1 .. x0+2 clamped to [0, in-1]. Output = sum over the 4 row taps (in order) of wy *
+ *   (sum over the 4 column taps (in order) of wx * v), float accumulation, no FMA.
+ * antialias = 1 (aten _upsample_bicubic2d_aa, separable kernel): first the W pass (contiguous dim)
+ *   into a [C, in_h, out_w] temporary, then the H pass; an axis whose size does not change is
+ *   skipped entirely (even with a scale factor != 1), and equal shapes are a plain copy. Each
+ *   output index gets a span [xmin, xmin + xsize) of the input with weights from the a = -0.5 cubic
+ *   stretched by max(scale, 1), normalised by their float sum.
+ *
+ * Tested by tests/test_interp.c against tests/py/gen_interp.py (torch 1.13 outputs, 24 cases):
+ * bit-exact on every value.
+ */
+#include "../internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Per-axis scale as aten's area_pixel_compute_scale<float>(in, out, align_corners=false, sf):
+ * given a scale factor, (float)(1.0 / sf) -- the factor the user passed, not out/in (this is what
+ * makes DINO's "+0.1" offset change the result); else (float)in / out in float. out == 1 gives 0. */
+static float axis_scale(int in, int out, double sf) {
+    if (out <= 1) return 0.0f;
+    if (sf > 0.0) return (float)(1.0 / sf);
+    return (float)in / (float)out;
+}
+
+/* ---- antialias = 0 -------------------------------------------------------------------------- */
+
+static float cubic_conv1(float x, float A) { return ((A + 2.0f) * x - (A + 3.0f)) * x * x + 1.0f; }
+static float cubic_conv2(float x, float A) {
+    return ((A * x - 5.0f * A) * x + 8.0f * A) * x - 4.0f * A;
+}
+
+/* The Keys polynomials (A = -0.75) as torch 1.13's AVX2 kernel evaluates them: g++ contracts the
+ * inner multiply-adds into FMAs and leaves the last step as a rounded product plus a constant. */
+static float keys1(float x) { /* (A + 2) x^3 - (A + 3) x^2 + 1 */
+    float u = fmaf(1.25f, x, -2.25f);
+    return (u * x) * x + 1.0f;
+}
+static float keys2(float x) { /* A x^3 - 5A x^2 + 8A x - 4A */
+    float v = fmaf(fmaf(-0.75f, x, 3.75f), x, -6.0f);
+    return v * x + 3.0f;
+}
+
+/* 4 clamped tap indices and Keys weights (A = -0.75) for output index i of one axis. */
+static void cubic_taps(int i, float scale, int in, int idx[4], float w[4]) {
+    /* torch 1.13 keeps the source coordinate in double (scale is a float, i + 0.5 a double):
+     * src = scale * (i + 0.5) - 0.5. The integer part comes from floorf((float)src) (floorf takes a
+     * float) while t = src - x0 is taken from the double and rounded once; so near integers x0 can
+     * be src rounded up and t slightly negative (e.g. 37 -> 21: src = 17.9999995, x0 = 18). */
+    double src = (double)scale * ((double)i + 0.5) - 0.5;
+    int    x0  = (int)floorf((float)src);
+    float  t   = (float)(src - (double)x0);
+    float  x2  = 1.0f - t;
+    w[0] = keys2(t + 1.0f);
+    w[1] = keys1(t);
+    w[2] = keys1(x2);
+    w[3] = keys2(x2 + 1.0f);
+    for (int j = 0; j < 4; j++) {
+        int k = x0 - 1 + j;
+        idx[j] = k < 0 ? 0 : (k > in - 1 ? in - 1 : k);
+    }
+}
+
+static void resize_cubic(float *out, const float *inp, int C, int in_h, int in_w, int out_h,
+                         int out_w, double sf_h, double sf_w) {
+    float sh = axis_scale(in_h, out_h, sf_h), sw = axis_scale(in_w, out_w, sf_w);
+    /* Small tables (out_h + out_w entries): tap rows/columns and their weights. */
+    int   *yi = malloc(sizeof(int) * 4 * (size_t)(out_h + out_w));
+    float *yw = malloc(sizeof(float) * 4 * (size_t)(out_h + out_w));
+    DINOC_ASSERT(yi && yw);
+    int   *xi = yi + 4 * out_h;
+    float *xw = yw + 4 * out_h;
+    for (int i = 0; i < out_h; i++) cubic_taps(i, sh, in_h, yi + 4 * i, yw + 4 * i);
+    for (int i = 0; i < out_w; i++) cubic_taps(i, sw, in_w, xi + 4 * i, xw + 4 * i);
+
+    size_t in_plane = (size_t)in_h * in_w, out_plane = (size_t)out_h * out_w;
+    int    par = (double)C * out_plane >= 32768.0;
+#pragma omp parallel for schedule(static) if (par)
+    for (int c = 0; c < C; c++) {
+        const float *src = inp + (size_t)c * in_plane;
+        float       *dst = out + (size_t)c * out_plane;
+        for (int oy = 0; oy < out_h; oy++) {
+            const int   *ry = yi + 4 * oy;
+            const float *wy = yw + 4 * oy;
+            for (int ox = 0; ox < out_w; ox++) {
+                const int   *cx = xi + 4 * ox;
+                const float *wx = xw + 4 * ox;
+                /* aten's Interpolate<2, float, int64, 4>::eval: outer sum over the 4 H taps of
+                 * wy * (inner sum over the 4 W taps of wx * v), both unrolled as
+                 *   out = t0 * w0 + t1 * w1;  out += t2 * w2;  out += t3 * w3;
+                 * which g++ (fp-contract=fast, -mfma in the AVX2 build torch dispatches to) emits
+                 * as fma(t3, w3, fma(t2, w2, fma(t0, w0, t1 * w1))): the tap-1 product is the
+                 * rounded one. Found by matching torch bit for bit (tests/py/gen_interp.py). */
+                float r[4];
+                for (int a = 0; a < 4; a++) {
+                    const float *row = src + (size_t)ry[a] * in_w;
+                    float        s   = fmaf(row[cx[0]], wx[0], row[cx[1]] * wx[1]);
+                    s                = fmaf(row[cx[2]], wx[2], s);
+                    r[a]             = fmaf(row[cx[3]], wx[3], s);
+                }
+                float acc = fmaf(r[0], wy[0], r[1] * wy[1]);
+                acc       = fmaf(r[2], wy[2], acc);
+                acc       = fmaf(r[3], wy[3], acc);
+                dst[(size_t)oy * out_w + ox] = acc;
+            }
+        }
+    }
+    free(yi);
+    free(yw);
+}
+
+/* ---- antialias = 1 -------------------------------------------------------------------------- */
+
+/* The a = -0.5 cubic (Keys) used by aten's HelperInterpCubic::aa_filter, in float. */
+static float aa_cubic(float x) {
+    const float a = -0.5f;
+    if (x < 0.0f) x = -x;
+    if (x < 1.0f) return cubic_conv1(x, a);
+    if (x < 2.0f) return cubic_conv2(x, a);
+    return 0.0f;
+}
+
+/* Spans and normalised weights for one axis, as aten 1.13's _compute_indices_weights_aa with
+ * scalar_t = float. Returns the per-output stride of w (max taps); xmin/xsize get out entries. */
+static int aa_weights(int in, int out, double sf, int **xmin_out, int **xsize_out, float **w_out) {
+    float scale   = axis_scale(in, out, sf);
+    /* support = (interp_size / 2) * scale when downscaling (the kernel widens to cover every input
+     * pixel), else interp_size / 2; interp_size = 4 for cubic. Doubles rounded to float. */
+    float support = scale >= 1.0f ? (float)(2.0 * (double)scale) : 2.0f;
+    int   taps    = (int)ceilf(support) * 2 + 1;
+    float invscale = scale >= 1.0f ? (float)(1.0 / (double)scale) : 1.0f;
+
+    int   *xmin  = malloc(sizeof(int) * (size_t)out);
+    int   *xsize = malloc(sizeof(int) * (size_t)out);
+    float *w     = calloc((size_t)out * taps, sizeof(float));
+    DINOC_ASSERT(xmin && xsize && w);
+    for (int i = 0; i < out; i++) {
+        /* center = scale * (i + 0.5): double product, rounded to float. */
+        float center = (float)((double)scale * ((double)i + 0.5));
+        /* (int64)(center - support + 0.5): float difference, + 0.5 in double, truncated. */
+        long lo = (long)((double)(center - support) + 0.5);
+        long hi = (long)((double)(center + support) + 0.5);
+        if (lo < 0) lo = 0;
+        if (hi > in) hi = in;
+        int   n     = (int)(hi - lo);
+        float total = 0.0f;
+        float *wi   = w + (size_t)i * taps;
+        DINOC_ASSERT(n <= taps);
+        for (int j = 0; j < n; j++) {
+            /* filter((j + xmin - center + 0.5) * invscale): (j + xmin) - center in float, then
+             * + 0.5 and * invscale in double (exact), rounded once to float for the filter. */
+            float d = (float)(j + lo) - center;
+            float v = aa_cubic((float)(((double)d + 0.5) * (double)invscale));
+            wi[j]   = v;
+            total += v;
+        }
+        if (total != 0.0f)
+            for (int j = 0; j < n; j++) wi[j] /= total;
+        xmin[i]  = (int)lo;
+        xsize[i] = n;
+    }
+    *xmin_out  = xmin;
+    *xsize_out = xsize;
+    *w_out     = w;
+    return taps;
+}
+
+/* One separable pass along W (rows of length in_w -> out_w) for `rows` rows. */
+static void aa_pass_w(float *out, const float *inp, size_t rows, int in_w, int out_w, double sf) {
+    int   *xmin, *xsize;
+    float *w;
+    int    taps = aa_weights(in_w, out_w, sf, &xmin, &xsize, &w);
+    int    par  = (double)rows * out_w >= 32768.0;
+#pragma omp parallel for schedule(static) if (par)
+    for (long r = 0; r < (long)rows; r++) {
+        const float *src = inp + (size_t)r * in_w;
+        float       *dst = out + (size_t)r * out_w;
+        for (int o = 0; o < out_w; o++) {
+            /* aten interpolate_aa_single_dim: float sum, started from tap 0's product. */
+            const float *s  = src + xmin[o];
+            const float *wo = w + (size_t)o * taps;
+            float        acc = s[0] * wo[0];
+            for (int j = 1; j < xsize[o]; j++) acc += s[j] * wo[j];
+            dst[o] = acc;
+        }
+    }
+    free(xmin);
+    free(xsize);
+    free(w);
+}
+
+/* One separable pass along H ([C, in_h, W] -> [C, out_h, W]). */
+static void aa_pass_h(float *out, const float *inp, int C, int in_h, int out_h, int W, double sf) {
+    int   *ymin, *ysize;
+    float *w;
+    int    taps = aa_weights(in_h, out_h, sf, &ymin, &ysize, &w);
+    int    par  = (double)C * out_h * W >= 32768.0;
+#pragma omp parallel for schedule(static) if (par)
+    for (int c = 0; c < C; c++) {
+        const float *src = inp + (size_t)c * in_h * W;
+        float       *dst = out + (size_t)c * out_h * W;
+        for (int o = 0; o < out_h; o++) {
+            const float *wo = w + (size_t)o * taps;
+            const float *s  = src + (size_t)ymin[o] * W;
+            for (int x = 0; x < W; x++) {
+                float acc = s[x] * wo[0];
+                for (int j = 1; j < ysize[o]; j++) acc += s[(size_t)j * W + x] * wo[j];
+                dst[(size_t)o * W + x] = acc;
+            }
+        }
+    }
+    free(ymin);
+    free(ysize);
+    free(w);
+}
+
+static void resize_aa(float *out, const float *inp, int C, int in_h, int in_w, int out_h, int out_w,
+                      double sf_h, double sf_w) {
+    /* aten separable_upsample_generic_Nd_kernel_impl: axes whose size does not change are not
+     * resampled at all (so a scale factor like 37.1/37 that keeps 37 is an exact copy along that
+     * axis), W (the contiguous axis) goes first, H second. */
+    int do_w = in_w != out_w, do_h = in_h != out_h;
+    if (!do_w && !do_h) {
+        memcpy(out, inp, sizeof(float) * (size_t)C * in_h * in_w);
+        return;
+    }
+    if (do_w && do_h) {
+        float *tmp = malloc(sizeof(float) * (size_t)C * in_h * out_w);
+        DINOC_ASSERT(tmp);
+        aa_pass_w(tmp, inp, (size_t)C * in_h, in_w, out_w, sf_w);
+        aa_pass_h(out, tmp, C, in_h, out_h, out_w, sf_h);
+        free(tmp);
+    } else if (do_w) {
+        aa_pass_w(out, inp, (size_t)C * in_h, in_w, out_w, sf_w);
+    } else {
+        aa_pass_h(out, inp, C, in_h, out_h, in_w, sf_h);
+    }
+}
+
+void dinoc_bicubic_resize(float *out, const float *inp, int C, int in_h, int in_w, int out_h,
+                          int out_w, int antialias, double sf_h, double sf_w) {
+    DINOC_ASSERT(C > 0 && in_h > 0 && in_w > 0 && out_h > 0 && out_w > 0);
+    if (antialias)
+        resize_aa(out, inp, C, in_h, in_w, out_h, out_w, sf_h, sf_w);
+    else
+        resize_cubic(out, inp, C, in_h, in_w, out_h, out_w, sf_h, sf_w);
+}

@@ -1,0 +1,57 @@
+/* linear.c: matrix products. dinoc_linear_forward is PyTorch's Linear (out = inp @ w^T + b) over
+ * CBLAS (OpenBLAS) when built with BLAS=openblas, and dinoc_linear_forward_ref is the plain C loop
+ * kept as the oracle for tests (tests/test_ops.c compares the two). */
+#include "../internal.h"
+
+#ifdef DINOC_OPENBLAS
+#include <cblas.h>
+#endif
+
+void dinoc_linear_forward_ref(float *out, const float *inp, const float *w, const float *bias,
+                              int M, int K, int N) {
+    /* out [M,N], inp [M,K], w [N,K], bias [N]. Accumulate in double: this is the reference. */
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++) {
+        const float *x = inp + (size_t)m * K;
+        for (int n = 0; n < N; n++) {
+            const float *wr  = w + (size_t)n * K;
+            double       acc = bias ? bias[n] : 0.0;
+            for (int k = 0; k < K; k++) acc += (double)x[k] * wr[k];
+            out[(size_t)m * N + n] = (float)acc;
+        }
+    }
+}
+
+void dinoc_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc) {
+#ifdef DINOC_OPENBLAS
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#else
+    /* Reference: C = alpha op(A) op(B) + beta C, row-major. */
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) {
+            float acc = 0.0f;
+            for (int k = 0; k < K; k++) {
+                float a = trans_a ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                float b = trans_b ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                acc += a * b;
+            }
+            float *c = &C[(size_t)i * ldc + j];
+            *c       = alpha * acc + (beta == 0.0f ? 0.0f : beta * *c);
+        }
+    }
+#endif
+}
+
+void dinoc_linear_forward(float *out, const float *inp, const float *w, const float *bias, int M,
+                          int K, int N) {
+    if (bias) {
+        /* Pre-fill with the bias and let the product accumulate onto it (beta = 1). */
+#pragma omp parallel for schedule(static)
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) out[(size_t)m * N + n] = bias[n];
+    }
+    dinoc_gemm(0, 1, M, N, K, 1.0f, inp, K, w, K, bias ? 1.0f : 0.0f, out, N);
+}
