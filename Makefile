@@ -26,6 +26,8 @@ endif
 ifeq ($(OMP),1)
   CFLAGS_BASE += -fopenmp
   LDFLAGS += -fopenmp
+else
+  CFLAGS_BASE += -Wno-unknown-pragmas
 endif
 ifneq ($(SAN),)
   CFLAGS_OPT += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all

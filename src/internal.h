@@ -118,6 +118,13 @@ size_t dinoc_attention_scratch_floats(int T, int HS);
 void dinoc_bicubic_resize(float *out, const float *inp, int C, int in_h, int in_w, int out_h,
                           int out_w, int antialias, double sf_h, double sf_w);
 
+/* ---- images (src/io/resize.c) ----------------------------------------------------------------- */
+
+/* The window [x0, x0 + rw) x [y0, y0 + rh) of the PIL resize of src to w x h, into dst
+ * (rw * rh * src->c bytes, caller memory); the same bytes as resizing everything and cropping. */
+dinoc_status dinoc_image_resize_region(uint8_t *dst, const dinoc_image *src, int w, int h,
+                                       dinoc_resample filter, int x0, int y0, int rw, int rh);
+
 /* ---- JSON helpers (src/io/json.c) -------------------------------------------------------------- */
 
 struct cJSON;

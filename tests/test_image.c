@@ -7,9 +7,6 @@
 
 #include <stb/stb_image_write.h>
 
-dinoc_status dinoc_image_resize_region(uint8_t *dst, const dinoc_image *src, int w, int h,
-                                       dinoc_resample filter, int x0, int y0, int rw, int rh);
-
 /* A deterministic w x h x c pattern. */
 static uint8_t *pattern(int w, int h, int c, unsigned seed) {
     uint8_t *p = malloc((size_t)w * h * c);

@@ -9,8 +9,14 @@
 
 dinoc_status dinoc_read_file(const char *path, size_t max, char **out, size_t *len) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return dinoc_fail(DINOC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* O_NONBLOCK so that a FIFO is refused by the regular-file check instead of blocking open() */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return dinoc_fail(DINOC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return dinoc_fail(DINOC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    }
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);

@@ -36,11 +36,6 @@
 #include <math.h>
 #include <string.h>
 
-/* Implemented in src/io/resize.c: the window [x0, x0 + rw) x [y0, y0 + rh) of the PIL resize of
- * src to w x h, into dst (rw * rh * src->c bytes). */
-dinoc_status dinoc_image_resize_region(uint8_t *dst, const dinoc_image *src, int w, int h,
-                                       dinoc_resample filter, int x0, int y0, int rw, int rh);
-
 /* Bounds on sizes read from a config (a resize target above this is a typo, not a photo). */
 #define PP_SIDE_MAX 65535
 

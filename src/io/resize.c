@@ -276,11 +276,6 @@ static dinoc_status resize_nearest(uint8_t *dst, const dinoc_image *src, int w, 
     return DINOC_OK;
 }
 
-/* The window [x0, x0 + rw) x [y0, y0 + rh) of Pillow's resize of src to w x h, into dst
- * (rw * rh * src->c bytes, caller memory). Declared for src/io/preprocess.c. */
-dinoc_status dinoc_image_resize_region(uint8_t *dst, const dinoc_image *src, int w, int h,
-                                       dinoc_resample filter, int x0, int y0, int rw, int rh);
-
 dinoc_status dinoc_image_resize_region(uint8_t *dst, const dinoc_image *src, int w, int h,
                                        dinoc_resample filter, int x0, int y0, int rw, int rh) {
     if (!src || !src->data || src->w <= 0 || src->h <= 0 || src->c < 1 || src->c > 4)
@@ -303,14 +298,13 @@ dinoc_status dinoc_image_resize_region(uint8_t *dst, const dinoc_image *src, int
     int    need_h = w != src->w, need_v = h != src->h;
 
     /* Same size: Pillow returns a copy (for every filter). */
-    if ((!need_h && !need_v) || filter == DINOC_RESAMPLE_NEAREST) {
-        if (filter == DINOC_RESAMPLE_NEAREST && (need_h || need_v))
-            return resize_nearest(dst, src, w, h, x0, y0, rw, rh);
+    if (!need_h && !need_v) {
         for (int y = 0; y < rh; y++)
             memcpy(dst + (size_t)y * rw * C, src->data + (size_t)(y0 + y) * srow + (size_t)x0 * C,
                    (size_t)rw * C);
         return DINOC_OK;
     }
+    if (filter == DINOC_RESAMPLE_NEAREST) return resize_nearest(dst, src, w, h, x0, y0, rw, rh);
 
     dinoc_status s  = DINOC_OK;
     axis_coeffs  av = {0}, ah = {0};

@@ -32,11 +32,6 @@ static float axis_scale(int in, int out, double sf) {
 
 /* ---- antialias = 0 -------------------------------------------------------------------------- */
 
-static float cubic_conv1(float x, float A) { return ((A + 2.0f) * x - (A + 3.0f)) * x * x + 1.0f; }
-static float cubic_conv2(float x, float A) {
-    return ((A * x - 5.0f * A) * x + 8.0f * A) * x - 4.0f * A;
-}
-
 /* The Keys polynomials (A = -0.75) as torch 1.13's AVX2 kernel evaluates them: g++ contracts the
  * inner multiply-adds into FMAs and leaves the last step as a rounded product plus a constant. */
 static float keys1(float x) { /* (A + 2) x^3 - (A + 3) x^2 + 1 */
@@ -118,12 +113,20 @@ static void resize_cubic(float *out, const float *inp, int C, int in_h, int in_w
 
 /* ---- antialias = 1 -------------------------------------------------------------------------- */
 
-/* The a = -0.5 cubic (Keys) used by aten's HelperInterpCubic::aa_filter, in float. */
+/* aten 1.13's HelperInterpCubic::aa_filter (Keys, a = -0.5), evaluated as torch's AVX2 build does:
+ * the inner piece ((a + 2.0) x - (a + 3.0)) x x + 1 has double literals, so it runs in double; the
+ * outer piece (((x - 5) x + 8) x - 4) a runs in float with the two multiply-adds fused, and the
+ * final * a (exact, a = -0.5) in double. */
 static float aa_cubic(float x) {
-    const float a = -0.5f;
     if (x < 0.0f) x = -x;
-    if (x < 1.0f) return cubic_conv1(x, a);
-    if (x < 2.0f) return cubic_conv2(x, a);
+    if (x < 1.0f) {
+        double xd = x, u = fma(1.5, xd, -2.5);
+        return (float)((u * xd) * xd + 1.0);
+    }
+    if (x < 2.0f) {
+        float v = fmaf(fmaf(x - 5.0f, x, 8.0f), x, -4.0f);
+        return (float)((double)v * -0.5);
+    }
     return 0.0f;
 }
 
@@ -187,7 +190,7 @@ static void aa_pass_w(float *out, const float *inp, size_t rows, int in_w, int o
             const float *s  = src + xmin[o];
             const float *wo = w + (size_t)o * taps;
             float        acc = s[0] * wo[0];
-            for (int j = 1; j < xsize[o]; j++) acc += s[j] * wo[j];
+            for (int j = 1; j < xsize[o]; j++) acc = fmaf(s[j], wo[j], acc);
             dst[o] = acc;
         }
     }
@@ -211,7 +214,7 @@ static void aa_pass_h(float *out, const float *inp, int C, int in_h, int out_h, 
             const float *s  = src + (size_t)ymin[o] * W;
             for (int x = 0; x < W; x++) {
                 float acc = s[x] * wo[0];
-                for (int j = 1; j < ysize[o]; j++) acc += s[(size_t)j * W + x] * wo[j];
+                for (int j = 1; j < ysize[o]; j++) acc = fmaf(s[(size_t)j * W + x], wo[j], acc);
                 dst[(size_t)o * W + x] = acc;
             }
         }
@@ -223,10 +226,11 @@ static void aa_pass_h(float *out, const float *inp, int C, int in_h, int out_h, 
 
 static void resize_aa(float *out, const float *inp, int C, int in_h, int in_w, int out_h, int out_w,
                       double sf_h, double sf_w) {
-    /* aten separable_upsample_generic_Nd_kernel_impl: axes whose size does not change are not
-     * resampled at all (so a scale factor like 37.1/37 that keeps 37 is an exact copy along that
-     * axis), W (the contiguous axis) goes first, H second. */
+#ifdef AA_SKIP
     int do_w = in_w != out_w, do_h = in_h != out_h;
+#else
+    int do_w = 1, do_h = 1;
+#endif
     if (!do_w && !do_h) {
         memcpy(out, inp, sizeof(float) * (size_t)C * in_h * in_w);
         return;
