@@ -114,7 +114,8 @@ size_t dinoc_attention_scratch_floats(int T, int HS);
  *   antialias = 0: Keys cubic convolution A = -0.75, 4 taps, indices clamped to the edge
  *   antialias = 1: separable antialiased filter, A = -0.5, support widened when shrinking
  * sf_h/sf_w > 0: the scale factors were given (interpolate(scale_factor=...)), so the source
- * coordinate uses 1/sf; sf <= 0: size mode, in/out. (Computation in float, as PyTorch's kernel.) */
+ * coordinate uses 1/sf; sf <= 0: size mode, in/out. Roundings follow PyTorch 1.13's AVX2 CPU
+ * kernel (source index in double, FMAs); see src/ops/interp.c. */
 void dinoc_bicubic_resize(float *out, const float *inp, int C, int in_h, int in_w, int out_h,
                           int out_w, int antialias, double sf_h, double sf_w);
 
