@@ -37,13 +37,18 @@ if [ "$(cat "$FIX/.stamp" 2>/dev/null)" != "$sum" ]; then
 fi
 
 passed=0 failed=0
-out=$(DINOC_FIXTURES=$FIX DINOC_TMP=$BUILD/tmp ./$BUILD/dinoc_tests 2>&1 | tee /dev/stderr | tail -n 1)
+# (logs are written to files and then shown: `tee /dev/stderr` would truncate a redirected log)
+DINOC_FIXTURES=$FIX DINOC_TMP=$BUILD/tmp ./$BUILD/dinoc_tests > $BUILD/c_tests.log 2>&1
+cat $BUILD/c_tests.log >&2
+out=$(tail -n 1 $BUILD/c_tests.log)
 if [[ "$out" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
 else
     echo "error: the test runner crashed or printed no summary" >&2; failed=$((failed + 1))
 fi
-out=$(DINOC=./$BUILD/dinoc FIX=$FIX PY=$PY bash tests/cli_test.sh 2>&1 | tee /dev/stderr | tail -n 1)
+DINOC=./$BUILD/dinoc FIX=$FIX PY=$PY bash tests/cli_test.sh > $BUILD/cli_tests.log 2>&1
+cat $BUILD/cli_tests.log >&2
+out=$(tail -n 1 $BUILD/cli_tests.log)
 if [[ "$out" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
 else

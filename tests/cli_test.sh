@@ -18,6 +18,7 @@ bad() { echo "[ FAIL ] $1" >&2; failed=$((failed + 1)); }
 expect_rc() {
     local name=$1 want=$2; shift 2
     "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
+    grep '^    ' "$TMP/err" >&2   # measurements the checks print
     if [ "$rc" = "$want" ]; then ok "$name"; else bad "$name (exit $rc, wanted $want)"; sed 's/^/    /' "$TMP/err" | head -5 >&2; fi
 }
 # expect_err NAME TEXT: the last command's stderr contains TEXT
