@@ -60,7 +60,7 @@ dinoc_status dinoc_atomic_commit(dinoc_atomic_file *af);
 void         dinoc_atomic_abort(dinoc_atomic_file *af);
 /* Writes a whole buffer atomically. */
 dinoc_status dinoc_write_file_atomic(const char *path, const void *buf, size_t n);
-/* Creates a directory (one level) if it does not exist. */
+/* Creates a directory and its missing parents (mkdir -p). */
 dinoc_status dinoc_mkdir(const char *path);
 /* Joins a directory and a file name into a new string (caller frees). */
 char *dinoc_path_join(const char *dir, const char *name);
@@ -118,6 +118,42 @@ size_t dinoc_attention_scratch_floats(int T, int HS);
  * kernel (source index in double, FMAs); see src/ops/interp.c. */
 void dinoc_bicubic_resize(float *out, const float *inp, int C, int in_h, int in_w, int out_h,
                           int out_w, int antialias, double sf_h, double sf_w);
+
+/* ---- backward ops (src/ops/, same files as the forwards) ----------------------------------------
+ * Every backward ACCUMULATES (+=) into its gradient outputs (parameter grads and input grads), so a
+ * caller zeroes grads once per step and gradient accumulation is free (llm.c's rule). Arguments:
+ * gradient outputs first, then dout, then what the forward saved and its inputs, then sizes. */
+
+/* Linear: dinp[M,K] += dout[M,N] @ w[N,K]; dw[N,K] += dout^T @ inp; db[N] += sum_m dout. Any of
+ * dinp/dw/db may be NULL (not needed). */
+void dinoc_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                           const float *w, int M, int K, int N);
+/* LayerNorm: uses the mean/rstd saved by the forward. dw/db may be NULL. */
+void dinoc_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                              const float *inp, const float *w, const float *mean,
+                              const float *rstd, int N, int C);
+/* Exact GELU: dinp += dout * gelu'(inp). */
+void dinoc_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
+/* SwiGLU: dinp [N, 2F] += d/d[x1|x2] of SiLU(x1) * x2. */
+void dinoc_swiglu_backward(float *dinp, const float *dout, const float *inp, int N, int F);
+/* Attention: dqkv [B,T,3D] += gradient through softmax(q k^T * HS^-1/2) v, given dout [B,T,D], the
+ * forward's qkv and its saved probabilities att [B,NH,T,T]. scratch: nthreads *
+ * dinoc_attention_backward_scratch_floats(T, HS) floats. */
+void   dinoc_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+                                int B, int T, int D, int NH, float *scratch, int nthreads);
+size_t dinoc_attention_backward_scratch_floats(int T, int HS);
+/* Adjoint of dinoc_bicubic_resize (same arguments): dinp [C, in_h, in_w] += J^T dout. */
+void dinoc_bicubic_resize_backward(float *dinp, const float *dout, int C, int in_h, int in_w,
+                                   int out_h, int out_w, int antialias, double sf_h, double sf_w);
+
+/* Softmax cross-entropy over rows (src/ops/loss.c): logits [N, K], targets [N] class indices.
+ * Returns the mean loss over the N rows (accumulated in double); probs [N, K] (may alias nothing)
+ * keeps the softmax for the backward. label_smoothing in [0, 1) as torch's. */
+double dinoc_cross_entropy_forward(float *probs, const float *logits, const int32_t *targets, int N,
+                                   int K, float label_smoothing);
+/* dlogits [N, K] += scale * d(mean loss)/dlogits (scale 1 for the plain mean). */
+void   dinoc_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *targets, int N,
+                                    int K, float label_smoothing, float scale);
 
 /* ---- images (src/io/resize.c) ----------------------------------------------------------------- */
 

@@ -125,6 +125,20 @@ dinoc_status dinoc_write_file_atomic(const char *path, const void *buf, size_t n
 }
 
 dinoc_status dinoc_mkdir(const char *path) {
+    /* mkdir -p: create missing parents first */
+    char *p = strdup(path);
+    if (!p) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+    for (char *q = p + 1; *q; q++) {
+        if (*q != '/') continue;
+        *q = 0;
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+            dinoc_status s = dinoc_fail(DINOC_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
+            free(p);
+            return s;
+        }
+        *q = '/';
+    }
+    free(p);
     if (mkdir(path, 0777) == 0 || (errno == EEXIST && dinoc_is_dir(path))) return DINOC_OK;
     return dinoc_fail(DINOC_ERR_IO, "%s: cannot create directory: %s", path, strerror(errno));
 }

@@ -1,0 +1,70 @@
+/* data.h: datasets and the batch loader (src/data/). Images come out as float32 [C, H, W] after
+ * a transform, labels as int32. Tested by tests/test_data.c. */
+#ifndef DINOC_DATA_H
+#define DINOC_DATA_H
+
+#include "../internal.h"
+
+/* An in-memory or on-disk labelled image set. Items are addressed by index 0..n-1. */
+typedef struct dinoc_dataset dinoc_dataset;
+
+/* Fashion-MNIST / MNIST IDX files (gzipped or not): dir holds
+ * {train,t10k}-images-idx3-ubyte[.gz] and {train,t10k}-labels-idx1-ubyte[.gz]. train = 1 for the
+ * 60000-image split, 0 for the 10000-image test split. dir NULL: $DINOC_FASHION_MNIST or
+ * /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist). Everything is validated:
+ * magic numbers, dimensions, counts agreeing between images and labels, labels < 10, file length. */
+dinoc_status dinoc_dataset_idx_open(dinoc_dataset **out, const char *dir, int train);
+/* An image folder: class subfolders (sorted names = labels 0..K-1) or a flat folder of images
+ * (unlabelled: label -1). Files are listed (recursively inside each class), sorted by path; they are
+ * decoded on demand. */
+dinoc_status dinoc_dataset_folder_open(dinoc_dataset **out, const char *dir);
+void         dinoc_dataset_free(dinoc_dataset *ds);
+int64_t      dinoc_dataset_size(const dinoc_dataset *ds);
+int          dinoc_dataset_num_classes(const dinoc_dataset *ds); /* 0 if unlabelled */
+/* The class name of label k ("T-shirt/top" ... for Fashion-MNIST, the subfolder name for folders). */
+const char  *dinoc_dataset_class_name(const dinoc_dataset *ds, int k);
+/* Decodes item i into *img (8-bit, c = 1 for IDX, 3 for folders) and its label (-1 if none).
+ * Thread-safe: several threads may call it at once. */
+dinoc_status dinoc_dataset_get(const dinoc_dataset *ds, int64_t i, dinoc_image *img, int32_t *label);
+/* The path of item i (folders) or NULL. */
+const char  *dinoc_dataset_path(const dinoc_dataset *ds, int64_t i);
+
+/* Turns an 8-bit image into the model input [C, H, W] float32. rng is the item's own generator
+ * (seeded from the loader seed, epoch and item index, so results do not depend on threads). */
+typedef dinoc_status (*dinoc_transform_fn)(float *out, const dinoc_image *img, dinoc_rng *rng,
+                                           void *user);
+
+typedef struct {
+    int      batch;        /* images per batch */
+    int      shuffle;      /* 1: a new permutation per epoch, from seed and epoch */
+    int      drop_last;    /* 1: skip the last incomplete batch of an epoch */
+    uint64_t seed;
+    int      workers;      /* decode/transform threads running ahead of the consumer (0: inline) */
+    int      prefetch;     /* batches prepared ahead (>= 1) */
+    size_t   item_floats;  /* floats per transformed item (C*H*W) */
+    dinoc_transform_fn transform;
+    void    *transform_user;
+} dinoc_loader_config;
+
+/* Where the loader is: restoring it resumes the exact same stream of batches. */
+typedef struct {
+    int64_t epoch;
+    int64_t index; /* position inside the epoch's permutation, in items */
+} dinoc_loader_pos;
+
+typedef struct dinoc_loader dinoc_loader;
+
+dinoc_status dinoc_loader_init(dinoc_loader **out, const dinoc_dataset *ds,
+                               const dinoc_loader_config *cfg, dinoc_loader_pos start);
+void         dinoc_loader_free(dinoc_loader *ld);
+/* Next batch: x [batch, item_floats], labels [batch]; *n is the number of items in it (less than
+ * batch only for the last batch of an epoch when drop_last is 0), *epoch_end set to 1 when this
+ * batch ends an epoch. The batch stays valid until the next call. Errors name the item's path. */
+dinoc_status dinoc_loader_next(dinoc_loader *ld, const float **x, const int32_t **labels, int *n,
+                               int *epoch_end);
+/* Position of the NEXT batch the loader will return (what a checkpoint stores). */
+dinoc_loader_pos dinoc_loader_tell(const dinoc_loader *ld);
+/* Batches per epoch for this dataset and config. */
+int64_t dinoc_loader_batches_per_epoch(const dinoc_loader *ld);
+
+#endif
