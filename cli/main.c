@@ -14,6 +14,8 @@ static const struct {
     {"embed", cmd_embed, "embed images with a model; write a .npy"},
     {"init", cmd_init, "write a model folder with random weights (tests, benchmarks)"},
     {"bench", cmd_bench, "time the forward pass on random weights"},
+    {"train", cmd_train, "train a model: supervised"},
+    {"eval", cmd_eval, "evaluate a model: classify"},
 };
 
 static void usage(FILE *f) {

@@ -29,6 +29,31 @@ dinoc_status dinoc_dataset_get(const dinoc_dataset *ds, int64_t i, dinoc_image *
 /* The path of item i (folders) or NULL. */
 const char  *dinoc_dataset_path(const dinoc_dataset *ds, int64_t i);
 
+/* ---- inside src/data only: the dataset record shared by idx.c, folder.c and loader.c ---------- */
+
+typedef enum { DINOC_DATASET_IDX = 0, DINOC_DATASET_FOLDER = 1 } dinoc_dataset_kind;
+
+struct dinoc_dataset {
+    dinoc_dataset_kind kind;
+    int64_t            n;
+    int                num_classes;
+    const char       **class_names; /* num_classes entries */
+    int                owns_names;  /* 1: class_names and its strings are malloc'ed (folders) */
+    int32_t           *labels;      /* n entries, -1 for unlabelled items */
+    /* IDX: every image in memory, n x rows x cols bytes. */
+    int                rows, cols;
+    uint8_t           *pixels;
+    char              *label;       /* the images file, for messages */
+    /* folders: n malloc'ed paths. */
+    char             **paths;
+};
+
+/* The kind-specific halves of dinoc_dataset_free and dinoc_dataset_get (i already checked). */
+void         dinoc_dataset_idx_release(dinoc_dataset *ds);
+void         dinoc_dataset_folder_release(dinoc_dataset *ds);
+dinoc_status dinoc_dataset_idx_get(const dinoc_dataset *ds, int64_t i, dinoc_image *img);
+dinoc_status dinoc_dataset_folder_get(const dinoc_dataset *ds, int64_t i, dinoc_image *img);
+
 /* Turns an 8-bit image into the model input [C, H, W] float32. rng is the item's own generator
  * (seeded from the loader seed, epoch and item index, so results do not depend on threads). */
 typedef dinoc_status (*dinoc_transform_fn)(float *out, const dinoc_image *img, dinoc_rng *rng,
@@ -42,6 +67,7 @@ typedef struct {
     int      workers;      /* decode/transform threads running ahead of the consumer (0: inline) */
     int      prefetch;     /* batches prepared ahead (>= 1) */
     size_t   item_floats;  /* floats per transformed item (C*H*W) */
+    /* NULL: the image as float [C, H, W] scaled by 1/255 (item_floats must equal C*H*W). */
     dinoc_transform_fn transform;
     void    *transform_user;
 } dinoc_loader_config;

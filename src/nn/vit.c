@@ -126,6 +126,45 @@ int dinoc_vit_param_entries(const dinoc_model *m, dinoc_names names, dinoc_param
     return n;
 }
 
+size_t dinoc_vit_carve(const dinoc_vit_config *cfg, float *base, dinoc_vit_params *p) {
+    /* The one place that fixes the order of parameters in the flat buffer. */
+    const size_t D = cfg->dim, F = cfg->ffn_hidden, P = cfg->patch, C = cfg->channels;
+    const size_t F1 = cfg->ffn == DINOC_FFN_SWIGLU ? 2 * F : F, M = cfg->image_size / cfg->patch;
+    const int    ls = cfg->layerscale;
+    size_t       off = 0;
+    dinoc_vit_params dummy;
+    dinoc_block_params bdummy;
+    if (!p) p = &dummy;
+#define TAKE(n) (off += (n), base ? base + off - (n) : NULL)
+    p->patch_w    = TAKE(D * C * P * P);
+    p->patch_b    = TAKE(D);
+    p->cls        = TAKE(D);
+    p->pos        = TAKE((1 + M * M) * D);
+    p->mask_token = cfg->mask_token ? TAKE(D) : NULL;
+    p->reg        = cfg->n_registers ? TAKE((size_t)cfg->n_registers * D) : NULL;
+    for (int l = 0; l < cfg->depth; l++) {
+        dinoc_block_params *b = p != &dummy && p->blocks ? &p->blocks[l] : &bdummy;
+        b->ln1_w  = TAKE(D);
+        b->ln1_b  = TAKE(D);
+        b->qkv_w  = TAKE(3 * D * D);
+        b->qkv_b  = TAKE(3 * D);
+        b->proj_w = TAKE(D * D);
+        b->proj_b = TAKE(D);
+        b->ls1    = ls ? TAKE(D) : NULL;
+        b->ln2_w  = TAKE(D);
+        b->ln2_b  = TAKE(D);
+        b->fc1_w  = TAKE(F1 * D);
+        b->fc1_b  = TAKE(F1);
+        b->fc2_w  = TAKE(D * F);
+        b->fc2_b  = TAKE(D);
+        b->ls2    = ls ? TAKE(D) : NULL;
+    }
+    p->norm_w = TAKE(D);
+    p->norm_b = TAKE(D);
+#undef TAKE
+    return off;
+}
+
 dinoc_status dinoc_vit_alloc(dinoc_model **out, const dinoc_vit_config *cfg) {
     *out = NULL;
     dinoc_status s = dinoc_vit_config_check(cfg, "model config");
@@ -142,50 +181,14 @@ dinoc_status dinoc_vit_alloc(dinoc_model **out, const dinoc_vit_config *cfg) {
     }
     m->p.blocks = m->blocks_storage;
 
-    /* Sizes in layout order; the carve below must follow the same order. */
-    const size_t D = cfg->dim, F = cfg->ffn_hidden, P = cfg->patch, C = cfg->channels;
-    const size_t F1 = cfg->ffn == DINOC_FFN_SWIGLU ? 2 * F : F, M = m->pos_m;
-    const int    ls = cfg->layerscale;
-    size_t per_block = 2 * D + 3 * D * D + 3 * D + D * D + D + (ls ? D : 0) + 2 * D + F1 * D + F1 +
-                       D * F + D + (ls ? D : 0);
-    size_t total = D * C * P * P + D + D + (1 + M * M) * D + (cfg->mask_token ? D : 0) +
-                   (size_t)cfg->n_registers * D + (size_t)cfg->depth * per_block + 2 * D;
-    m->n_params = total;
-    m->params   = dinoc_calloc(total, sizeof(float));
+    m->n_params = dinoc_vit_carve(cfg, NULL, NULL);
+    m->params   = dinoc_calloc(m->n_params, sizeof(float));
     if (!m->params) {
         free(m->blocks_storage);
         free(m);
-        return dinoc_fail(DINOC_ERR_NOMEM, "cannot allocate %zu parameters", total);
+        return dinoc_fail(DINOC_ERR_NOMEM, "cannot allocate %zu parameters", (size_t)dinoc_vit_carve(cfg, NULL, NULL));
     }
-    float *q = m->params;
-#define TAKE(n) (q += (n), q - (n))
-    m->p.patch_w    = TAKE(D * C * P * P);
-    m->p.patch_b    = TAKE(D);
-    m->p.cls        = TAKE(D);
-    m->p.pos        = TAKE((1 + M * M) * D);
-    m->p.mask_token = cfg->mask_token ? TAKE(D) : NULL;
-    m->p.reg        = cfg->n_registers ? TAKE((size_t)cfg->n_registers * D) : NULL;
-    for (int l = 0; l < cfg->depth; l++) {
-        dinoc_block_params *b = &m->p.blocks[l];
-        b->ln1_w  = TAKE(D);
-        b->ln1_b  = TAKE(D);
-        b->qkv_w  = TAKE(3 * D * D);
-        b->qkv_b  = TAKE(3 * D);
-        b->proj_w = TAKE(D * D);
-        b->proj_b = TAKE(D);
-        b->ls1    = ls ? TAKE(D) : NULL;
-        b->ln2_w  = TAKE(D);
-        b->ln2_b  = TAKE(D);
-        b->fc1_w  = TAKE(F1 * D);
-        b->fc1_b  = TAKE(F1);
-        b->fc2_w  = TAKE(D * F);
-        b->fc2_b  = TAKE(D);
-        b->ls2    = ls ? TAKE(D) : NULL;
-    }
-    m->p.norm_w = TAKE(D);
-    m->p.norm_b = TAKE(D);
-#undef TAKE
-    DINOC_ASSERT((size_t)(q - m->params) == total);
+    dinoc_vit_carve(cfg, m->params, &m->p);
     *out = m;
     return DINOC_OK;
 }

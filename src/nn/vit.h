@@ -55,6 +55,10 @@ struct dinoc_model {
 
 /* Fills cfg-derived defaults and checks the config (names the field at fault). */
 dinoc_status dinoc_vit_config_check(const dinoc_vit_config *cfg, const char *where);
+/* Carves the parameter views of cfg out of base (a buffer of the model's n_params floats) into p,
+ * whose p->blocks must point at cfg->depth block structs. Returns the number of floats; with base
+ * NULL only counts (p may then be NULL too). The same layout serves params, grads and moments. */
+size_t dinoc_vit_carve(const dinoc_vit_config *cfg, float *base, dinoc_vit_params *p);
 /* Allocates a model with zeroed parameters laid out for cfg. */
 dinoc_status dinoc_vit_alloc(dinoc_model **out, const dinoc_vit_config *cfg);
 /* Lists the parameter tensors under a naming scheme. entries may be NULL to count; returns count. */

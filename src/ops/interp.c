@@ -257,3 +257,95 @@ void dinoc_bicubic_resize(float *out, const float *inp, int C, int in_h, int in_
     else
         resize_cubic(out, inp, C, in_h, in_w, out_h, out_w, sf_h, sf_w);
 }
+
+/* ---- backward ------------------------------------------------------------------------------- */
+
+#include <string.h>
+
+/* One axis of the forward as a sparse matrix: output i reads inputs idx[i*ntap + j] with weights
+ * w[i*ntap + j], j < ntap (unused AA taps get weight 0 and a valid index). The taps and weights are
+ * the forward's own (cubic_taps, aa_weights), so the backward is the adjoint of the same map. */
+typedef struct {
+    int    ntap;
+    int   *idx;
+    float *w;
+} axis_map;
+
+static void axis_map_build(axis_map *m, int in, int out, int antialias, double sf) {
+    if (!antialias) {
+        float scale = axis_scale(in, out, sf);
+        m->ntap     = 4;
+        m->idx      = malloc(sizeof(int) * 4 * (size_t)out);
+        m->w        = malloc(sizeof(float) * 4 * (size_t)out);
+        DINOC_ASSERT(m->idx && m->w);
+        for (int i = 0; i < out; i++) cubic_taps(i, scale, in, m->idx + 4 * i, m->w + 4 * i);
+        return;
+    }
+    int   *xmin, *xsize;
+    float *w;
+    int    taps = aa_weights(in, out, sf, &xmin, &xsize, &w);
+    m->ntap     = taps;
+    m->w        = w; /* calloc'ed: taps j >= xsize[i] are already 0 */
+    m->idx      = malloc(sizeof(int) * (size_t)taps * out);
+    DINOC_ASSERT(m->idx);
+    for (int i = 0; i < out; i++)
+        for (int j = 0; j < taps; j++)
+            m->idx[(size_t)i * taps + j] = j < xsize[i] ? xmin[i] + j : xmin[i];
+    free(xmin);
+    free(xsize);
+}
+
+/* Adjoint of dinoc_bicubic_resize. Both modes compute, per channel, out = Wy X Wx^T with the
+ * sparse per-axis matrices above (antialias = 0 folds the 4 x 4 taps the same way: out[oy, ox] =
+ * sum_a wy[a] sum_b wx[b] X[ry[a], cx[b]]), so
+ *   dX += Wy^T dOut Wx:   A = Wy^T dOut  [in_h, out_w] (scatter of each dOut row onto its tap rows),
+ *                         then each row of A scattered through Wx onto a row of in_w values.
+ * Clamped taps that repeat an index (edges) add up, as the adjoint must. This is the exact adjoint
+ * of the linear map up to float rounding (the forward's FMA roundings are not mirrored). Parallel
+ * over channels with per-thread scratch (A and one row), each channel's sums in a fixed order, and
+ * dinp += the finished result: identical for any thread count. */
+void dinoc_bicubic_resize_backward(float *dinp, const float *dout, int C, int in_h, int in_w,
+                                   int out_h, int out_w, int antialias, double sf_h, double sf_w) {
+    DINOC_ASSERT(C > 0 && in_h > 0 && in_w > 0 && out_h > 0 && out_w > 0);
+    axis_map my, mx;
+    axis_map_build(&my, in_h, out_h, antialias, sf_h);
+    axis_map_build(&mx, in_w, out_w, antialias, sf_w);
+    int    nt  = dinoc_omp_max_threads();
+    size_t per = (size_t)in_h * out_w + (size_t)in_w + 16;
+    float *scratch = malloc(sizeof(float) * per * (size_t)nt);
+    DINOC_ASSERT(scratch);
+    size_t in_plane = (size_t)in_h * in_w, out_plane = (size_t)out_h * out_w;
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int c = 0; c < C; c++) {
+        float       *A   = scratch + per * (size_t)dinoc_omp_thread_num();
+        float       *row = A + (size_t)in_h * out_w;
+        const float *g   = dout + (size_t)c * out_plane;
+        float       *dx  = dinp + (size_t)c * in_plane;
+        memset(A, 0, sizeof(float) * (size_t)in_h * out_w);
+        for (int oy = 0; oy < out_h; oy++) {
+            const float *gr = g + (size_t)oy * out_w;
+            for (int a = 0; a < my.ntap; a++) {
+                float wy = my.w[(size_t)oy * my.ntap + a];
+                if (wy == 0.0f) continue;
+                float *ar = A + (size_t)my.idx[(size_t)oy * my.ntap + a] * out_w;
+                for (int ox = 0; ox < out_w; ox++) ar[ox] += wy * gr[ox];
+            }
+        }
+        for (int iy = 0; iy < in_h; iy++) {
+            const float *ar = A + (size_t)iy * out_w;
+            memset(row, 0, sizeof(float) * (size_t)in_w);
+            for (int ox = 0; ox < out_w; ox++) {
+                const int   *ix = mx.idx + (size_t)ox * mx.ntap;
+                const float *wx = mx.w + (size_t)ox * mx.ntap;
+                for (int b = 0; b < mx.ntap; b++) row[ix[b]] += wx[b] * ar[ox];
+            }
+            float *dr = dx + (size_t)iy * in_w;
+            for (int ix = 0; ix < in_w; ix++) dr[ix] += row[ix];
+        }
+    }
+    free(scratch);
+    free(my.idx);
+    free(my.w);
+    free(mx.idx);
+    free(mx.w);
+}

@@ -1,6 +1,7 @@
 /* linear.c: matrix products. dinoc_linear_forward is PyTorch's Linear (out = inp @ w^T + b) over
  * CBLAS (OpenBLAS) when built with BLAS=openblas, and dinoc_linear_forward_ref is the plain C loop
- * kept as the oracle for tests (tests/test_ops.c compares the two). */
+ * kept as the oracle for tests (tests/test_ops.c compares the two). dinoc_linear_backward is at the
+ * end; tested in tests/test_grad.c (finite differences) and tests/test_ops_parity.c (torch). */
 #include "../internal.h"
 
 #ifdef DINOC_OPENBLAS
@@ -54,4 +55,30 @@ void dinoc_linear_forward(float *out, const float *inp, const float *w, const fl
             for (int n = 0; n < N; n++) out[(size_t)m * N + n] = bias[n];
     }
     dinoc_gemm(0, 1, M, N, K, 1.0f, inp, K, w, K, bias ? 1.0f : 0.0f, out, N);
+}
+
+/* Linear backward, for out = inp @ w^T + b:
+ *   dinp[M,K] += dout[M,N] @ w[N,K]      dw[N,K] += dout^T @ inp[M,K]      db[N] += sum_m dout[m,:]
+ * The products go through dinoc_gemm with beta = 1, so they accumulate onto what the caller holds.
+ * db is parallel over blocks of 64 columns; each column is summed over m in row order, so its sum
+ * never depends on how the threads split the work (no float reduction across threads). */
+void dinoc_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                           const float *w, int M, int K, int N) {
+    if (dinp) dinoc_gemm(0, 0, M, K, N, 1.0f, dout, N, w, K, 1.0f, dinp, K);
+    if (dw) dinoc_gemm(1, 0, N, K, M, 1.0f, dout, N, inp, K, 1.0f, dw, K);
+    if (db) {
+        enum { CB = 64 };
+        int nblk = (N + CB - 1) / CB;
+#pragma omp parallel for schedule(static)
+        for (int bk = 0; bk < nblk; bk++) {
+            int n0 = bk * CB, n1 = n0 + CB < N ? n0 + CB : N;
+            /* double: M = B*T rows reaches 10^4 and more; a float sum would drift by ~sqrt(M) ulps. */
+            double acc[CB] = {0};
+            for (int m = 0; m < M; m++) {
+                const float *d = dout + (size_t)m * N;
+                for (int n = n0; n < n1; n++) acc[n - n0] += d[n];
+            }
+            for (int n = n0; n < n1; n++) db[n] += (float)acc[n - n0];
+        }
+    }
 }

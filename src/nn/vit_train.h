@@ -1,0 +1,29 @@
+/* vit_train.h: the ViT's training forward and backward (src/nn/vit_train.c). */
+#ifndef DINOC_VIT_TRAIN_H
+#define DINOC_VIT_TRAIN_H
+
+#include "vit.h"
+
+typedef struct dinoc_train_state dinoc_train_state;
+
+/* Activations saved for the backward of a batch of B images of H x W. */
+dinoc_status dinoc_train_state_init(dinoc_train_state **out, const dinoc_model *m, int B, int H, int W);
+void         dinoc_train_state_free(dinoc_train_state *s);
+void         dinoc_train_state_dims(const dinoc_train_state *s, int *B, int *T, int *D);
+/* Final normed tokens [B, T, D] of the last training forward. */
+const float *dinoc_train_state_output(const dinoc_train_state *s);
+/* Last block output before the final norm [B, T, D]. */
+const float *dinoc_train_state_prenorm(const dinoc_train_state *s);
+/* Last block's attention probabilities [B, NH, T, T]. */
+const float *dinoc_train_state_attn(const dinoc_train_state *s);
+
+/* Forward keeping activations. mask [B, Np] or NULL; drop_path[l] is block l's stochastic-depth
+ * rate (NULL: none); rng draws the drop-path masks. */
+dinoc_status dinoc_vit_forward_train(const dinoc_model *m, dinoc_train_state *s, const float *images,
+                                     const uint8_t *mask, const float *drop_path, dinoc_rng *rng);
+/* Backward of the last dinoc_vit_forward_train: dout = dLoss/d(final normed tokens) [B, T, D].
+ * ACCUMULATES parameter gradients into grads (m->n_params floats, the model's layout). */
+dinoc_status dinoc_vit_backward(const dinoc_model *m, dinoc_train_state *s, const float *dout,
+                                float *grads);
+
+#endif

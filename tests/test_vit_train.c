@@ -1,0 +1,191 @@
+/* test_vit_train.c: the ViT's training forward and backward.
+ * - The training forward equals the inference forward (no drop path).
+ * - Whole-model random-direction gradient check (kann's kad_check_grad): for a random direction u
+ *   over all parameters, g.u must equal (f(p + h u) - f(p - h u)) / 2h, f = <out, dout> in double.
+ *   Covered: DINOv2 with registers + mask + drop path + resized position embeddings, SwiGLU, and the
+ *   HF ViT (DINO v1) layout.
+ * - Every parameter gradient against PyTorch autograd on the fixtures of tests/py/gen_train.py. */
+#include "check.h"
+#include "../src/nn/vit_train.h"
+
+static dinoc_model *tiny(dinoc_arch arch, dinoc_ffn ffn, uint64_t seed) {
+    dinoc_vit_config c;
+    dinoc_vit_preset(&c, arch == DINOC_ARCH_VIT ? "dino-vits16" : arch == DINOC_ARCH_DINOV2_REG ? "vits14-reg" : "vits14");
+    c.dim = 16, c.heads = 2, c.depth = 2, c.patch = 4, c.image_size = 12, c.ffn = ffn;
+    c.ffn_hidden = ffn == DINOC_FFN_SWIGLU ? 24 : 32;
+    dinoc_model *m = NULL;
+    CHECK_OK(dinoc_model_init_random(&m, &c, seed));
+    if (!m) return NULL;
+    /* larger random values than the init so that every path carries signal */
+    dinoc_rng r;
+    dinoc_rng_seed(&r, seed + 100);
+    for (size_t i = 0; i < m->n_params; i++) m->params[i] += 0.3f * dinoc_rng_normal(&r);
+    return m;
+}
+
+static double dot_loss(const float *out, const float *dout, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)out[i] * dout[i];
+    return s;
+}
+
+/* f(params) = <forward(x), dout> with the drop-path rng reseeded so every evaluation draws the same
+ * masks. */
+static double eval_f(dinoc_model *m, dinoc_train_state *s, const float *x, const uint8_t *mask,
+                     const float *dpr, const float *dout, size_t n) {
+    dinoc_rng r;
+    dinoc_rng_seed(&r, 99);
+    CHECK_OK(dinoc_vit_forward_train(m, s, x, mask, dpr, &r));
+    return dot_loss(dinoc_train_state_output(s), dout, n);
+}
+
+static void grad_check(dinoc_arch arch, dinoc_ffn ffn, int use_mask, float drop, const char *label) {
+    dinoc_model *m = tiny(arch, ffn, 5);
+    if (!m) return;
+    const int B = 3, H = 8, W = 16; /* 2x4 grid vs the 3x3 table: resized position embeddings */
+    dinoc_train_state *s = NULL;
+    CHECK_OK(dinoc_train_state_init(&s, m, B, H, W));
+    int T, D;
+    dinoc_train_state_dims(s, NULL, &T, &D);
+    size_t    n = (size_t)B * T * D, nx = (size_t)B * 3 * H * W;
+    float    *x = malloc(nx * sizeof(float)), *dout = malloc(n * sizeof(float));
+    float    *g = calloc(m->n_params, sizeof(float)), *u = malloc(m->n_params * sizeof(float));
+    float    *p0 = malloc(m->n_params * sizeof(float));
+    uint8_t   mask[3 * 8];
+    float     dpr[2] = {drop, drop};
+    dinoc_rng r;
+    dinoc_rng_seed(&r, 11);
+    for (size_t i = 0; i < nx; i++) x[i] = dinoc_rng_normal(&r);
+    for (size_t i = 0; i < n; i++) dout[i] = dinoc_rng_normal(&r);
+    for (size_t i = 0; i < m->n_params; i++) u[i] = dinoc_rng_normal(&r);
+    for (int i = 0; i < B * 8; i++) mask[i] = dinoc_rng_uniform(&r) < 0.3f;
+    const uint8_t *mk = use_mask ? mask : NULL;
+    eval_f(m, s, x, mk, dpr, dout, n);
+    CHECK_OK(dinoc_vit_backward(m, s, dout, g));
+    double gu = 0;
+    for (size_t i = 0; i < m->n_params; i++) gu += (double)g[i] * u[i];
+    memcpy(p0, m->params, m->n_params * sizeof(float));
+    /* h: large enough that float rounding of the forward (~1e-7 relative of |f|) stays small
+     * against h * |g.u|, small enough that the O(h^2) curvature term is negligible. */
+    const double h = 1e-3;
+    for (size_t i = 0; i < m->n_params; i++) m->params[i] = p0[i] + (float)(h * u[i]);
+    double fp = eval_f(m, s, x, mk, dpr, dout, n);
+    for (size_t i = 0; i < m->n_params; i++) m->params[i] = p0[i] - (float)(h * u[i]);
+    double fm = eval_f(m, s, x, mk, dpr, dout, n);
+    memcpy(m->params, p0, m->n_params * sizeof(float));
+    double fd = (fp - fm) / (2 * h), rel = fabs(fd - gu) / fmax(fabs(gu), 1e-6);
+    fprintf(stderr, "    %s: g.u = %.6g, finite difference = %.6g, relative error %.2e\n", label, gu, fd, rel);
+    /* float32 forward, h = 1e-3: relative agreement of ~1e-3 is what float allows; 1e-2 bounds it */
+    CHECK_MSG(rel < 1e-2, "%s: analytic %.6g vs numeric %.6g", label, gu, fd);
+    free(x), free(dout), free(g), free(u), free(p0);
+    dinoc_train_state_free(s);
+    dinoc_model_free(m);
+}
+
+DINOC_TEST(vit_train_gradcheck_dinov2_reg_mask_droppath) {
+    grad_check(DINOC_ARCH_DINOV2_REG, DINOC_FFN_MLP, 1, 0.3f, "dinov2_reg+mask+droppath");
+}
+DINOC_TEST(vit_train_gradcheck_swiglu) { grad_check(DINOC_ARCH_DINOV2, DINOC_FFN_SWIGLU, 0, 0, "swiglu"); }
+DINOC_TEST(vit_train_gradcheck_vit) { grad_check(DINOC_ARCH_VIT, DINOC_FFN_MLP, 0, 0, "vit"); }
+
+DINOC_TEST(vit_train_forward_equals_inference) {
+    dinoc_model *m = tiny(DINOC_ARCH_DINOV2_REG, DINOC_FFN_MLP, 3);
+    if (!m) return;
+    const int          B = 2, H = 12, W = 8;
+    dinoc_train_state *ts = NULL;
+    dinoc_state       *st = NULL;
+    CHECK_OK(dinoc_train_state_init(&ts, m, B, H, W));
+    CHECK_OK(dinoc_state_init(&st, m, B, H, W, 0));
+    float    *x = malloc(sizeof(float) * B * 3 * H * W);
+    dinoc_rng r;
+    dinoc_rng_seed(&r, 1);
+    for (int i = 0; i < B * 3 * H * W; i++) x[i] = dinoc_rng_normal(&r);
+    CHECK_OK(dinoc_vit_forward_train(m, ts, x, NULL, NULL, &r));
+    CHECK_OK(dinoc_forward(m, st, x, NULL));
+    int T, D;
+    dinoc_train_state_dims(ts, NULL, &T, &D);
+    CHECK(memcmp(dinoc_train_state_output(ts), dinoc_state_output(st), sizeof(float) * B * T * D) == 0);
+    free(x);
+    dinoc_state_free(st);
+    dinoc_train_state_free(ts);
+    dinoc_model_free(m);
+}
+
+/* Every parameter gradient against PyTorch autograd. Bound: for each tensor,
+ * max |g - g_torch| <= 1e-4 * max |g_torch| (relative to the tensor's scale; elementwise relative
+ * error is meaningless where a gradient entry is ~0). float32 summation order is the only source of
+ * difference; the measured worst ratio is printed. */
+static void grad_parity(const char *name) {
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/train/%s", dinoc_test_fixtures(), name);
+    snprintf(path, sizeof path, "%s/grads.safetensors", dir);
+    dinoc_safetensors *st = NULL;
+    CHECK_OK(dinoc_safetensors_open(&st, path));
+    if (!st) {
+        CHECK_MSG(0, "run /usr/bin/python3 tests/py/gen_train.py %s (scripts/test.sh does)", dinoc_test_fixtures());
+        return;
+    }
+    dinoc_load_params lp = dinoc_load_default_params();
+    const char       *pi = dinoc_safetensors_metadata(st, "pos_interp");
+    lp.set_pos_interp    = 1;
+    lp.pos_interp = pi && strcmp(pi, "antialias") == 0 ? DINOC_POS_INTERP_ANTIALIAS : DINOC_POS_INTERP_SIZE;
+    dinoc_model *m = NULL;
+    CHECK_OK(dinoc_model_load(&m, dir, &lp));
+    const dinoc_tensor *px = dinoc_safetensors_find(st, "pixel_values"), *dt = dinoc_safetensors_find(st, "dout");
+    const dinoc_tensor *mk = dinoc_safetensors_find(st, "bool_masked_pos");
+    if (!m || !px || !dt) {
+        CHECK_MSG(0, "%s: incomplete fixture", path);
+        dinoc_model_free(m);
+        dinoc_safetensors_close(st);
+        return;
+    }
+    int    B = (int)px->shape[0], H = (int)px->shape[2], W = (int)px->shape[3];
+    float *x = malloc(sizeof(float) * dinoc_tensor_numel(px)), *dout = malloc(sizeof(float) * dinoc_tensor_numel(dt));
+    dinoc_tensor_to_f32(px, x, dinoc_tensor_numel(px));
+    dinoc_tensor_to_f32(dt, dout, dinoc_tensor_numel(dt));
+    dinoc_train_state *s = NULL;
+    CHECK_OK(dinoc_train_state_init(&s, m, B, H, W));
+    dinoc_rng r;
+    dinoc_rng_seed(&r, 0);
+    CHECK_OK(dinoc_vit_forward_train(m, s, x, mk ? (const uint8_t *)mk->data : NULL, NULL, &r));
+    float *g = calloc(m->n_params, sizeof(float));
+    CHECK_OK(dinoc_vit_backward(m, s, dout, g));
+    int                n = dinoc_vit_param_entries(m, DINOC_NAMES_HF, NULL);
+    dinoc_param_entry *e = calloc((size_t)n, sizeof *e);
+    dinoc_vit_param_entries(m, DINOC_NAMES_HF, e);
+    double worst = 0;
+    int    compared = 0;
+    for (int i = 0; i < n; i++) {
+        char gname[160];
+        snprintf(gname, sizeof gname, "grad.%s", e[i].name);
+        const dinoc_tensor *t = dinoc_safetensors_find(st, gname);
+        if (!t) {
+            /* torch has no grad for an unused mask token */
+            CHECK_MSG(strstr(e[i].name, "mask_token") != NULL, "%s: %s missing", name, gname);
+            continue;
+        }
+        int64_t k   = dinoc_tensor_numel(t);
+        float  *ref = malloc(sizeof(float) * k);
+        dinoc_tensor_to_f32(t, ref, k);
+        const float *mine = g + (e[i].data - m->params);
+        double       scale = 0, err = 0;
+        for (int64_t j = 0; j < k; j++) {
+            scale = fmax(scale, fabs(ref[j]));
+            err   = fmax(err, fabs(ref[j] - mine[j]));
+        }
+        double ratio = err / fmax(scale, 1e-30);
+        if (ratio > worst) worst = ratio;
+        CHECK_MSG(ratio <= 1e-4, "%s: %s max err %.3g vs scale %.3g (ratio %.3g)", name, e[i].name, err, scale, ratio);
+        compared++;
+        free(ref);
+    }
+    fprintf(stderr, "    %s: %d parameter gradients vs PyTorch, worst max|diff|/max|ref| = %.3g\n", name, compared, worst);
+    free(e), free(g), free(x), free(dout);
+    dinoc_train_state_free(s);
+    dinoc_model_free(m);
+    dinoc_safetensors_close(st);
+}
+
+DINOC_TEST(vit_train_grad_parity_reg_mlp) { grad_parity("reg_mlp"); }
+DINOC_TEST(vit_train_grad_parity_swiglu) { grad_parity("dinov2_swiglu"); }
+DINOC_TEST(vit_train_grad_parity_vit) { grad_parity("vit"); }
