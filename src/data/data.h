@@ -80,12 +80,17 @@ typedef struct {
 
 typedef struct dinoc_loader dinoc_loader;
 
+/* ds must outlive the loader. start may be any position with 0 <= index <= dataset size (the end
+ * of an epoch means the start of the next); batches start there. The only allocation per item in
+ * steady state is the decoded image. */
 dinoc_status dinoc_loader_init(dinoc_loader **out, const dinoc_dataset *ds,
                                const dinoc_loader_config *cfg, dinoc_loader_pos start);
 void         dinoc_loader_free(dinoc_loader *ld);
 /* Next batch: x [batch, item_floats], labels [batch]; *n is the number of items in it (less than
  * batch only for the last batch of an epoch when drop_last is 0), *epoch_end set to 1 when this
- * batch ends an epoch. The batch stays valid until the next call. Errors name the item's path. */
+ * batch ends an epoch. The batch stays valid until the next call. Errors name the item's path;
+ * an error sticks (later calls return it again; tell() stays at the failed batch). Any of the
+ * output pointers may be NULL. Batches never span epochs. */
 dinoc_status dinoc_loader_next(dinoc_loader *ld, const float **x, const int32_t **labels, int *n,
                                int *epoch_end);
 /* Position of the NEXT batch the loader will return (what a checkpoint stores). */

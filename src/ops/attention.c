@@ -3,8 +3,8 @@
  * qkv [B, T, 3D]: columns [0, D) are q, [D, 2D) k, [2D, 3D) v; head h owns columns h*HS .. h*HS+HS-1
  * of each part (the layout of DINO/DINOv2's fused qkv Linear and of HF's query/key/value stacked).
  * out [B, T, D]: heads concatenated. Scores are scaled by HS^-1/2 and softmaxed in float with the
- * row maximum subtracted. Each (b, h, query row) is independent, so the loop is parallel over them
- * and a thread only needs one row of scores as scratch (memory linear in T).
+ * row maximum subtracted. The two products of each head are BLAS calls; a fused kernel that never
+ * holds a whole [T, T] score matrix is the Speed issue's work.
  * Tested in tests/test_ops.c against a naive version and in the model parity tests; the backward
  * (parallel over (b, h) pairs, see below) in tests/test_grad.c and tests/test_ops_parity.c. */
 #include "../internal.h"
@@ -13,49 +13,71 @@
 #include <string.h>
 
 size_t dinoc_attention_scratch_floats(int T, int HS) {
-    /* one score row + one output accumulator row, padded to a cache line */
-    return (size_t)(T + HS + 32);
+    /* the [T, T] scores of one (b, h); callers allocate nthreads times this, only one is used */
+    (void)HS;
+    return (size_t)T * T + 32;
 }
 
+/* exp(x) for x <= 0 (softmax after max subtraction), written so the compiler vectorises it:
+ * x = n ln2 + r with |r| <= ln2/2, n rounded with the 1.5 * 2^23 trick (no floorf, which SSE2
+ * cannot vectorise), exp(r) by Cephes' degree-6 polynomial, 2^n by building the float's exponent
+ * bits. Relative error about 2 ulp; results below e^-87 flush to 0 like expf's underflow. */
+static inline float exp_neg(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f - n * -2.12194440e-4f;
+    float p = 1.9875691500E-4f;
+    p       = p * r + 1.3981999507E-3f;
+    p       = p * r + 8.3334519073E-3f;
+    p       = p * r + 4.1665795894E-2f;
+    p       = p * r + 1.6666665459E-1f;
+    p       = p * r + 5.0000001201E-1f;
+    p       = p * r * r + r + 1.0f;
+    union {
+        int32_t i;
+        float   f;
+    } e;
+    e.i = ((int32_t)n + 127) << 23;
+    return p * e.f;
+}
+
+/* Softmax of each row of s [T, T] (scaled scores) in place, rows in parallel. */
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+static void softmax_rows(float *s, int T, int nthreads) {
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int t = 0; t < T; t++) {
+        float *r  = s + (size_t)t * T;
+        float  mx = -INFINITY;
+        for (int u = 0; u < T; u++) mx = r[u] > mx ? r[u] : mx;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int u = 0; u < T; u++) {
+            r[u] = exp_neg(r[u] - mx);
+            sum += r[u];
+        }
+        const float inv = 1.0f / sum;
+#pragma omp simd
+        for (int u = 0; u < T; u++) r[u] *= inv;
+    }
+}
+
+/* Per (b, h), in turn: S = (Q * scale) K^T and O = P V as two BLAS products that read q, k and v in
+ * place (leading dimension 3D) and write O into its head's columns of out (leading dimension D),
+ * with the row softmax between them. S is one [T, T] buffer (the caller's att slice when the
+ * probabilities are kept), so memory stays O(T^2) for one head, not for the batch. */
 void dinoc_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH,
                              float *scratch, int nthreads) {
     const int    HS    = D / NH;
     const float  scale = 1.0f / sqrtf((float)HS);
-    const size_t per   = dinoc_attention_scratch_floats(T, HS);
     const size_t ld    = (size_t)3 * D; /* row stride of qkv */
-#pragma omp parallel for collapse(3) schedule(static) num_threads(nthreads)
     for (int b = 0; b < B; b++) {
+        const float *base = qkv + (size_t)b * T * ld;
         for (int h = 0; h < NH; h++) {
-            for (int t = 0; t < T; t++) {
-                float       *s    = scratch + per * (size_t)dinoc_omp_thread_num();
-                float       *acc  = s + T;
-                const float *base = qkv + (size_t)b * T * ld;
-                const float *q    = base + (size_t)t * ld + h * HS;
-                float        mx   = -INFINITY;
-                for (int u = 0; u < T; u++) {
-                    const float *k = base + (size_t)u * ld + D + h * HS;
-                    float        d = 0.0f;
-                    for (int i = 0; i < HS; i++) d += q[i] * k[i];
-                    d *= scale;
-                    s[u] = d;
-                    if (d > mx) mx = d;
-                }
-                float sum = 0.0f;
-                for (int u = 0; u < T; u++) {
-                    s[u] = expf(s[u] - mx);
-                    sum += s[u];
-                }
-                float inv = 1.0f / sum;
-                memset(acc, 0, sizeof(float) * HS);
-                for (int u = 0; u < T; u++) {
-                    float        p = s[u] * inv;
-                    const float *v = base + (size_t)u * ld + 2 * D + h * HS;
-                    s[u]           = p;
-                    for (int i = 0; i < HS; i++) acc[i] += p * v[i];
-                }
-                memcpy(out + ((size_t)b * T + t) * D + h * HS, acc, sizeof(float) * HS);
-                if (att) memcpy(att + (((size_t)b * NH + h) * T + t) * T, s, sizeof(float) * T);
-            }
+            float *s = att ? att + ((size_t)b * NH + h) * T * T : scratch;
+            dinoc_gemm(0, 1, T, T, HS, scale, base + h * HS, (int)ld, base + D + h * HS, (int)ld, 0.0f, s, T);
+            softmax_rows(s, T, nthreads);
+            dinoc_gemm(0, 0, T, HS, T, 1.0f, s, T, base + 2 * D + h * HS, (int)ld, 0.0f,
+                       out + (size_t)b * T * D + h * HS, D);
         }
     }
 }

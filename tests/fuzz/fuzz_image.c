@@ -73,13 +73,13 @@ static void run(const dinoc_preprocess *pp, const dinoc_image *img) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+#ifndef FUZZ_NO_KNOWN_ISSUES
+    if (!jpeg_dht_ok(data, size)) return 0; /* before any stbi_* call: stbi_info overflows too */
+#endif
     int w, h, c;
     if (size <= (size_t)0x7fffffff && stbi_info_from_memory(data, (int)size, &w, &h, &c) &&
         (long long)w * h > FUZZ_MAX_PIXELS)
         return 0;
-#ifndef FUZZ_NO_KNOWN_ISSUES
-    if (!jpeg_dht_ok(data, size)) return 0;
-#endif
     dinoc_image img;
     if (dinoc_image_load_memory(&img, data, size, "fuzz.img") != DINOC_OK) {
         if (img.data || !dinoc_last_error()[0]) abort();
