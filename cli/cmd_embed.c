@@ -253,12 +253,15 @@ int cmd_embed(int argc, char **argv) {
                 memcpy(list, out, len + 1);
                 if (len > 4 && strcmp(list + len - 4, ".npy") == 0) list[len - 4] = 0;
                 strcat(list, ".txt");
-                FILE *f = fopen(list, "w");
-                if (f) {
-                    for (int i = 0; i < n; i++) fprintf(f, "%s\n", files[i]);
-                    fclose(f);
-                } else {
+                /* written beside the .npy; if it cannot be written, neither output is left */
+                FILE *f  = fopen(list, "w");
+                int   ok = f != NULL;
+                for (int i = 0; ok && i < n; i++) ok = fprintf(f, "%s\n", files[i]) >= 0;
+                if (f && fclose(f) != 0) ok = 0;
+                if (!ok) {
                     fprintf(stderr, "dinoc embed: cannot write %s\n", list);
+                    remove(list);
+                    remove(out);
                     s = DINOC_ERR_IO;
                 }
                 free(list);

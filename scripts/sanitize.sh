@@ -26,6 +26,8 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_sta
 export LSAN_OPTIONS=${LSAN_OPTIONS:-exitcode=23}
 # OpenMP's and OpenBLAS's thread pools are not leaks; keep threads few so the run stays quick.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OPENBLAS_NUM_THREADS=1
+# full-depth ViT parity is slow under ASan: one case per model folder covers the same code
+export DINOC_VIT_CASES=${DINOC_VIT_CASES:-1}
 
 source scripts/deps.sh
 dinoc_install_deps || { echo "error: apt-get install failed"; echo "0 passed, 1 failed"; exit 1; }

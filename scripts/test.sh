@@ -37,22 +37,35 @@ if [ "$(cat "$FIX/.stamp" 2>/dev/null)" != "$sum" ]; then
 fi
 
 passed=0 failed=0
-# (logs are written to files and then shown: `tee /dev/stderr` would truncate a redirected log)
-DINOC_FIXTURES=$FIX DINOC_TMP=$BUILD/tmp ./$BUILD/dinoc_tests > $BUILD/c_tests.log 2>&1
-cat $BUILD/c_tests.log >&2
-out=$(tail -n 1 $BUILD/c_tests.log)
-if [[ "$out" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
-    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
-else
-    echo "error: the test runner crashed or printed no summary" >&2; failed=$((failed + 1))
+# run_part NAME LOG CMD...: runs a part, shows its log, adds its closing "N passed, N failed" line
+# (a part that prints no such line counts as one failure)
+run_part() {
+    local name=$1 log=$2; shift 2
+    "$@" > "$log" 2>&1
+    local rc=$?
+    cat "$log" >&2
+    local out
+    out=$(tail -n 1 "$log")
+    if [[ "$out" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+        passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
+        if [ $rc != 0 ] && [ "${BASH_REMATCH[2]}" = 0 ]; then
+            echo "error: $name exited $rc after reporting no failure" >&2; failed=$((failed + 1))
+        fi
+    else
+        echo "error: $name crashed or printed no summary" >&2; failed=$((failed + 1))
+    fi
+}
+# (logs go to files and are shown afterwards: `tee /dev/stderr` would truncate a redirected log)
+run_part "C tests" $BUILD/c_tests.log env DINOC_FIXTURES=$FIX DINOC_TMP=$BUILD/tmp ./$BUILD/dinoc_tests
+run_part "CLI tests" $BUILD/cli_tests.log env DINOC=./$BUILD/dinoc FIX=$FIX PY=$PY bash tests/cli_test.sh
+run_part "bad-input CLI tests" $BUILD/bad_inputs.log env DINOC=./$BUILD/dinoc bash tests/bad_inputs.sh
+# Hardening passes (skip with DINOC_SKIP_SAN=1 / DINOC_SKIP_FUZZ=1): the suite under ASan + UBSan,
+# and a short libFuzzer smoke run of every parser target.
+if [ "${DINOC_SKIP_SAN:-0}" != 1 ] && [ -z "${SAN:-}" ]; then
+    run_part "sanitizer pass" build/sanitize.log env DINOC_SKIP_APT=1 FIX=$FIX bash scripts/sanitize.sh
 fi
-DINOC=./$BUILD/dinoc FIX=$FIX PY=$PY bash tests/cli_test.sh > $BUILD/cli_tests.log 2>&1
-cat $BUILD/cli_tests.log >&2
-out=$(tail -n 1 $BUILD/cli_tests.log)
-if [[ "$out" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
-    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
-else
-    echo "error: tests/cli_test.sh printed no summary" >&2; failed=$((failed + 1))
+if [ "${DINOC_SKIP_FUZZ:-0}" != 1 ]; then
+    run_part "fuzz smoke" build/fuzz.log env DINOC_SKIP_APT=1 bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -110,7 +110,7 @@ check "embed: text as image"               1 "text.jpg"              "$E" keep  
 check "embed: zero-byte image"             1 "empty.png: empty file" "$E" absent "$DINOC" embed -q -m "$M" -o "$E" "$TMP/empty.png"
 check "embed: 65535x65535 BMP header"      1 "exceeds the limits"    "$E" absent "$DINOC" embed -q -m "$M" -o "$E" "$TMP/huge.bmp"
 # stb pads a truncated PGM/PPM with zeros and reports success (finding F6)
-pending "embed: truncated PGM"             1 "truncated.pgm"         "$E" absent "$DINOC" embed -q -m "$M" -o "$E" "$TMP/truncated.pgm"
+check "embed: truncated PGM"               1 "truncated.pgm"         "$E" absent "$DINOC" embed -q -m "$M" -o "$E" "$TMP/truncated.pgm"
 check "embed: FIFO as image"               1 "not a regular file"    "$E" absent "$DINOC" embed -q -m "$M" -o "$E" "$TMP/fifo.png"
 check "embed: missing image"               1 "nope.png"              "$E" absent "$DINOC" embed -q -m "$M" -o "$E" "$TMP/nope.png"
 check "embed: folder without images"       1 "no images found"       "$E" absent "$DINOC" embed -q -m "$M" -o "$E" "$TMP/noimages"
@@ -123,7 +123,7 @@ mkdir -p "$TMP/isdir.npy"
 check "embed: -o is a folder"              1 "isdir.npy"             - absent "$DINOC" embed -q -m "$M" -o "$TMP/isdir.npy" "$TMP/ok.ppm"
 # the .npy is written, then the file list beside it fails: no half-written pair may stay (finding F5)
 mkdir -p "$TMP/pair.txt"
-pending "embed: file list unwritable"      1 "pair.txt"              "$TMP/pair.npy" absent "$DINOC" embed -q -m "$M" -o "$TMP/pair.npy" "$TMP/ok.ppm"
+check "embed: file list unwritable"        1 "pair.txt"              "$TMP/pair.npy" absent "$DINOC" embed -q -m "$M" -o "$TMP/pair.npy" "$TMP/ok.ppm"
 check "init: -o under a file"              1 "cannot create directory" - absent "$DINOC" init --depth 1 -o "$TMP/afile/m"
 
 # a valid run still works (the harness itself is sound)

@@ -136,7 +136,8 @@ DINOC_TEST(train_loss_decreases) {
     char d[512];
     snprintf(d, sizeof d, "%s/train_learn", dinoc_test_tmpdir());
     dinoc_sup_config c = tiny(d);
-    c.max_steps = 60, c.ckpt_every = 0, c.drop_path = 0, c.label_smoothing = 0, c.lr = 2e-3f;
+    c.max_steps = 100, c.ckpt_every = 0, c.drop_path = 0, c.label_smoothing = 0, c.lr = 3e-3f;
+    c.batch = 32, c.pad = 0, c.flip = 0;
     dinoc_sup_result res;
     CHECK_OK(dinoc_sup_train(&c, &res));
     char *log = read_text(d, "log.jsonl");
@@ -147,9 +148,10 @@ DINOC_TEST(train_loss_decreases) {
     for (char *p = log; (p = strstr(p, "\"loss\":")); p++, i++) {
         double v = strtod(p + 7, NULL);
         if (i < 10) first += v;
-        if (i >= 50) last += v;
+        if (i >= 90) last += v;
     }
     fprintf(stderr, "    loss: first 10 steps %.3f, last 10 steps %.3f\n", first / 10, last / 10);
-    CHECK(i == 60 && last < 0.8 * first);
+    /* measured: 2.23 -> 1.52; PyTorch on the same setup reaches 1.2 (its head init is larger) */
+    CHECK(i == 100 && last < 0.8 * first);
     free(log);
 }

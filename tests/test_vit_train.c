@@ -112,8 +112,11 @@ DINOC_TEST(vit_train_forward_equals_inference) {
 }
 
 /* Every parameter gradient against PyTorch autograd. Bound: for each tensor,
- * max |g - g_torch| <= 1e-4 * max |g_torch| (relative to the tensor's scale; elementwise relative
- * error is meaningless where a gradient entry is ~0). float32 summation order is the only source of
+ * max |g - g_torch| <= 1e-4 * max(max |g_torch|, floor) (relative to the tensor's scale; elementwise
+ * relative error is meaningless where a gradient entry is ~0). floor = 1e-3 * the largest gradient
+ * of the model: the key biases have an exactly zero gradient in exact arithmetic (adding q.b_k to
+ * every score of a row leaves the softmax unchanged), so both sides hold rounding noise (~1e-6)
+ * there and only an absolute bound is meaningful. float32 summation order is the only source of
  * difference; the measured worst ratio is printed. */
 static void grad_parity(const char *name) {
     char dir[512], path[600];
@@ -153,8 +156,19 @@ static void grad_parity(const char *name) {
     int                n = dinoc_vit_param_entries(m, DINOC_NAMES_HF, NULL);
     dinoc_param_entry *e = calloc((size_t)n, sizeof *e);
     dinoc_vit_param_entries(m, DINOC_NAMES_HF, e);
-    double worst = 0;
+    double worst = 0, floor = 0;
     int    compared = 0;
+    for (int i = 0; i < n; i++) {
+        char gname[160];
+        snprintf(gname, sizeof gname, "grad.%s", e[i].name);
+        const dinoc_tensor *t = dinoc_safetensors_find(st, gname);
+        if (!t) continue;
+        int64_t k   = dinoc_tensor_numel(t);
+        float  *ref = malloc(sizeof(float) * k);
+        dinoc_tensor_to_f32(t, ref, k);
+        for (int64_t j = 0; j < k; j++) floor = fmax(floor, 1e-3 * fabs(ref[j]));
+        free(ref);
+    }
     for (int i = 0; i < n; i++) {
         char gname[160];
         snprintf(gname, sizeof gname, "grad.%s", e[i].name);
@@ -173,7 +187,7 @@ static void grad_parity(const char *name) {
             scale = fmax(scale, fabs(ref[j]));
             err   = fmax(err, fabs(ref[j] - mine[j]));
         }
-        double ratio = err / fmax(scale, 1e-30);
+        double ratio = err / fmax(scale, floor);
         if (ratio > worst) worst = ratio;
         CHECK_MSG(ratio <= 1e-4, "%s: %s max err %.3g vs scale %.3g (ratio %.3g)", name, e[i].name, err, scale, ratio);
         compared++;

@@ -34,6 +34,79 @@ static const char *stb_reason(void) {
     return r ? r : "unknown error";
 }
 
+/* stb_image 2.27 (Debian's libstb) writes past its Huffman tables when a JPEG DHT table declares
+ * more than 256 codes (fixed upstream in 2.28), in stbi_info as in stbi_load. Walk the JPEG's
+ * marker segments as stb does (fill bytes, stuffed 0xFF00 and restart markers skipped; reads past
+ * the end give 0) and refuse such a table before stb sees the file. Found by tests/fuzz/fuzz_image. */
+static int jpeg_dht_ok(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    while (i < n && p[i] == 0xFF) i++;
+    if (i == 0 || i >= n || p[i] != 0xD8) return 1; /* stb's SOI test: FF.. D8 */
+    for (i++; i + 1 < n;) {
+        if (p[i] != 0xFF) { i++; continue; }
+        uint8_t m = p[i + 1];
+        if (m == 0xFF) { i++; continue; }
+        if (m == 0x00 || m == 0x01 || m == 0xD8 || (m >= 0xD0 && m <= 0xD7)) { i += 2; continue; }
+        if (m == 0xD9) return 1;
+        size_t len = i + 3 < n ? (size_t)p[i + 2] << 8 | p[i + 3] : 0;
+        if (m == 0xC4) {
+            long   L = (long)len - 2;
+            size_t q = i + 4;
+            while (L > 0) {
+                size_t cnt = 0;
+                for (size_t k = 1; k <= 16; k++) cnt += q + k < n ? p[q + k] : 0;
+                if (cnt > 256) return 0;
+                L -= 17 + (long)cnt;
+                q += 17 + cnt;
+            }
+        }
+        i += 2 + (len < 2 ? 2 : len);
+    }
+    return 1;
+}
+
+/* stb pads a truncated binary PGM/PPM with zeros and reports success; PIL refuses it. */
+/* stb_image 2.27 parses a binary PNM header's numbers into an int without an overflow check
+ * (undefined behaviour for 10+ digits). Refuse such headers before stb sees them. */
+static int pnm_header_ok(const uint8_t *p, size_t n) {
+    if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return 1;
+    size_t i = 2;
+    for (int field = 0; field < 3; field++) {
+        for (;;) {
+            while (i < n && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r'))) i++;
+            if (i < n && p[i] == '#') {
+                while (i < n && p[i] != '\n' && p[i] != '\r') i++;
+                continue;
+            }
+            break;
+        }
+        size_t digits = 0;
+        while (i < n && p[i] >= '0' && p[i] <= '9') i++, digits++;
+        if (digits > 9) return 0;
+    }
+    return 1;
+}
+
+static int pnm_truncated(const uint8_t *p, size_t n, int w, int h, int comp) {
+    if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return 0;
+    /* header: magic, width, height, maxval, each after whitespace/comments, then one byte */
+    size_t i = 2;
+    int    maxval = 0;
+    for (int field = 0; field < 3; field++) {
+        for (;;) {
+            while (i < n && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r'))) i++;
+            if (i < n && p[i] == '#') { while (i < n && p[i] != '\n' && p[i] != '\r') i++; continue; }
+            break;
+        }
+        int v = 0;
+        while (i < n && p[i] >= '0' && p[i] <= '9' && v < 1000000) v = v * 10 + (p[i++] - '0');
+        if (field == 2) maxval = v;
+    }
+    i++; /* the single whitespace byte */
+    size_t need = (size_t)w * h * (size_t)comp * (maxval > 255 ? 2 : 1);
+    return i > n || n - i < need;
+}
+
 dinoc_status dinoc_image_load_memory(dinoc_image *out, const void *buf, size_t size,
                                      const char *label) {
     if (!out) return dinoc_fail(DINOC_ERR_ARG, "dinoc_image_load_memory: out is NULL");
@@ -46,6 +119,11 @@ dinoc_status dinoc_image_load_memory(dinoc_image *out, const void *buf, size_t s
 
     /* Read the header first so that a file claiming 100000 x 100000 is refused before stb tries
      * to allocate for it. */
+    if (!jpeg_dht_ok(buf, size))
+        return dinoc_fail(DINOC_ERR_FORMAT, "%s: corrupt JPEG (Huffman table with more than 256 codes)",
+                          label);
+    if (!pnm_header_ok(buf, size))
+        return dinoc_fail(DINOC_ERR_FORMAT, "%s: PNM header with an out-of-range number", label);
     int w = 0, h = 0, comp = 0;
     if (!stbi_info_from_memory(buf, (int)size, &w, &h, &comp))
         return dinoc_fail(DINOC_ERR_FORMAT, "%s: not a decodable image: %s", label, stb_reason());
@@ -55,6 +133,8 @@ dinoc_status dinoc_image_load_memory(dinoc_image *out, const void *buf, size_t s
                           "%s: image size %d x %d exceeds the limits (each side <= %d, at most "
                           "%lld pixels)",
                           label, w, h, IMAGE_SIDE_MAX, (long long)IMAGE_PIXELS_MAX);
+    if (pnm_truncated(buf, size, w, h, comp))
+        return dinoc_fail(DINOC_ERR_FORMAT, "%s: truncated PGM/PPM image (%d x %d)", label, w, h);
 
     int      dw = 0, dh = 0, dc = 0;
     uint8_t *px = stbi_load_from_memory(buf, (int)size, &dw, &dh, &dc, 0);

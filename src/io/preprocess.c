@@ -281,12 +281,15 @@ static void resize_dims(const dinoc_preprocess *pp, int in_w, int in_h, int *rw,
     /* int(n * long / short): the product is exact in int64 and in double (< 2^53), the division
      * is Python's correctly rounded true division, the cast truncates like int(). */
     int64_t n = pp->shortest_edge;
+    /* the long side can exceed INT_MAX (65535 x 65535 / 1): clamp, and let the caller refuse it */
+    double  l = in_w <= in_h ? (double)(n * in_h) / in_w : (double)(n * in_w) / in_h;
+    int     li = l >= (double)INT32_MAX ? INT32_MAX : (int)l;
     if (in_w <= in_h) {
         *rw = (int)n;
-        *rh = (int)((double)(n * in_h) / in_w);
+        *rh = li;
     } else {
         *rh = (int)n;
-        *rw = (int)((double)(n * in_w) / in_h);
+        *rw = li;
     }
 }
 
@@ -345,6 +348,12 @@ dinoc_status dinoc_preprocess_image(const dinoc_preprocess *pp, const dinoc_imag
                               ? (pp->resize_w <= 0 || pp->resize_h <= 0)
                               : pp->shortest_edge <= 0))
         return dinoc_fail(DINOC_ERR_ARG, "dinoc_preprocess_image: resize size is not positive");
+    int rw0, rh0;
+    resize_dims(pp, img->w, img->h, &rw0, &rh0);
+    if (rw0 > (1 << 24) || rh0 > (1 << 24))
+        return dinoc_fail(DINOC_ERR_ARG,
+                          "dinoc_preprocess_image: resize of a %d x %d image to %d x %d is out of range",
+                          img->w, img->h, rw0, rh0);
     if (ew <= 0 || eh <= 0 || (int64_t)ew * eh > ((int64_t)1 << 28))
         return dinoc_fail(DINOC_ERR_ARG, "dinoc_preprocess_image: output size %d x %d out of range",
                           ew, eh);

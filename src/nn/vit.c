@@ -110,14 +110,14 @@ int dinoc_vit_param_entries(const dinoc_model *m, dinoc_names names, dinoc_param
         }
         ADD(NM("%s.weight", proj), b->proj_w, 1, 2, D, D);
         ADD(NM("%s.bias", proj), b->proj_b, 0, 1, D);
-        if (b->ls1) ADD(hf ? NM("%s", "layer_scale1.lambda1") : NM("%s", "ls1.gamma"), b->ls1, 0, 1, D);
+        if (c->layerscale) ADD(hf ? NM("%s", "layer_scale1.lambda1") : NM("%s", "ls1.gamma"), b->ls1, 0, 1, D);
         ADD(NM("%s.weight", ln2), b->ln2_w, 0, 1, D);
         ADD(NM("%s.bias", ln2), b->ln2_b, 0, 1, D);
         ADD(NM("%s.weight", fc1), b->fc1_w, 1, 2, F1, D);
         ADD(NM("%s.bias", fc1), b->fc1_b, 0, 1, F1);
         ADD(NM("%s.weight", fc2), b->fc2_w, 1, 2, D, F);
         ADD(NM("%s.bias", fc2), b->fc2_b, 0, 1, D);
-        if (b->ls2) ADD(hf ? NM("%s", "layer_scale2.lambda1") : NM("%s", "ls2.gamma"), b->ls2, 0, 1, D);
+        if (c->layerscale) ADD(hf ? NM("%s", "layer_scale2.lambda1") : NM("%s", "ls2.gamma"), b->ls2, 0, 1, D);
 #undef NM
     }
     ADD(hf ? "layernorm.weight" : "norm.weight", p->norm_w, 0, 1, D);

@@ -163,6 +163,14 @@ static dinoc_status parse_config(dinoc_vit_config *cfg, const char *file, int st
         return s;
     }
     cJSON_Delete(root);
+    if (dinov2) {
+        /* range-check before the (int) conversions below: out-of-range double -> int is UB */
+        double h = cfg->dim * mlp_ratio;
+        if (!(h >= 1 && h <= (1 << 20)))
+            return dinoc_fail(DINOC_ERR_CONFIG,
+                              "%s: mlp_ratio %g x hidden_size %d = %g is not an FFN width in 1..%d",
+                              file, mlp_ratio, cfg->dim, h, 1 << 20);
+    }
     if (cfg->arch == DINOC_ARCH_DINOV2 && cfg->n_registers)
         return dinoc_fail(DINOC_ERR_CONFIG, "%s: model_type dinov2 has no register tokens", file);
     if (cfg->arch == DINOC_ARCH_VIT && use_swiglu)
@@ -195,7 +203,11 @@ static int ignorable_tensor(const char *name) {
     return has_prefix(name, "pooler.") || has_prefix(name, "classifier.");
 }
 
-static dinoc_status load_weights(dinoc_model *m, dinoc_weights *w, const char *where) {
+/* Checks every tensor of the files against the model's parameter list (names, shapes, nothing
+ * missing, nothing unexpected) and, with copy = 1, converts them into the parameters. The check
+ * runs first on a model whose views are NULL, so a config.json that asks for a huge model with
+ * files that cannot fill it fails before anything is allocated. */
+static dinoc_status load_weights(dinoc_model *m, dinoc_weights *w, const char *where, int copy) {
     /* Which naming scheme, and is there a wrapper prefix ("dinov2." / "vit." in *ForImageClassification)? */
     const char *prefix = "";
     dinoc_names names  = DINOC_NAMES_HF;
@@ -232,12 +244,13 @@ static dinoc_status load_weights(dinoc_model *m, dinoc_weights *w, const char *w
                            dinoc_weights_file_of(w, t), full, got, want);
             break;
         }
+        if (!copy) continue;
         int64_t numel = dinoc_tensor_numel(t);
         if ((s = dinoc_tensor_to_f32(t, e[i].data, numel)))
             s = dinoc_fail_prefix(s, "%s", dinoc_weights_file_of(w, t));
     }
     /* Every tensor in the files must have been consumed. */
-    for (int j = 0; j < dinoc_weights_count(w) && !s; j++) {
+    for (int j = 0; j < dinoc_weights_count(w) && !s && !copy; j++) {
         const char *nm = dinoc_weights_get(w, j)->name;
         const char *un = has_prefix(nm, prefix) ? nm + strlen(prefix) : nm;
         int         found = 0;
@@ -291,6 +304,25 @@ dinoc_status dinoc_model_load(dinoc_model **out, const char *path, const dinoc_l
         cfg.pos_interp    = lp.pos_interp;
         cfg.interp_offset = lp.pos_interp == DINOC_POS_INTERP_OFFSET ? 0.1f : 0.0f;
     }
+    /* Open the weights and check names and shapes before allocating: the config alone must not
+     * make us allocate (and zero) more than the files can fill. */
+    if ((s = dinoc_weights_open(&w, dinoc_is_dir(path) ? dir : path))) goto done;
+    {
+        dinoc_model shadow;
+        memset(&shadow, 0, sizeof shadow);
+        shadow.cfg            = cfg;
+        shadow.pos_m          = cfg.image_size / cfg.patch;
+        shadow.blocks_storage = calloc((size_t)cfg.depth, sizeof(dinoc_block_params));
+        if (!shadow.blocks_storage) {
+            s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        shadow.p.blocks = shadow.blocks_storage;
+        dinoc_vit_carve(&cfg, NULL, &shadow.p);
+        s = load_weights(&shadow, w, path, 0);
+        free(shadow.blocks_storage);
+        if (s) goto done;
+    }
     if ((s = dinoc_vit_alloc(&m, &cfg))) goto done;
     if (cfg.arch == DINOC_ARCH_VIT) {
         /* HF's ViTImageProcessor defaults: 224x224 bilinear, mean/std 0.5 unless the file says */
@@ -302,8 +334,7 @@ dinoc_status dinoc_model_load(dinoc_model **out, const char *path, const dinoc_l
         for (int i = 0; i < 3; i++) m->pp.mean[i] = m->pp.std[i] = 0.5f;
     }
     if (dinoc_file_exists(pp_path) && (s = dinoc_preprocess_load(&m->pp, pp_path))) goto done;
-    if ((s = dinoc_weights_open(&w, dinoc_is_dir(path) ? dir : path))) goto done;
-    s = load_weights(m, w, path);
+    s = load_weights(m, w, path, 1);
 done:
     dinoc_weights_close(w);
     if (s) {

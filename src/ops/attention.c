@@ -22,8 +22,9 @@ size_t dinoc_attention_scratch_floats(int T, int HS) {
  * x = n ln2 + r with |r| <= ln2/2, n rounded with the 1.5 * 2^23 trick (no floorf, which SSE2
  * cannot vectorise), exp(r) by Cephes' degree-6 polynomial, 2^n by building the float's exponent
  * bits. Relative error about 2 ulp; results below e^-87 flush to 0 like expf's underflow. */
-static inline float exp_neg(float x) {
-    x = x < -87.0f ? -87.0f : x;
+static inline float exp_neg(float xin) {
+    /* clamp (NaN goes to -87 here, so the integer conversion below is always defined) */
+    float x = xin >= -87.0f ? (xin <= 0.0f ? xin : 0.0f) : -87.0f;
     float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f - n * -2.12194440e-4f;
     float p = 1.9875691500E-4f;
@@ -37,8 +38,8 @@ static inline float exp_neg(float x) {
         int32_t i;
         float   f;
     } e;
-    e.i = ((int32_t)n + 127) << 23;
-    return p * e.f;
+    e.i = ((int32_t)n + 127) * (1 << 23);
+    return xin == xin ? p * e.f : xin; /* a NaN score stays NaN, so the loss check sees it */
 }
 
 /* Softmax of each row of s [T, T] (scaled scores) in place, rows in parallel. */
