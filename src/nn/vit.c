@@ -101,8 +101,9 @@ int dinoc_vit_param_entries(const dinoc_model *m, dinoc_names names, dinoc_param
         if (hf) {
             static const char *qkv[3] = {"query", "key", "value"};
             for (int i = 0; i < 3; i++) {
-                ADD(NM("attention.attention.%s.weight", qkv[i]), b->qkv_w + i * D * D, 1, 2, D, D);
-                ADD(NM("attention.attention.%s.bias", qkv[i]), b->qkv_b + i * D, 0, 1, D);
+                /* views may be NULL (a layout-only walk): no arithmetic on a null pointer */
+                ADD(NM("attention.attention.%s.weight", qkv[i]), b->qkv_w ? b->qkv_w + i * D * D : NULL, 1, 2, D, D);
+                ADD(NM("attention.attention.%s.bias", qkv[i]), b->qkv_b ? b->qkv_b + i * D : NULL, 0, 1, D);
             }
         } else {
             ADD(NM("%s", "attn.qkv.weight"), b->qkv_w, 1, 2, 3 * D, D);
