@@ -4,7 +4,8 @@
  * encoder in batches and writes float32 rows in input order (directories expanded, sorted by name)
  * to OUT.npy, with the list of files, one per line, in OUT.txt beside it.
  * Pools: cls [N, D]; mean of the patch tokens [N, D]; cls+mean [N, 2D] (the input of HF's
- * Dinov2ForImageClassification head); patch [N, Np, D]. Registers are never pooled.
+ * Dinov2ForImageClassification head); patch [N, Np, D]; reg: the register tokens [N, R, D].
+ * Registers are never part of the mean.
  * --size S evaluates at S x S: shorter side resized to round(S * 256 / 224) and an S x S center crop
  * for processors that crop (DINOv2's 224/256 ratio), an S x S resize for those that do not. */
 #include "cli.h"
@@ -13,13 +14,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { POOL_CLS, POOL_MEAN, POOL_CLS_MEAN, POOL_PATCH } pool_kind;
+typedef enum { POOL_CLS, POOL_MEAN, POOL_CLS_MEAN, POOL_PATCH, POOL_REG } pool_kind;
 
 static int parse_pool(const char *s, pool_kind *p) {
     if (strcmp(s, "cls") == 0) *p = POOL_CLS;
     else if (strcmp(s, "mean") == 0) *p = POOL_MEAN;
     else if (strcmp(s, "cls+mean") == 0) *p = POOL_CLS_MEAN;
     else if (strcmp(s, "patch") == 0) *p = POOL_PATCH;
+    else if (strcmp(s, "reg") == 0) *p = POOL_REG;
     else return -1;
     return 0;
 }
@@ -42,6 +44,7 @@ static void pool_rows(float *out, const float *tok, int b, int T, int D, int R, 
         case POOL_PATCH:
             memcpy(out + (size_t)i * Np * D, t + (size_t)(1 + R) * D, sizeof(float) * (size_t)Np * D);
             break;
+        case POOL_REG: memcpy(out + (size_t)i * R * D, t + D, sizeof(float) * (size_t)R * D); break;
         case POOL_MEAN:
         case POOL_CLS_MEAN: {
             float *o = pool == POOL_MEAN ? out + (size_t)i * D : out + (size_t)i * 2 * D;
@@ -66,7 +69,7 @@ int cmd_embed(int argc, char **argv) {
     const opt_spec opts[] = {
         {"model", 'm', OPT_STR, &model, "model folder (Hugging Face layout)"},
         {"out", 'o', OPT_STR, &out, "output .npy (the file list goes to the same name with .txt)"},
-        {"pool", 'p', OPT_STR, &pool_s, "cls | mean | cls+mean | patch"},
+        {"pool", 'p', OPT_STR, &pool_s, "cls | mean | cls+mean | patch | reg (register tokens)"},
         {"layer", 'l', OPT_INT, &layer, "block whose output is used (0-based; negative from the end)"},
         {"no-norm", 0, OPT_FLAG, &no_norm, "do not apply the final LayerNorm to that block's output"},
         {"size", 's', OPT_INT, &size, "evaluate at S x S pixels (0: the preprocessor's size)"},
@@ -89,7 +92,7 @@ int cmd_embed(int argc, char **argv) {
     }
     if (!model || npos == 0 || batch <= 0 || size < 0 || parse_pool(pool_s, &pool) ||
         (interp_s && parse_interp(interp_s, &interp))) {
-        fprintf(stderr, "error: embed needs -m MODEL and at least one IMAGE|DIR; --pool cls|mean|cls+mean|patch; "
+        fprintf(stderr, "error: embed needs -m MODEL and at least one IMAGE|DIR; --pool cls|mean|cls+mean|patch|reg; "
                         "--interp size|offset|antialias (see --help)\n");
         free(pos);
         return 2;
@@ -174,7 +177,7 @@ int cmd_embed(int argc, char **argv) {
         if (!st || i0 == 0 || ow != sizes[0] || oh != sizes[1]) {
             int same = st && ow == sizes[0] && oh == sizes[1];
             if (!same) {
-                if (rows && pool == POOL_PATCH) {
+                if (rows && (pool == POOL_PATCH || pool == POOL_REG)) {
                     fprintf(stderr, "dinoc embed: --pool patch needs every image at one size (use --size)\n");
                     s = DINOC_ERR_SHAPE;
                     break;
@@ -199,7 +202,15 @@ int cmd_embed(int argc, char **argv) {
         int T, gh, gw;
         dinoc_state_dims(st, NULL, &T, NULL, &gh, &gw);
         if (!rows) {
-            row_w = pool == POOL_PATCH ? (size_t)gh * gw * D : pool == POOL_CLS_MEAN ? 2 * (size_t)D : (size_t)D;
+            row_w = pool == POOL_PATCH      ? (size_t)gh * gw * D
+                    : pool == POOL_REG      ? (size_t)R * D
+                    : pool == POOL_CLS_MEAN ? 2 * (size_t)D
+                                            : (size_t)D;
+            if (row_w == 0) {
+                fprintf(stderr, "dinoc embed: --pool reg: this model has no register tokens\n");
+                s = DINOC_ERR_ARG;
+                break;
+            }
             rows  = calloc((size_t)n * row_w, sizeof(float));
             if (!rows) {
                 s = DINOC_ERR_NOMEM;
@@ -240,7 +251,7 @@ int cmd_embed(int argc, char **argv) {
     if (!s) {
         int64_t shape[3] = {n, (int64_t)row_w, 0};
         int     ndim     = 2;
-        if (pool == POOL_PATCH) {
+        if (pool == POOL_PATCH || pool == POOL_REG) {
             shape[1] = (int64_t)(row_w / D), shape[2] = D, ndim = 3;
         }
         if ((s = dinoc_npy_write(out, rows, ndim, shape)))

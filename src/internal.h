@@ -171,5 +171,6 @@ dinoc_status dinoc_json_load(struct cJSON **out, const char *path);
 /* ---- threads (src/core/threads.c) -------------------------------------------------------------- */
 int dinoc_omp_max_threads(void);
 int dinoc_omp_thread_num(void);
+int dinoc_omp_num_threads(void); /* threads of the current parallel region (1 outside) */
 
 #endif /* DINOC_INTERNAL_H */

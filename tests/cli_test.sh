@@ -64,6 +64,11 @@ expect_rc "directory rows sorted, cls+mean is 2D wide" 0 $PY -c "
 import numpy as np, sys
 a = np.load('$TMP/d.npy'); names = open('$TMP/d.txt').read().split()
 sys.exit(0 if a.shape == (3, 768) and [n.split('imgs/')[1] for n in names] == ['a.png', 'b/1.png', 'c.png'] and np.isfinite(a).all() else 1)"
+expect_rc "embed register tokens" 0 "$DINOC" embed -q -m "$FIX/vit/dinov2_s_reg" -o "$TMP/r.npy" --pool reg "$SK/astronaut.png"
+expect_rc "register tokens are [N, 4, D]" 0 $PY -c "
+import numpy as np, sys; a = np.load('$TMP/r.npy'); sys.exit(0 if a.shape == (1, 4, 384) and np.isfinite(a).all() else 1)"
+expect_rc "--pool reg without registers fails" 1 "$DINOC" embed -q -m "$M" -o "$TMP/r2.npy" --pool reg "$SK/astronaut.png"
+expect_err "error says there are no registers" "no register tokens"
 expect_rc "embed at --size 518 with an intermediate layer" 0 "$DINOC" embed -q -m "$M" -o "$TMP/s.npy" --size 518 --layer 5 --pool mean "$SK/astronaut.png"
 
 echo "garbage" > "$TMP/broken.jpg"

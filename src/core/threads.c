@@ -21,18 +21,28 @@ void dinoc_set_threads(int n) {
     omp_set_num_threads(n);
 #endif
 #ifdef DINOC_OPENBLAS
-    openblas_set_num_threads(n);
+    /* OpenBLAS stays single-threaded: dinoc_gemm splits products across OpenMP threads itself */
+    openblas_set_num_threads(1);
 #endif
 }
 
 int dinoc_get_threads(void) {
-    if (g_threads <= 0) return dinoc_omp_max_threads();
+    /* first use without dinoc_set_threads: all cores, and OpenBLAS set single-threaded */
+    if (g_threads <= 0) dinoc_set_threads(dinoc_omp_max_threads());
     return g_threads;
 }
 
 int dinoc_omp_max_threads(void) {
 #ifdef _OPENMP
     return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int dinoc_omp_num_threads(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
 #else
     return 1;
 #endif

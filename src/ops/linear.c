@@ -26,8 +26,29 @@ void dinoc_linear_forward_ref(float *out, const float *inp, const float *w, cons
 void dinoc_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc) {
 #ifdef DINOC_OPENBLAS
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    /* Threads come from OpenMP only: OpenBLAS runs single-threaded (dinoc_set_threads) and each
+     * OpenMP thread computes a block of C's rows. Two thread pools on the same cores (OpenMP's
+     * spinning waiters and OpenBLAS's workers) slowed a 2-core machine several times over. Each
+     * element's K-loop is the same whatever block it lands in, so results do not depend on the
+     * thread count. */
+    const int nt = dinoc_get_threads();
+    if (nt <= 1 || M < 2 * nt || (double)M * N * K < 2e5) {
+        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                    M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = dinoc_omp_thread_num(), n = dinoc_omp_num_threads();
+        /* rows split in multiples of 8 so blocks start on whole micro-tiles */
+        int per = ((M + n - 1) / n + 7) / 8 * 8;
+        int m0 = t * per, m1 = m0 + per < M ? m0 + per : M;
+        if (m0 < m1) {
+            const float *Ab = trans_a ? A + m0 : A + (size_t)m0 * lda;
+            cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                        m1 - m0, N, K, alpha, Ab, lda, B, ldb, beta, C + (size_t)m0 * ldc, ldc);
+        }
+    }
 #else
     /* Reference: C = alpha op(A) op(B) + beta C, row-major. */
 #pragma omp parallel for schedule(static)
