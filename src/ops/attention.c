@@ -24,7 +24,8 @@ size_t dinoc_attention_scratch_floats(int T, int HS) {
  * bits. Relative error about 2 ulp; results below e^-87 flush to 0 like expf's underflow. */
 static inline float exp_neg(float xin) {
     /* clamp (NaN goes to -87 here, so the integer conversion below is always defined) */
-    float x = xin >= -87.0f ? (xin <= 0.0f ? xin : 0.0f) : -87.0f;
+    float x = xin > -87.0f ? xin : -87.0f;
+    x       = x < 0.0f ? x : 0.0f;
     float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f - n * -2.12194440e-4f;
     float p = 1.9875691500E-4f;
@@ -34,12 +35,11 @@ static inline float exp_neg(float xin) {
     p       = p * r + 1.6666665459E-1f;
     p       = p * r + 5.0000001201E-1f;
     p       = p * r * r + r + 1.0f;
-    union {
-        int32_t i;
-        float   f;
-    } e;
-    e.i = ((int32_t)n + 127) * (1 << 23);
-    return xin == xin ? p * e.f : xin; /* a NaN score stays NaN, so the loss check sees it */
+    int32_t bits = ((int32_t)n + 127) * (1 << 23);
+    float   scale;
+    memcpy(&scale, &bits, sizeof scale); /* 2^n */
+    float y = p * scale;
+    return xin == xin ? y : xin; /* a NaN score stays NaN, so the loss check sees it */
 }
 
 /* Softmax of each row of s [T, T] (scaled scores) in place, rows in parallel. */
@@ -50,12 +50,10 @@ static void softmax_rows(float *s, int T, int nthreads) {
         float *r  = s + (size_t)t * T;
         float  mx = -INFINITY;
         for (int u = 0; u < T; u++) mx = r[u] > mx ? r[u] : mx;
+        for (int u = 0; u < T; u++) r[u] = exp_neg(r[u] - mx);
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int u = 0; u < T; u++) {
-            r[u] = exp_neg(r[u] - mx);
-            sum += r[u];
-        }
+        for (int u = 0; u < T; u++) sum += r[u];
         const float inv = 1.0f / sum;
 #pragma omp simd
         for (int u = 0; u < T; u++) r[u] *= inv;
