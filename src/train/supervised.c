@@ -40,6 +40,7 @@ dinoc_sup_config dinoc_sup_default(void) {
     c.channels         = 1;
     c.epochs           = 10;
     c.batch            = 128;
+    c.accum            = 1;
     c.warmup_epochs    = 1;
     c.lr               = 2e-3f;
     c.min_lr           = 1e-5f;
@@ -134,6 +135,7 @@ static char *config_to_json(const dinoc_sup_config *c) {
     if (c->data_dir) cJSON_AddStringToObject(o, "data_dir", c->data_dir);
 #define NUM(f) cJSON_AddNumberToObject(o, #f, (double)c->f)
     NUM(dim), NUM(depth), NUM(heads), NUM(patch), NUM(image), NUM(channels), NUM(epochs), NUM(batch);
+    NUM(accum);
     NUM(warmup_epochs), NUM(lr), NUM(min_lr), NUM(wd), NUM(wd_end), NUM(label_smoothing);
     NUM(drop_path), NUM(clip_grad), NUM(pad), NUM(flip), NUM(seed), NUM(workers), NUM(ckpt_every);
     NUM(eval_every_epoch);
@@ -172,6 +174,7 @@ static dinoc_status config_from_json(dinoc_sup_config *c, const char *json, cons
     NUM(image, int);
     NUM(channels, int);
     NUM(epochs, int);
+    NUM(accum, int);
     NUM(batch, int);
     NUM(warmup_epochs, int);
     NUM(lr, float);
@@ -303,7 +306,7 @@ static dinoc_status run_init(run *r, const dinoc_sup_config *cfg, char **keep) {
         r->cfg.progress_user = cfg->progress_user;
     }
     const dinoc_sup_config *c = &r->cfg;
-    if (c->batch <= 0 || c->epochs <= 0 || c->image <= 0 || c->image % c->patch) {
+    if (c->batch <= 0 || c->epochs <= 0 || c->accum <= 0 || c->image <= 0 || c->image % c->patch) {
         s = dinoc_fail(DINOC_ERR_ARG, "batch %d, epochs %d, image %d (must be a multiple of the patch %d)",
                        c->batch, c->epochs, c->image, c->patch);
         goto done;
@@ -451,35 +454,45 @@ dinoc_status dinoc_sup_train(const dinoc_sup_config *cfg, dinoc_sup_result *res)
     const int     B = c->batch, D = r.D, K = r.K;
     int           T;
     dinoc_train_state_dims(r.ts, NULL, &T, NULL);
-    const int64_t spe   = dinoc_loader_batches_per_epoch(r.ld);
+    const int64_t spe   = dinoc_loader_batches_per_epoch(r.ld) / c->accum > 0 ? dinoc_loader_batches_per_epoch(r.ld) / c->accum : 1;
     const int64_t total = (int64_t)c->epochs * spe;
     const int64_t stop  = c->max_steps > 0 && c->max_steps < total ? c->max_steps : total;
     double        loss  = 0, tstep = now_s();
     while (r.step < stop) {
         const double   lr = dinoc_cosine_schedule(c->lr, c->min_lr, total, (int64_t)c->warmup_epochs * spe, 0, r.step);
         const double   wd = dinoc_cosine_schedule(c->wd, c->wd_end, total, 0, c->wd, r.step);
-        const float   *x;
-        const int32_t *y;
-        int            n, epoch_end;
-        if ((s = dinoc_loader_next(r.ld, &x, &y, &n, &epoch_end))) break;
-        if ((s = dinoc_vit_forward_train(r.m, r.ts, x, NULL, r.dpr, &r.rng))) break;
-        const float *out = dinoc_train_state_output(r.ts);
-        for (int b = 0; b < B; b++) memcpy(r.cls + (size_t)b * D, out + (size_t)b * T * D, sizeof(float) * D);
-        dinoc_linear_forward(r.logits, r.cls, r.head, r.head + (size_t)K * D, B, D, K);
-        loss = dinoc_cross_entropy_forward(r.probs, r.logits, y, B, K, c->label_smoothing);
-        if (!isfinite(loss)) {
-            s = dinoc_fail(DINOC_ERR_NUMERIC, "step %lld: loss is %g; stopping (the last checkpoint is intact)",
-                           (long long)r.step, loss);
-            break;
-        }
+        /* accum micro-batches of `batch` images make one step; their gradients add up (every
+         * backward accumulates) with the loss scaled by 1/accum, so a step equals one of the
+         * accum * batch images (up to float summation order) */
         memset(r.g, 0, sizeof(float) * r.m->n_params);
         memset(r.ghead, 0, sizeof(float) * r.nh);
-        memset(r.dlogits, 0, sizeof(float) * B * K);
-        memset(r.dcls, 0, sizeof(float) * B * D);
-        dinoc_cross_entropy_backward(r.dlogits, r.probs, y, B, K, c->label_smoothing, 1.0f);
-        dinoc_linear_backward(r.dcls, r.ghead, r.ghead + (size_t)K * D, r.dlogits, r.cls, r.head, B, D, K);
-        for (int b = 0; b < B; b++) memcpy(r.dout + (size_t)b * T * D, r.dcls + (size_t)b * D, sizeof(float) * D);
-        if ((s = dinoc_vit_backward(r.m, r.ts, r.dout, r.g))) break;
+        int epoch_end = 0;
+        loss          = 0;
+        for (int micro = 0; micro < c->accum && !s; micro++) {
+            const float   *x;
+            const int32_t *y;
+            int            n, ends;
+            if ((s = dinoc_loader_next(r.ld, &x, &y, &n, &ends))) break;
+            epoch_end |= ends;
+            if ((s = dinoc_vit_forward_train(r.m, r.ts, x, NULL, r.dpr, &r.rng))) break;
+            const float *out = dinoc_train_state_output(r.ts);
+            for (int b = 0; b < B; b++) memcpy(r.cls + (size_t)b * D, out + (size_t)b * T * D, sizeof(float) * D);
+            dinoc_linear_forward(r.logits, r.cls, r.head, r.head + (size_t)K * D, B, D, K);
+            double l = dinoc_cross_entropy_forward(r.probs, r.logits, y, B, K, c->label_smoothing);
+            if (!isfinite(l)) {
+                s = dinoc_fail(DINOC_ERR_NUMERIC, "step %lld: loss is %g; stopping (the last checkpoint is intact)",
+                               (long long)r.step, l);
+                break;
+            }
+            loss += l / c->accum;
+            memset(r.dlogits, 0, sizeof(float) * B * K);
+            memset(r.dcls, 0, sizeof(float) * B * D);
+            dinoc_cross_entropy_backward(r.dlogits, r.probs, y, B, K, c->label_smoothing, 1.0f / c->accum);
+            dinoc_linear_backward(r.dcls, r.ghead, r.ghead + (size_t)K * D, r.dlogits, r.cls, r.head, B, D, K);
+            for (int b = 0; b < B; b++) memcpy(r.dout + (size_t)b * T * D, r.dcls + (size_t)b * D, sizeof(float) * D);
+            s = dinoc_vit_backward(r.m, r.ts, r.dout, r.g);
+        }
+        if (s) break;
         double nb = dinoc_grad_norm(r.g, r.groups, r.ngroups), nh = dinoc_grad_norm(r.ghead, r.hgroups, 2);
         double gn = sqrt(nb * nb + nh * nh);
         if (!isfinite(gn)) {
@@ -496,7 +509,7 @@ dinoc_status dinoc_sup_train(const dinoc_sup_config *cfg, dinoc_sup_result *res)
         dinoc_adamw_step(&r.opt, r.m->params, r.g, r.groups, r.ngroups, lr, wd);
         dinoc_adamw_step(&r.hopt, r.head, r.ghead, r.hgroups, 2, lr, wd);
         r.step++;
-        double tn = now_s(), img_s = B / fmax(tn - tstep, 1e-9);
+        double tn = now_s(), img_s = (double)B * c->accum / fmax(tn - tstep, 1e-9);
         tstep     = tn;
         fprintf(log, "{\"step\":%lld,\"epoch\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"wd\":%.6g,\"grad_norm\":%.6g,\"img_s\":%.1f}\n",
                 (long long)r.step, (long long)((r.step - 1) / spe), loss, lr, wd, gn, img_s);

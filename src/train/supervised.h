@@ -15,6 +15,7 @@ typedef struct {
     int   dim, depth, heads, patch, image, channels;
     /* optimisation */
     int   epochs, batch, warmup_epochs;
+    int   accum;             /* micro-batches of `batch` images per optimizer step (gradient accumulation) */
     float lr, min_lr, wd, wd_end, label_smoothing, drop_path, clip_grad;
     int   max_steps;         /* stop after this many steps in total (0: run all epochs); for tests */
     /* augmentation: random crop with `pad` pixels of zero padding, horizontal flip */
