@@ -35,19 +35,19 @@ dinoc_sup_config dinoc_sup_default(void) {
     c.dim              = 128;
     c.depth            = 6;
     c.heads            = 4;
-    c.patch            = 4;
+    c.patch            = 7;
     c.image            = 28;
     c.channels         = 1;
-    c.epochs           = 10;
+    c.epochs           = 8;
     c.batch            = 128;
     c.accum            = 1;
     c.warmup_epochs    = 1;
-    c.lr               = 2e-3f;
+    c.lr               = 1e-3f;
     c.min_lr           = 1e-5f;
     c.wd               = 0.05f;
     c.wd_end           = 0.05f;
     c.label_smoothing  = 0.1f;
-    c.drop_path        = 0.1f;
+    c.drop_path        = 0.05f;
     c.clip_grad        = 1.0f;
     c.pad              = 2;
     c.flip             = 1;
@@ -330,7 +330,9 @@ static dinoc_status run_init(run *r, const dinoc_sup_config *cfg, char **keep) {
         goto done;
     }
     dinoc_rng_seed(&r->rng, c->seed ^ 0x5eedull);
-    for (size_t i = 0; i < (size_t)r->K * r->D; i++) r->head[i] = 0.01f * dinoc_rng_normal(&r->rng);
+    /* PyTorch's nn.Linear default: U(-1/sqrt(D), 1/sqrt(D)) for weight and bias */
+    const float hb = 1.0f / sqrtf((float)r->D);
+    for (size_t i = 0; i < r->nh; i++) r->head[i] = hb * (2 * dinoc_rng_uniform(&r->rng) - 1);
     dinoc_adamw_config ac = {0.9, 0.999, 1e-8};
     if ((s = dinoc_adamw_init(&r->opt, r->m->n_params, ac)) || (s = dinoc_adamw_init(&r->hopt, r->nh, ac))) goto done;
     /* parameter groups: one per tensor; no weight decay on biases, norms, tokens, positions */
