@@ -3,7 +3,7 @@
 # clang + ASan + UBSan and runs each for SECONDS_PER_TARGET (default 10) seconds.
 #   scripts/fuzz.sh                      every target, 10 s each
 #   scripts/fuzz.sh 3600 fuzz_config     a one-hour campaign on one target
-# Targets: fuzz_safetensors fuzz_config fuzz_preprocess_config fuzz_image fuzz_weights_index.
+# Targets: fuzz_safetensors fuzz_config fuzz_preprocess_config fuzz_image fuzz_weights_index fuzz_idx.
 # Seeds come from tests/fuzz/corpus/<target>/ and are copied into build-fuzz/corpus/<target>/,
 # which keeps growing across runs (the repo is never written). Crashes, leaks, timeouts and
 # out-of-memory inputs land in build-fuzz/artifacts/<target>/; reproduce one with
@@ -15,7 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 shift $(( $# > 0 ? 1 : 0 ))
-ALL=(fuzz_safetensors fuzz_config fuzz_preprocess_config fuzz_image fuzz_weights_index)
+ALL=(fuzz_safetensors fuzz_config fuzz_preprocess_config fuzz_image fuzz_weights_index fuzz_idx)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL[@]}")
 CLANG=${CLANG:-clang}
@@ -25,7 +25,7 @@ SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-poin
 # No OpenMP and no BLAS: the parsers are single-threaded and the reference loops are simpler to
 # instrument. -O1 -g as libFuzzer's docs suggest.
 CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Wall -Wno-unused-parameter -Wno-unknown-pragmas $SAN"
-LIBS="-lcjson -lstb -lm -lpthread"
+LIBS="-lcjson -lstb -lz -lm -lpthread"
 
 # Per-target input size caps (bytes) and dictionaries.
 max_len() {

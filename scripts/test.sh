@@ -59,10 +59,15 @@ run_part() {
 run_part "C tests" $BUILD/c_tests.log env DINOC_FIXTURES=$FIX DINOC_TMP=$BUILD/tmp ./$BUILD/dinoc_tests
 run_part "CLI tests" $BUILD/cli_tests.log env DINOC=./$BUILD/dinoc FIX=$FIX PY=$PY bash tests/cli_test.sh
 run_part "bad-input CLI tests" $BUILD/bad_inputs.log env DINOC=./$BUILD/dinoc bash tests/bad_inputs.sh
-# Hardening passes (skip with DINOC_SKIP_SAN=1 / DINOC_SKIP_FUZZ=1): the suite under ASan + UBSan,
-# and a short libFuzzer smoke run of every parser target.
+run_part "kill/resume tests" $BUILD/kill_resume.log env DINOC=./$BUILD/dinoc KILL_TMP=$BUILD/tmp bash tests/kill_resume.sh
+# Hardening passes (skip with DINOC_SKIP_SAN=1 / DINOC_SKIP_TSAN=1 / DINOC_SKIP_FUZZ=1): the suite
+# under ASan + UBSan, the threaded tests under ThreadSanitizer, and a short libFuzzer smoke run of
+# every parser target.
 if [ "${DINOC_SKIP_SAN:-0}" != 1 ] && [ -z "${SAN:-}" ]; then
     run_part "sanitizer pass" build/sanitize.log env DINOC_SKIP_APT=1 FIX=$FIX bash scripts/sanitize.sh
+fi
+if [ "${DINOC_SKIP_TSAN:-0}" != 1 ] && [ -z "${SAN:-}" ]; then
+    run_part "ThreadSanitizer pass" build/tsan.log env bash scripts/tsan.sh
 fi
 if [ "${DINOC_SKIP_FUZZ:-0}" != 1 ]; then
     run_part "fuzz smoke" build/fuzz.log env DINOC_SKIP_APT=1 bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"

@@ -86,6 +86,7 @@ expect_rc "init a random model" 0 "$DINOC" init --arch vits14-reg --depth 2 -o "
 expect_rc "unknown preset is a usage error" 2 "$DINOC" init --arch vitx -o "$TMP/x"
 expect_rc "bench smoke run" 0 "$DINOC" bench -m "$TMP/rnd" --batch 2 --iters 1 --json
 grep -q '"img_s"' "$TMP/out" && ok "bench prints JSON" || bad "bench prints JSON"
+expect_rc "training-step bench smoke run" 0 "$DINOC" bench --train --batch 4 --iters 1 --json
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -7,16 +7,21 @@
 #ifdef DINOC_OPENBLAS
 void openblas_set_num_threads(int n);
 #endif
+#include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
-static int g_threads = 0;
+/* The thread count of every dinoc call, on any thread; 0 until set. Atomic because a user thread
+ * may read it while another sets it, and the first use may come from several threads at once. */
+static atomic_int     g_threads;
+static pthread_once_t g_threads_once = PTHREAD_ONCE_INIT;
 
 void dinoc_set_threads(int n) {
     if (n <= 0) {
         long c = sysconf(_SC_NPROCESSORS_ONLN);
         n = c > 0 ? (int)c : 1;
     }
-    g_threads = n;
+    atomic_store_explicit(&g_threads, n, memory_order_relaxed);
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #endif
@@ -26,10 +31,24 @@ void dinoc_set_threads(int n) {
 #endif
 }
 
+/* first use without dinoc_set_threads: all cores, and OpenBLAS set single-threaded */
+static void threads_default(void) {
+    if (atomic_load_explicit(&g_threads, memory_order_relaxed) <= 0) dinoc_set_threads(dinoc_omp_max_threads());
+}
+
 int dinoc_get_threads(void) {
-    /* first use without dinoc_set_threads: all cores, and OpenBLAS set single-threaded */
-    if (g_threads <= 0) dinoc_set_threads(dinoc_omp_max_threads());
-    return g_threads;
+    int n = atomic_load_explicit(&g_threads, memory_order_relaxed);
+    if (n <= 0) {
+        pthread_once(&g_threads_once, threads_default);
+        n = atomic_load_explicit(&g_threads, memory_order_relaxed);
+    }
+#ifdef _OPENMP
+    /* omp_set_num_threads only sets the calling thread's default team size: a user thread that did
+     * not call dinoc_set_threads would run dinoc's loops without a num_threads clause on all cores.
+     * Every entry point asks for the count first, so this keeps each thread's teams at n. */
+    if (!omp_in_parallel() && omp_get_max_threads() != n) omp_set_num_threads(n);
+#endif
+    return n;
 }
 
 int dinoc_omp_max_threads(void) {

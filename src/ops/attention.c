@@ -42,8 +42,21 @@ static inline float exp_neg(float xin) {
     return xin == xin ? y : xin; /* a NaN score stays NaN, so the loss check sees it */
 }
 
+/* The AVX2 clone is chosen by an ifunc resolver that runs while the executable is being relocated,
+ * before ThreadSanitizer's runtime is up; instrumented, it crashes there (scripts/tsan.sh). */
+#if defined(__SANITIZE_THREAD__)
+#define DINOC_SOFTMAX_CLONES
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define DINOC_SOFTMAX_CLONES
+#endif
+#endif
+#ifndef DINOC_SOFTMAX_CLONES
+#define DINOC_SOFTMAX_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+
 /* Softmax of each row of s [T, T] (scaled scores) in place, rows in parallel. */
-__attribute__((target_clones("arch=x86-64-v3", "default")))
+DINOC_SOFTMAX_CLONES
 static void softmax_rows(float *s, int T, int nthreads) {
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int t = 0; t < T; t++) {

@@ -84,6 +84,7 @@ static void resize_cubic(float *out, const float *inp, int C, int in_h, int in_w
 
     size_t in_plane = (size_t)in_h * in_w, out_plane = (size_t)out_h * out_w;
     int    par = (double)C * out_plane >= 32768.0;
+    (void)par; /* read only by the OpenMP if clause (unused with OMP=0) */
 #pragma omp parallel for schedule(static) if (par)
     for (int c = 0; c < C; c++) {
         const float *src = inp + (size_t)c * in_plane;
@@ -201,6 +202,7 @@ static void aa_pass_w(float *out, const float *inp, size_t rows, int in_w, int o
     int    taps  = aa_weights(in_w, out_w, sf, &xmin, &xsize, &w);
     int    fused = axis_scale(in_w, out_w, sf) < 1.0f;
     int    par   = (double)rows * out_w >= 32768.0;
+    (void)par; /* read only by the OpenMP if clause (unused with OMP=0) */
 #pragma omp parallel for schedule(static) if (par)
     for (long r = 0; r < (long)rows; r++) {
         const float *src = inp + (size_t)r * in_w;
@@ -220,6 +222,7 @@ static void aa_pass_h(float *out, const float *inp, int C, int in_h, int out_h, 
     int    taps  = aa_weights(in_h, out_h, sf, &ymin, &ysize, &w);
     int    fused = axis_scale(in_h, out_h, sf) < 1.0f;
     int    par   = (double)C * out_h * W >= 32768.0;
+    (void)par; /* read only by the OpenMP if clause (unused with OMP=0) */
 #pragma omp parallel for schedule(static) if (par)
     for (int c = 0; c < C; c++) {
         const float *src = inp + (size_t)c * in_h * W;

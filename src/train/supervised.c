@@ -516,7 +516,12 @@ dinoc_status dinoc_sup_train(const dinoc_sup_config *cfg, dinoc_sup_result *res)
         fprintf(log, "{\"step\":%lld,\"epoch\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"wd\":%.6g,\"grad_norm\":%.6g,\"img_s\":%.1f}\n",
                 (long long)r.step, (long long)((r.step - 1) / spe), loss, lr, wd, gn, img_s);
         if (c->progress) c->progress(c->progress_user, r.step, stop, (int)((r.step - 1) / spe), loss, lr, img_s);
-        if (c->ckpt_every > 0 && r.step % c->ckpt_every == 0 && (s = save_checkpoint(&r))) break;
+        if (c->ckpt_every > 0 && r.step % c->ckpt_every == 0) {
+            /* the log must hold every step up to the checkpoint's before the checkpoint exists: a
+             * run killed later resumes from it and appends after those lines */
+            fflush(log);
+            if ((s = save_checkpoint(&r))) break;
+        }
         if (epoch_end && c->eval_every_epoch && r.step < stop) {
             double  acc;
             int64_t nt;
@@ -529,6 +534,7 @@ dinoc_status dinoc_sup_train(const dinoc_sup_config *cfg, dinoc_sup_result *res)
         }
     }
     if (s) goto done;
+    fflush(log);
     if ((s = save_checkpoint(&r))) goto done;
     res->steps      = r.step;
     res->final_loss = loss;
