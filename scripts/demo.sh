@@ -18,7 +18,7 @@ done
 [ -d "$OUT/model" ] || ./build/dinoc init --arch vits14 --seed 0 -o "$OUT/model"
 ./build/dinoc info "$OUT/model" > "$OUT/model_info.txt"
 t0=$(date +%s.%N)
-./build/dinoc embed -m "$OUT/model" -o "$OUT/embeddings.npy" --pool cls "${imgs[@]}"
+./build/dinoc embed -m "$OUT/model" -o "$OUT/embeddings.npy" --pool mean "${imgs[@]}"
 t1=$(date +%s.%N)
 /usr/bin/python3 - "$OUT" "$t0" "$t1" <<'PYEOF'
 import sys, os, numpy as np
@@ -30,9 +30,10 @@ sim = n @ n.T
 with open(os.path.join(out, "report.md"), "w") as f:
     f.write("# dinoc demo report\n\n")
     f.write("Model: DINOv2 ViT-S/14 layout with **random weights** (`dinoc init --arch vits14`), so the\n"
-            "similarities below show the pipeline working, not learned semantics. The DINO pretraining\n"
-            "job replaces this demo.\n\n")
-    f.write(f"Embeddings: `{out}/embeddings.npy`, shape {list(e.shape)}, CLS token after the final norm.\n")
+            "similarities below show the pipeline working, not learned semantics (with DINOv2's\n"
+            "LayerScale init of 1e-5 the blocks barely act, so the embedding is close to a random\n"
+            "projection of the pixels). The DINO pretraining job replaces this demo.\n\n")
+    f.write(f"Embeddings: `{out}/embeddings.npy`, shape {list(e.shape)}, mean of the normed patch tokens.\n")
     f.write(f"Wall time for decode + preprocess + forward of {len(names)} images: {float(t1) - float(t0):.2f} s.\n\n")
     f.write("## Cosine similarity\n\n| | " + " | ".join(names) + " |\n|" + "---|" * (len(names) + 1) + "\n")
     for i, a in enumerate(names):
