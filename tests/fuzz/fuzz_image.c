@@ -31,7 +31,8 @@
  * stbi_info and stbi_load. This is the check proposed for src/io/image.c: walk the JPEG's marker
  * segments the way stb does (fill bytes, stuffed 0xFF00 and restart markers in entropy-coded data
  * skipped; stb's reads past the end give 0) and refuse such a table before stb sees the file.
- * Until the library has it, inputs it refuses are skipped here (FUZZ_NO_KNOWN_ISSUES: keep them). */
+ * src/io/image.c now runs the same check before stb; this harness keeps its own copy because it
+ * calls stbi_info itself first (to cap the pixel count of each run for speed). */
 static int jpeg_dht_ok(const uint8_t *p, size_t n) {
     size_t i = 0;
     while (i < n && p[i] == 0xFF) i++;

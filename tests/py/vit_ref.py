@@ -1,5 +1,5 @@
 """vit_ref.py: PyTorch reference ViT encoders for the dinoc tests, written from the reference facts
-(/work/shared/reference/dino_dinov2.md §1), not from Hugging Face code.
+(../shared/reference/dino_dinov2.md §1), not from Hugging Face code.
 
 One module class, ViTRef, reproduces three Hugging Face models (inference, no dropout/drop path):
   "dinov2"                  Dinov2Model
