@@ -162,6 +162,12 @@ void   dinoc_cross_entropy_backward(float *dlogits, const float *probs, const in
 dinoc_status dinoc_image_resize_region(uint8_t *dst, const dinoc_image *src, int w, int h,
                                        dinoc_resample filter, int x0, int y0, int rw, int rh);
 
+/* Pre-checks run before stb_image sees a file (src/io/image.c): 0 if a JPEG declares a Huffman
+ * table of more than 256 codes (stb 2.27 overflows) or a binary PNM header holds a number of more
+ * than 9 digits (stb 2.27 int overflow); 1 otherwise. Also used by tests/fuzz/fuzz_image.c. */
+int dinoc_jpeg_dht_ok(const uint8_t *p, size_t n);
+int dinoc_pnm_header_ok(const uint8_t *p, size_t n);
+
 /* ---- JSON helpers (src/io/json.c) -------------------------------------------------------------- */
 
 struct cJSON;

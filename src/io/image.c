@@ -38,7 +38,7 @@ static const char *stb_reason(void) {
  * more than 256 codes (fixed upstream in 2.28), in stbi_info as in stbi_load. Walk the JPEG's
  * marker segments as stb does (fill bytes, stuffed 0xFF00 and restart markers skipped; reads past
  * the end give 0) and refuse such a table before stb sees the file. Found by tests/fuzz/fuzz_image. */
-static int jpeg_dht_ok(const uint8_t *p, size_t n) {
+int dinoc_jpeg_dht_ok(const uint8_t *p, size_t n) {
     size_t i = 0;
     while (i < n && p[i] == 0xFF) i++;
     if (i == 0 || i >= n || p[i] != 0xD8) return 1; /* stb's SOI test: FF.. D8 */
@@ -68,7 +68,7 @@ static int jpeg_dht_ok(const uint8_t *p, size_t n) {
 /* stb pads a truncated binary PGM/PPM with zeros and reports success; PIL refuses it. */
 /* stb_image 2.27 parses a binary PNM header's numbers into an int without an overflow check
  * (undefined behaviour for 10+ digits). Refuse such headers before stb sees them. */
-static int pnm_header_ok(const uint8_t *p, size_t n) {
+int dinoc_pnm_header_ok(const uint8_t *p, size_t n) {
     if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return 1;
     size_t i = 2;
     for (int field = 0; field < 3; field++) {
@@ -119,10 +119,10 @@ dinoc_status dinoc_image_load_memory(dinoc_image *out, const void *buf, size_t s
 
     /* Read the header first so that a file claiming 100000 x 100000 is refused before stb tries
      * to allocate for it. */
-    if (!jpeg_dht_ok(buf, size))
+    if (!dinoc_jpeg_dht_ok(buf, size))
         return dinoc_fail(DINOC_ERR_FORMAT, "%s: corrupt JPEG (Huffman table with more than 256 codes)",
                           label);
-    if (!pnm_header_ok(buf, size))
+    if (!dinoc_pnm_header_ok(buf, size))
         return dinoc_fail(DINOC_ERR_FORMAT, "%s: PNM header with an out-of-range number", label);
     int w = 0, h = 0, comp = 0;
     if (!stbi_info_from_memory(buf, (int)size, &w, &h, &comp))

@@ -15,6 +15,7 @@
  *
  * Build and run: scripts/fuzz.sh 60 fuzz_image. */
 #include "dinoc.h"
+#include "../../src/internal.h"
 
 #include <math.h>
 #ifndef FUZZ_SYSTEM_STB
@@ -26,39 +27,9 @@
 
 #define FUZZ_MAX_PIXELS (1 << 20)
 
-/* Finding F2 (docs/hardening.md): stb_image 2.27, as Debian ships it, writes past its Huffman
- * tables when a JPEG DHT table declares more than 256 codes (fixed upstream in 2.28), both in
- * stbi_info and stbi_load. This is the check proposed for src/io/image.c: walk the JPEG's marker
- * segments the way stb does (fill bytes, stuffed 0xFF00 and restart markers in entropy-coded data
- * skipped; stb's reads past the end give 0) and refuse such a table before stb sees the file.
- * src/io/image.c now runs the same check before stb; this harness keeps its own copy because it
- * calls stbi_info itself first (to cap the pixel count of each run for speed). */
-static int jpeg_dht_ok(const uint8_t *p, size_t n) {
-    size_t i = 0;
-    while (i < n && p[i] == 0xFF) i++;
-    if (i == 0 || i >= n || p[i] != 0xD8) return 1; /* stb's SOI test: FF.. D8 */
-    for (i++; i + 1 < n;) {
-        if (p[i] != 0xFF) { i++; continue; }
-        uint8_t m = p[i + 1];
-        if (m == 0xFF) { i++; continue; }
-        if (m == 0x00 || m == 0x01 || m == 0xD8 || (m >= 0xD0 && m <= 0xD7)) { i += 2; continue; }
-        if (m == 0xD9) return 1;
-        size_t len = i + 3 < n ? (size_t)p[i + 2] << 8 | p[i + 3] : 0;
-        if (m == 0xC4) {
-            long   L = (long)len - 2;
-            size_t q = i + 4;
-            while (L > 0) {
-                size_t cnt = 0;
-                for (size_t k = 1; k <= 16; k++) cnt += q + k < n ? p[q + k] : 0;
-                if (cnt > 256) return 0;
-                L -= 17 + (long)cnt;
-                q += 17 + cnt;
-            }
-        }
-        i += 2 + (len < 2 ? 2 : len);
-    }
-    return 1;
-}
+/* Findings F2 and F8 (docs/hardening.md): stb_image 2.27 overflows on some JPEG Huffman tables
+ * and long PNM header numbers. The library refuses those before stb sees them; this harness calls
+ * stbi_info itself first (to cap each run's pixel count), so it runs the library's own checks. */
 
 static void run(const dinoc_preprocess *pp, const dinoc_image *img) {
     int ow, oh;
@@ -87,29 +58,11 @@ static void run(const dinoc_preprocess *pp, const dinoc_image *img) {
  * a number of 10+ digits (UB; fixed upstream in 2.28). Proposed check for image.c, before any
  * stbi_* call: in a "P5"/"P6" file, refuse a width, height or maxval of more than 9 digits (the
  * header is magic, then three numbers separated by whitespace and '#' comments). */
-static int pnm_header_ok(const uint8_t *p, size_t n) {
-    if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return 1;
-    size_t i = 2;
-    for (int field = 0; field < 3; field++) {
-        for (;;) {
-            while (i < n && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r'))) i++;
-            if (i < n && p[i] == '#') {
-                while (i < n && p[i] != '\n' && p[i] != '\r') i++;
-                continue;
-            }
-            break;
-        }
-        size_t digits = 0;
-        while (i < n && p[i] >= '0' && p[i] <= '9') i++, digits++;
-        if (digits > 9) return 0;
-    }
-    return 1;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 #ifndef FUZZ_NO_KNOWN_ISSUES
-    if (!jpeg_dht_ok(data, size)) return 0; /* before any stbi_* call: stbi_info overflows too */
-    if (!pnm_header_ok(data, size)) return 0;
+    if (!dinoc_jpeg_dht_ok(data, size)) return 0; /* before any stbi_* call: stbi_info overflows too */
+    if (!dinoc_pnm_header_ok(data, size)) return 0;
 #endif
     int w, h, c;
     if (size <= (size_t)0x7fffffff && stbi_info_from_memory(data, (int)size, &w, &h, &c) &&
