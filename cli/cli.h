@@ -50,5 +50,7 @@ int cmd_init(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_attn(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif

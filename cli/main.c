@@ -14,8 +14,10 @@ static const struct {
     {"embed", cmd_embed, "embed images with a model; write a .npy"},
     {"init", cmd_init, "write a model folder with random weights (tests, benchmarks)"},
     {"bench", cmd_bench, "time the forward pass on random weights"},
-    {"train", cmd_train, "train a model: supervised"},
-    {"eval", cmd_eval, "evaluate a model: classify"},
+    {"train", cmd_train, "train a model: dino, supervised"},
+    {"eval", cmd_eval, "evaluate a model: knn, linear, classify"},
+    {"attn", cmd_attn, "draw the last block's CLS attention per head over an image"},
+    {"report", cmd_report, "write a run folder's report (Markdown with SVG curves)"},
 };
 
 static void usage(FILE *f) {
