@@ -1,6 +1,7 @@
-/* cmd_train.c: `dinoc train supervised ...`: ViT classification training with progress on stderr
- * and results in the run folder. */
+/* cmd_train.c: `dinoc train dino ...` (self-supervised DINO pretraining) and `dinoc train
+ * supervised ...` (ViT classification), with progress on stderr and results in the run folder. */
 #include "cli.h"
+#include "../src/train/dino.h"
 #include "../src/train/supervised.h"
 
 #include <math.h>
@@ -8,8 +9,9 @@
 #include <string.h>
 
 typedef struct {
-    double t0;
-    double last;
+    double  t0;
+    double  last;
+    int64_t first; /* step the rate counts from (a resumed run's start) */
 } progress_state;
 
 static void progress(void *user, int64_t step, int64_t total, int epoch, double loss, double lr, double img_s) {
@@ -82,7 +84,7 @@ static int train_supervised(int argc, char **argv) {
         for (int i = 1; i < argc; i++) out_given |= !strcmp(argv[i], "-o") || !strncmp(argv[i], "--out", 5);
         if (!out_given) c.out = resume;
     }
-    progress_state ps = {cli_now(), 0};
+    progress_state ps = {cli_now(), 0, 0};
     c.progress        = progress;
     c.progress_user   = &ps;
     dinoc_sup_result res;
@@ -96,8 +98,125 @@ static int train_supervised(int argc, char **argv) {
     return 0;
 }
 
+static void dino_progress(void *user, int64_t step, int64_t total, int epoch, double loss, double img_s) {
+    progress_state *p   = user;
+    double          now = cli_now();
+    if (p->last == 0) p->first = step - 1, p->t0 = now - 1e-3; /* a resumed run starts counting here */
+    if (step < total && now - p->last < 0.5 && p->last != 0) return;
+    p->last     = now;
+    double rate = (step - p->first) / fmax(now - p->t0, 1e-9);
+    double eta  = (total - step) / fmax(rate, 1e-9);
+    fprintf(stderr, "\rdino step %lld/%lld epoch %d loss %.4f %.0f img/s ETA %d:%02d   ", (long long)step,
+            (long long)total, epoch, loss, img_s, (int)eta / 60, (int)eta % 60);
+    if (step == total) fprintf(stderr, "\n");
+    fflush(stderr);
+}
+
+static int train_dino(int argc, char **argv) {
+    dinoc_dino_config       c = dinoc_dino_default();
+    dinoc_multicrop_config *m = &c.crops;
+    const char *resume = NULL, *data_dir = NULL;
+    int         threads = 0, seed = 0, verbose = 0;
+    float lr = (float)c.lr, min_lr = (float)c.min_lr, wd = (float)c.wd, wd_end = (float)c.wd_end;
+    float clip = (float)c.clip_grad, dp = (float)c.drop_path, mom = (float)c.momentum_teacher;
+    float tt = (float)c.teacher_temp, wtt = (float)c.warmup_teacher_temp, stemp = (float)c.student_temp;
+    float cm = (float)c.center_momentum;
+    const opt_spec opts[] = {
+        {"data", 'd', OPT_STR, &c.data, "fashion-mnist, or an image folder (DIR/train used if present; labels unused)"},
+        {"data-dir", 0, OPT_STR, &data_dir, "Fashion-MNIST IDX folder (default: Debian's /usr/share/datasets/fashion-mnist)"},
+        {"out", 'o', OPT_STR, &c.out, "run folder"},
+        {"resume", 0, OPT_STR, &resume, "resume the run in this folder exactly where its checkpoint stopped"},
+        {"dim", 0, OPT_INT, &c.dim, "ViT width"},
+        {"depth", 0, OPT_INT, &c.depth, "blocks"},
+        {"heads", 0, OPT_INT, &c.heads, "attention heads"},
+        {"patch", 0, OPT_INT, &c.patch, "patch size"},
+        {"image", 0, OPT_INT, &c.image, "input side the model is built for (its position grid)"},
+        {"channels", 0, OPT_INT, &c.channels, "input channels (1 for Fashion-MNIST, 3 for photos)"},
+        {"out-dim", 0, OPT_INT, &c.out_dim, "DINO head output dimension K"},
+        {"head-hidden", 0, OPT_INT, &c.head_hidden, "DINO head hidden width"},
+        {"head-bottleneck", 0, OPT_INT, &c.head_bottleneck, "DINO head bottleneck width"},
+        {"head-layers", 0, OPT_INT, &c.head_layers, "DINO head MLP layers"},
+        {"norm-last-layer", 0, OPT_INT, &c.norm_last_layer, "freeze the last layer's weight norm to 1 (1/0)"},
+        {"global-crops", 0, OPT_INT, &m->n_global, "global crops per image"},
+        {"local-crops", 0, OPT_INT, &m->n_local, "local crops per image"},
+        {"global-size", 0, OPT_INT, &m->global_size, "global crop side"},
+        {"local-size", 0, OPT_INT, &m->local_size, "local crop side"},
+        {"global-scale-min", 0, OPT_FLOAT, &m->global_scale[0], "global crop minimum area fraction"},
+        {"local-scale-min", 0, OPT_FLOAT, &m->local_scale[0], "local crop minimum area fraction"},
+        {"local-scale-max", 0, OPT_FLOAT, &m->local_scale[1], "local crop maximum area fraction (= global minimum in DINO)"},
+        {"jitter-p", 0, OPT_FLOAT, &m->jitter_p, "colour jitter probability"},
+        {"blur-sigma-max", 0, OPT_FLOAT, &m->blur_sigma[1], "largest Gaussian blur radius"},
+        {"solarize-p", 0, OPT_FLOAT, &m->solarize_p[1], "solarisation probability of the second global crop"},
+        {"epochs", 'e', OPT_INT, &c.epochs, "epochs"},
+        {"batch", 'b', OPT_INT, &c.batch, "source images per step"},
+        {"lr", 0, OPT_FLOAT, &lr, "peak learning rate for batch 256 (scaled by batch/256)"},
+        {"min-lr", 0, OPT_FLOAT, &min_lr, "final learning rate"},
+        {"warmup-epochs", 0, OPT_INT, &c.warmup_epochs, "linear lr warmup epochs"},
+        {"wd", 0, OPT_FLOAT, &wd, "weight decay at the start (cosine schedule)"},
+        {"wd-end", 0, OPT_FLOAT, &wd_end, "weight decay at the end"},
+        {"clip-grad", 0, OPT_FLOAT, &clip, "per-tensor gradient norm clip (0: off)"},
+        {"drop-path", 0, OPT_FLOAT, &dp, "stochastic depth of the last block (linear over blocks)"},
+        {"freeze-last-layer", 0, OPT_INT, &c.freeze_last_layer, "epochs during which the head's last layer is frozen"},
+        {"momentum-teacher", 0, OPT_FLOAT, &mom, "teacher EMA momentum at the start (cosine to 1)"},
+        {"teacher-temp", 0, OPT_FLOAT, &tt, "teacher temperature after warmup"},
+        {"warmup-teacher-temp", 0, OPT_FLOAT, &wtt, "teacher temperature at the start"},
+        {"warmup-teacher-temp-epochs", 0, OPT_INT, &c.warmup_teacher_temp_epochs, "teacher temperature warmup epochs"},
+        {"student-temp", 0, OPT_FLOAT, &stemp, "student temperature"},
+        {"center-momentum", 0, OPT_FLOAT, &cm, "center EMA momentum"},
+        {"seed", 0, OPT_INT, &seed, "random seed"},
+        {"workers", 0, OPT_INT, &c.workers, "data threads"},
+        {"threads", 't', OPT_INT, &threads, "compute threads (0: all cores)"},
+        {"ckpt-every", 0, OPT_INT, &c.ckpt_every, "steps between checkpoints (0: at epoch ends only)"},
+        {"max-steps", 0, OPT_INT, &c.max_steps, "stop after this many steps in total (0: all epochs)"},
+        {"knn-every-epoch", 0, OPT_INT, &c.knn_every_epoch, "k-NN monitor of the teacher after each epoch (1/0)"},
+        {"knn-train", 0, OPT_INT, &c.knn_train, "monitor: training images in the k-NN bank"},
+        {"knn-test", 0, OPT_INT, &c.knn_test, "monitor: test images scored"},
+        {"verbose", 'v', OPT_FLAG, &verbose, "print library info messages"},
+        {NULL, 0, 0, NULL, NULL},
+    };
+    const char *use = "usage: dinoc train dino [options]\n\nSelf-supervised DINO pretraining of a ViT (student, EMA teacher, "
+                      "multi-crop).\nThe run folder gets the teacher backbone as a Hugging Face ViT, checkpoint, log.jsonl "
+                      "and metrics.json.";
+    char **pos = calloc((size_t)argc + 1, sizeof(char *));
+    int    npos = 0, rc = cli_parse(argc, argv, opts, use, pos, &npos);
+    free(pos);
+    if (rc) return rc == 1 ? 0 : 2;
+    if (npos) {
+        fprintf(stderr, "error: train dino takes no positional arguments\n");
+        return 2;
+    }
+    cli_log_to_stderr(1);
+    dinoc_set_threads(threads);
+    c.lr = lr, c.min_lr = min_lr, c.wd = wd, c.wd_end = wd_end, c.clip_grad = clip, c.drop_path = dp;
+    c.momentum_teacher = mom, c.teacher_temp = tt, c.warmup_teacher_temp = wtt, c.student_temp = stemp;
+    c.center_momentum = cm, c.seed = (uint64_t)seed, c.data_dir = data_dir;
+    m->channels = c.channels;
+    if (strcmp(c.data, "fashion-mnist") != 0 && c.channels == 1) {
+        fprintf(stderr, "note: image folders train 3-channel models; use --channels 3 (and a larger --image)\n");
+    }
+    if (resume) {
+        c.resume       = resume;
+        int out_given = 0;
+        for (int i = 1; i < argc; i++) out_given |= !strcmp(argv[i], "-o") || !strncmp(argv[i], "--out", 5);
+        if (!out_given) c.out = resume;
+    }
+    progress_state ps = {cli_now(), 0, 0};
+    c.progress        = dino_progress;
+    c.progress_user   = &ps;
+    dinoc_dino_result res;
+    dinoc_status      s = dinoc_dino_train(&c, &res);
+    if (s) {
+        fprintf(stderr, "\n");
+        return cli_fail("train dino", s);
+    }
+    printf("{\"steps\":%lld,\"final_loss\":%.5f,\"knn_monitor_top1\":%.5f,\"seconds\":%.1f,\"threads\":%d,\"out\":\"%s\"}\n",
+           (long long)res.steps, res.final_loss, res.knn_top1, res.seconds, dinoc_get_threads(), c.out);
+    return 0;
+}
+
 int cmd_train(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "supervised") == 0) return train_supervised(argc - 1, argv + 1);
-    fprintf(stderr, "usage: dinoc train supervised [options]   (see --help of the objective)\n");
+    if (argc >= 2 && strcmp(argv[1], "dino") == 0) return train_dino(argc - 1, argv + 1);
+    fprintf(stderr, "usage: dinoc train dino|supervised [options]   (see --help of the objective)\n");
     return argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? 0 : 2;
 }

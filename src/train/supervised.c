@@ -96,7 +96,22 @@ static dinoc_status transform(float *out, const dinoc_image *img, dinoc_rng *rng
     return DINOC_OK;
 }
 
-static dinoc_status open_data(dinoc_dataset **ds, const char *data, const char *data_dir, int train) {
+void dinoc_train_preprocess(dinoc_preprocess *pp, const char *data, int image, int channels) {
+    *pp = dinoc_preprocess_default();
+    pp->do_convert_rgb = channels == 3;
+    if (strcmp(data, "fashion-mnist") == 0) {
+        /* 28 x 28 grey: resized only if the model's side differs; the training split's statistics */
+        pp->resize_mode = DINOC_RESIZE_EXACT, pp->resize_w = pp->resize_h = image;
+        pp->resample = DINOC_RESAMPLE_BICUBIC, pp->do_center_crop = 0;
+        for (int i = 0; i < 3; i++) pp->mean[i] = FMNIST_MEAN, pp->std[i] = FMNIST_STD;
+    } else {
+        /* photos: DINO's evaluation transform scaled to the side (256 -> 224) */
+        pp->shortest_edge = (int)(image * 256.0 / 224.0 + 0.5);
+        pp->crop_w = pp->crop_h = image;
+    }
+}
+
+dinoc_status dinoc_train_open_data(dinoc_dataset **ds, const char *data, const char *data_dir, int train) {
     if (strcmp(data, "fashion-mnist") == 0) return dinoc_dataset_idx_open(ds, data_dir, train);
     /* an image folder: DIR/train and DIR/test when present, else DIR for both */
     char *sub = dinoc_path_join(data, train ? "train" : "test");
@@ -311,7 +326,7 @@ static dinoc_status run_init(run *r, const dinoc_sup_config *cfg, char **keep) {
                        c->batch, c->epochs, c->image, c->patch);
         goto done;
     }
-    if ((s = open_data(&r->train, c->data, c->data_dir, 1))) goto done;
+    if ((s = dinoc_train_open_data(&r->train, c->data, c->data_dir, 1))) goto done;
     r->K = dinoc_dataset_num_classes(r->train);
     if (r->K < 2) {
         s = dinoc_fail(DINOC_ERR_ARG, "%s: supervised training needs labelled classes (found %d)", c->data, r->K);
@@ -319,7 +334,7 @@ static dinoc_status run_init(run *r, const dinoc_sup_config *cfg, char **keep) {
     }
     dinoc_vit_config vc = model_config(c);
     if ((s = dinoc_model_init_random(&r->m, &vc, c->seed))) goto done;
-    r->m->pp.do_convert_rgb = c->channels == 3;
+    dinoc_train_preprocess(&r->m->pp, c->data, c->image, c->channels);
     r->D  = c->dim;
     r->nh = (size_t)r->K * r->D + r->K;
     r->head  = dinoc_calloc(r->nh, sizeof(float));
@@ -593,7 +608,7 @@ dinoc_status dinoc_sup_eval(const char *run_dir, const char *data, const char *d
     if ((err = read_f32_into(st, "params", m->params, (int64_t)m->n_params, ck)) ||
         (err = read_f32_into(st, "head", head, (int64_t)K * D + K, ck)))
         goto done;
-    if ((err = open_data(&ds, data ? data : c.data, data ? data_dir : c.data_dir, train_split))) goto done;
+    if ((err = dinoc_train_open_data(&ds, data ? data : c.data, data ? data_dir : c.data_dir, train_split))) goto done;
     if (dinoc_dataset_num_classes(ds) != K) {
         err = dinoc_fail(DINOC_ERR_ARG, "the data set has %d classes, the classifier %d", dinoc_dataset_num_classes(ds), K);
         goto done;

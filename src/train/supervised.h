@@ -5,6 +5,7 @@
 #define DINOC_SUPERVISED_H
 
 #include "../internal.h"
+#include "../data/data.h"
 
 typedef struct {
     const char *data;        /* "fashion-mnist" or an image folder with class subfolders */
@@ -49,5 +50,13 @@ dinoc_status dinoc_sup_train(const dinoc_sup_config *cfg, dinoc_sup_result *res)
 /* Top-1 accuracy of a run's classifier on a data set split (train = 0: test split). */
 dinoc_status dinoc_sup_eval(const char *run, const char *data, const char *data_dir, int train_split,
                             int batch, double *top1, int64_t *n);
+
+/* Shared by the trainers: "fashion-mnist" (DIR NULL: Debian's) or an image folder, its DIR/train
+ * or DIR/test subfolder when present, else DIR for both splits. */
+dinoc_status dinoc_train_open_data(dinoc_dataset **ds, const char *data, const char *data_dir, int train);
+/* The preprocessing a trained model is saved with (preprocessor_config.json): Fashion-MNIST: an
+ * exact resize to image x image (none at 28) and the training split's mean/std; photos: shorter
+ * side image * 256/224 bicubic, center crop, ImageNet mean/std. */
+void dinoc_train_preprocess(dinoc_preprocess *pp, const char *data, int image, int channels);
 
 #endif

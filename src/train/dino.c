@@ -1,0 +1,346 @@
+/* dino.c: one DINO step (see dino.h): setup of student, teacher, heads and optimisers, the step
+ * itself, and the schedules. The run around it (data, checkpoints, logs) is in dino_run.c.
+ * tests/test_dino.c checks a step against PyTorch (tests/py/gen_dino.py). */
+#include "dino.h"
+
+#include <math.h>
+#include <string.h>
+
+dinoc_dino_config dinoc_dino_default(void) {
+    dinoc_dino_config c;
+    memset(&c, 0, sizeof c);
+    c.data = "fashion-mnist", c.out = "runs/dino";
+    c.dim = 128, c.depth = 6, c.heads = 4, c.patch = 7, c.image = 28, c.channels = 1, c.mlp_ratio = 4;
+    c.out_dim = 1024, c.head_hidden = 512, c.head_bottleneck = 128, c.head_layers = 3, c.norm_last_layer = 1;
+    dinoc_multicrop_config m = dinoc_multicrop_default();
+    m.n_global = 2, m.n_local = 4, m.global_size = 28, m.local_size = 14, m.channels = 1;
+    m.global_scale[0] = 0.4f, m.global_scale[1] = 1.0f, m.local_scale[0] = 0.1f, m.local_scale[1] = 0.4f;
+    m.blur_sigma[0] = 0.1f, m.blur_sigma[1] = 0.5f; /* DINO's 0.1..2 px at 224 is 0.1..0.25 px here */
+    c.crops = m;
+    c.epochs = 10, c.batch = 256, c.warmup_epochs = 1, c.freeze_last_layer = 1;
+    c.lr = 5e-4, c.min_lr = 1e-6, c.wd = 0.04, c.wd_end = 0.4, c.clip_grad = 3.0, c.drop_path = 0.1;
+    c.momentum_teacher = 0.996, c.teacher_temp = 0.04, c.warmup_teacher_temp = 0.04;
+    c.warmup_teacher_temp_epochs = 0, c.student_temp = 0.1, c.center_momentum = 0.9;
+    c.seed = 0, c.workers = 2, c.ckpt_every = 200, c.knn_every_epoch = 1, c.knn_train = 10000, c.knn_test = 2000;
+    return c;
+}
+
+dinoc_dino_sched dinoc_dino_schedule(const dinoc_dino_config *c, int64_t it, int64_t ipe) {
+    dinoc_dino_sched s;
+    const int64_t    total = (int64_t)c->epochs * ipe;
+    const int64_t    epoch = ipe > 0 ? it / ipe : 0;
+    s.lr       = dinoc_cosine_schedule(c->lr * c->batch / 256.0, c->min_lr, total,
+                                       (int64_t)c->warmup_epochs * ipe, 0, it);
+    s.wd       = dinoc_cosine_schedule(c->wd, c->wd_end, total, 0, 0, it);
+    s.momentum = dinoc_cosine_schedule(c->momentum_teacher, 1.0, total, 0, 0, it);
+    /* np.linspace(warmup_teacher_temp, teacher_temp, W) then teacher_temp, indexed by epoch */
+    const int W = c->warmup_teacher_temp_epochs;
+    if (epoch < W)
+        s.teacher_temp = W > 1 ? c->warmup_teacher_temp + (c->teacher_temp - c->warmup_teacher_temp) * epoch / (W - 1)
+                               : c->warmup_teacher_temp;
+    else
+        s.teacher_temp = c->teacher_temp;
+    s.freeze_last_layer = epoch < c->freeze_last_layer;
+    return s;
+}
+
+/* ---- setup ------------------------------------------------------------------------------------ */
+
+static dinoc_vit_config backbone_config(const dinoc_dino_config *c) {
+    dinoc_vit_config v;
+    memset(&v, 0, sizeof v);
+    v.arch = DINOC_ARCH_VIT, v.dim = c->dim, v.depth = c->depth, v.heads = c->heads;
+    v.ffn_hidden = c->mlp_ratio * c->dim, v.ffn = DINOC_FFN_MLP, v.patch = c->patch, v.channels = c->channels;
+    v.image_size = c->image, v.qkv_bias = 1, v.ln_eps = 1e-6f, v.pos_interp = DINOC_POS_INTERP_SIZE;
+    return v;
+}
+
+/* One group per backbone tensor with DINO v1's weight-decay rule (no decay for biases and 1-D). */
+static dinoc_status backbone_groups(dinoc_dino *d) {
+    const dinoc_model *m = d->student;
+    int                n = dinoc_vit_param_entries(m, DINOC_NAMES_ORIG, NULL);
+    dinoc_param_entry *e = calloc((size_t)n, sizeof *e);
+    const char       **names = calloc((size_t)n, sizeof *names);
+    size_t            *off = calloc((size_t)n, sizeof *off), *cnt = calloc((size_t)n, sizeof *cnt);
+    int               *nd = calloc((size_t)n, sizeof *nd);
+    d->groups          = calloc((size_t)n, sizeof *d->groups);
+    dinoc_status s     = DINOC_OK;
+    if (!e || !names || !off || !cnt || !nd || !d->groups) {
+        s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    dinoc_vit_param_entries(m, DINOC_NAMES_ORIG, e);
+    for (int i = 0; i < n; i++) {
+        int64_t k = 1;
+        for (int j = 0; j < e[i].ndim; j++) k *= e[i].shape[j];
+        names[i] = e[i].name, off[i] = (size_t)(e[i].data - m->params), cnt[i] = (size_t)k, nd[i] = e[i].ndim;
+    }
+    s          = dinoc_param_groups_default(d->groups, names, off, cnt, nd, n, 1.0, m->cfg.depth, 1.0, 1);
+    d->ngroups = n;
+done:
+    free(e), free(names), free(off), free(cnt), free(nd);
+    return s;
+}
+
+/* Head groups: the MLP (weights decayed, biases not) in hgroups; the last layer (g, v) in
+ * lgroups, offsets relative to hl.last_off. g is frozen for good under norm_last_layer. */
+static dinoc_status head_groups(dinoc_dino *d) {
+    const dinoc_dino_head_layout *l = &d->hl;
+    char    names[2 * DINOC_DINO_HEAD_MAX_LAYERS + 2][48];
+    int64_t shapes[2 * DINOC_DINO_HEAD_MAX_LAYERS + 2][2];
+    int     nd[2 * DINOC_DINO_HEAD_MAX_LAYERS + 2];
+    size_t  off[2 * DINOC_DINO_HEAD_MAX_LAYERS + 2], cnt[2 * DINOC_DINO_HEAD_MAX_LAYERS + 2];
+    int     n = dinoc_dino_head_names(l, names, shapes, nd, off, cnt);
+    d->hgroups = calloc((size_t)n, sizeof *d->hgroups);
+    if (!d->hgroups) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+    d->nhgroups = 0;
+    for (int i = 0; i < n; i++) {
+        dinoc_param_group g = {off[i], cnt[i], 1.0, nd[i] > 1 ? 1.0 : 0.0, 0, ""};
+        snprintf(g.name, sizeof g.name, "head.%.47s", names[i]);
+        if (off[i] >= l->last_off) {
+            g.offset -= l->last_off;
+            if (off[i] == l->g_off) g.frozen = d->cfg.norm_last_layer;
+            d->lgroups[off[i] == l->g_off ? 0 : 1] = g;
+        } else {
+            d->hgroups[d->nhgroups++] = g;
+        }
+    }
+    return DINOC_OK;
+}
+
+void dinoc_dino_free(dinoc_dino *d) {
+    dinoc_model_free(d->student), dinoc_model_free(d->teacher);
+    dinoc_free(d->shead), dinoc_free(d->thead), dinoc_free(d->g), dinoc_free(d->ghead), dinoc_free(d->center);
+    dinoc_adamw_free(&d->opt), dinoc_adamw_free(&d->hopt), dinoc_adamw_free(&d->lopt);
+    free(d->groups), free(d->hgroups);
+    dinoc_train_state_free(d->tsg), dinoc_train_state_free(d->tsl);
+    dinoc_state_free(d->tst);
+    dinoc_dino_head_acts_free(&d->sha), dinoc_dino_head_acts_free(&d->tha);
+    dinoc_free(d->xg), dinoc_free(d->xl), dinoc_free(d->cls), dinoc_free(d->dcls);
+    dinoc_free(d->s_logits), dinoc_free(d->t_logits), dinoc_free(d->dlogits), dinoc_free(d->t_probs);
+    dinoc_free(d->doutg), dinoc_free(d->doutl), dinoc_free(d->dpr);
+    memset(d, 0, sizeof *d);
+}
+
+dinoc_status dinoc_dino_init(dinoc_dino *d, const dinoc_dino_config *cfg) {
+    memset(d, 0, sizeof *d);
+    d->cfg                     = *cfg;
+    const dinoc_dino_config *c = &d->cfg;
+    dinoc_status             s;
+    if (c->batch < 1 || c->epochs < 1 || c->image < 1 || c->patch < 1 || c->image % c->patch)
+        return dinoc_fail(DINOC_ERR_ARG, "batch %d, epochs %d, image %d (a multiple of the patch %d)", c->batch,
+                          c->epochs, c->image, c->patch);
+    if (c->crops.channels != c->channels)
+        return dinoc_fail(DINOC_ERR_ARG, "crops have %d channels, the model %d", c->crops.channels, c->channels);
+    if ((s = dinoc_multicrop_check(&c->crops))) return s;
+    if (c->crops.global_size % c->patch || (c->crops.n_local > 0 && c->crops.local_size % c->patch))
+        return dinoc_fail(DINOC_ERR_ARG, "crop sizes %d and %d must be multiples of the patch %d",
+                          c->crops.global_size, c->crops.local_size, c->patch);
+    if (!(c->student_temp > 0) || !(c->teacher_temp > 0) || !(c->warmup_teacher_temp > 0))
+        return dinoc_fail(DINOC_ERR_ARG, "temperatures must be > 0 (student %g, teacher %g, warmup %g)",
+                          c->student_temp, c->teacher_temp, c->warmup_teacher_temp);
+    d->B = c->batch, d->nG = c->crops.n_global, d->nL = c->crops.n_local;
+    d->G = c->crops.global_size, d->L = c->crops.local_size;
+    dinoc_vit_config vc = backbone_config(c);
+    if ((s = dinoc_model_init_random(&d->student, &vc, c->seed)) || (s = dinoc_vit_alloc(&d->teacher, &vc))) goto fail;
+    memcpy(d->teacher->params, d->student->params, sizeof(float) * d->student->n_params);
+    d->student->pp.do_convert_rgb = d->teacher->pp.do_convert_rgb = c->channels == 3;
+    dinoc_dino_head_config hc = {c->dim, c->head_hidden, c->head_bottleneck, c->out_dim, c->head_layers};
+    if ((s = dinoc_dino_head_layout_init(&d->hl, &hc))) goto fail;
+    const size_t np = d->student->n_params, nh = d->hl.n;
+    const int    K = c->out_dim, D = c->dim, B = d->B, NS = (d->nG + d->nL) * B, NT = d->nG * B;
+    d->shead  = dinoc_calloc(nh, sizeof(float));
+    d->thead  = dinoc_calloc(nh, sizeof(float));
+    d->g      = dinoc_calloc(np, sizeof(float));
+    d->ghead  = dinoc_calloc(nh, sizeof(float));
+    d->center = dinoc_calloc((size_t)K, sizeof(float));
+    if (!d->shead || !d->thead || !d->g || !d->ghead || !d->center) goto nomem;
+    dinoc_rng_seed(&d->rng, c->seed ^ 0xd1a0ull);
+    dinoc_dino_head_init(&d->hl, d->shead, &d->rng);
+    memcpy(d->thead, d->shead, sizeof(float) * nh);
+    dinoc_adamw_config ac = {0.9, 0.999, 1e-8};
+    if ((s = dinoc_adamw_init(&d->opt, np, ac)) || (s = dinoc_adamw_init(&d->hopt, d->hl.last_off, ac)) ||
+        (s = dinoc_adamw_init(&d->lopt, nh - d->hl.last_off, ac)))
+        goto fail;
+    if ((s = backbone_groups(d)) || (s = head_groups(d))) goto fail;
+    if ((s = dinoc_train_state_init(&d->tsg, d->student, NT, d->G, d->G))) goto fail;
+    if (d->nL && (s = dinoc_train_state_init(&d->tsl, d->student, d->nL * B, d->L, d->L))) goto fail;
+    if ((s = dinoc_state_init(&d->tst, d->teacher, NT, d->G, d->G, 0))) goto fail;
+    if ((s = dinoc_dino_head_acts_init(&d->sha, &d->hl, NS)) || (s = dinoc_dino_head_acts_init(&d->tha, &d->hl, NT)))
+        goto fail;
+    int Tg, Tl = 0;
+    dinoc_train_state_dims(d->tsg, NULL, &Tg, NULL);
+    if (d->tsl) dinoc_train_state_dims(d->tsl, NULL, &Tl, NULL);
+    const size_t C = (size_t)c->channels;
+    d->xg       = dinoc_calloc((size_t)NT * C * d->G * d->G, sizeof(float));
+    d->xl       = dinoc_calloc((size_t)d->nL * B * C * d->L * d->L + 1, sizeof(float));
+    d->cls      = dinoc_calloc((size_t)NS * D, sizeof(float));
+    d->dcls     = dinoc_calloc((size_t)NS * D, sizeof(float));
+    d->s_logits = dinoc_calloc((size_t)NS * K, sizeof(float));
+    d->dlogits  = dinoc_calloc((size_t)NS * K, sizeof(float));
+    d->t_logits = dinoc_calloc((size_t)NT * K, sizeof(float));
+    d->t_probs  = dinoc_calloc((size_t)NT * K, sizeof(float));
+    d->doutg    = dinoc_calloc((size_t)NT * Tg * D, sizeof(float));
+    d->doutl    = dinoc_calloc((size_t)d->nL * B * Tl * D + 1, sizeof(float));
+    d->dpr      = dinoc_calloc((size_t)c->depth, sizeof(float));
+    if (!d->xg || !d->xl || !d->cls || !d->dcls || !d->s_logits || !d->dlogits || !d->t_logits || !d->t_probs ||
+        !d->doutg || !d->doutl || !d->dpr)
+        goto nomem;
+    /* DINO's stochastic depth: linspace(0, drop_path, depth) over the blocks */
+    for (int l = 0; l < c->depth; l++) d->dpr[l] = c->depth > 1 ? (float)(c->drop_path * l / (c->depth - 1)) : 0;
+    return DINOC_OK;
+nomem:
+    s = dinoc_fail(DINOC_ERR_NOMEM, "DINO: out of memory for batch %d", c->batch);
+fail:
+    dinoc_dino_free(d);
+    return s;
+}
+
+/* ---- the step --------------------------------------------------------------------------------- */
+
+/* Copies the CLS rows of tokens [N, T, D] into dst [N, D]. */
+static void take_cls(float *dst, const float *tokens, int N, int T, int D) {
+    for (int n = 0; n < N; n++) memcpy(dst + (size_t)n * D, tokens + (size_t)n * T * D, sizeof(float) * D);
+}
+
+/* DINOLoss: teacher rows t [nG*B, K] (raw), student rows s [(nG+nL)*B, K]. Writes the teacher's
+ * softmax into q and dL/ds into ds; returns the loss. Sums in double. */
+static double dino_loss(float *q, float *ds, const float *t, const float *sl, const float *center, int nG, int nS,
+                        int B, int K, double tau_t, double tau_s, dinoc_dino_stats *st) {
+    const float ft = (float)tau_t, fs = (float)tau_s;
+    double      ent = 0;
+    for (int r = 0; r < nG * B; r++) {
+        const float *tr = t + (size_t)r * K;
+        float       *qr = q + (size_t)r * K;
+        float        mx = -INFINITY;
+        for (int k = 0; k < K; k++) qr[k] = (tr[k] - center[k]) / ft, mx = fmaxf(mx, qr[k]);
+        double z = 0;
+        for (int k = 0; k < K; k++) qr[k] = expf(qr[k] - mx), z += qr[k];
+        for (int k = 0; k < K; k++) {
+            qr[k] = (float)(qr[k] / z);
+            if (qr[k] > 0) ent -= qr[k] * log((double)qr[k]);
+        }
+    }
+    st->teacher_entropy = ent / (nG * B);
+    double be = 0;
+    for (int k = 0; k < K; k++) {
+        double p = 0;
+        for (int r = 0; r < nG * B; r++) p += q[(size_t)r * K + k];
+        p /= nG * B;
+        if (p > 0) be -= p * log(p);
+    }
+    st->batch_entropy = be;
+    const int    n_terms = nG * nS - nG; /* pairs (i, v) with v != i */
+    const double scale   = 1.0 / ((double)B * n_terms);
+    double       total   = 0;
+    for (int v = 0; v < nS; v++)
+        for (int b = 0; b < B; b++) {
+            const float *sr = sl + ((size_t)v * B + b) * K;
+            float       *dr = ds + ((size_t)v * B + b) * K;
+            float        mx = -INFINITY;
+            for (int k = 0; k < K; k++) mx = fmaxf(mx, sr[k] / fs);
+            double z = 0;
+            for (int k = 0; k < K; k++) z += exp((double)(sr[k] / fs - mx));
+            const double lz = mx + log(z);
+            int          m  = 0; /* teacher views paired with v */
+            for (int i = 0; i < nG; i++) m += i != v;
+            for (int k = 0; k < K; k++) {
+                const double ls = sr[k] / fs - lz, p = exp(ls);
+                double       qs = 0;
+                for (int i = 0; i < nG; i++)
+                    if (i != v) qs += q[((size_t)i * B + b) * K + k];
+                total -= qs * ls;
+                dr[k] = (float)((m * p - qs) * scale / tau_s);
+            }
+        }
+    return total * scale;
+}
+
+dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sched *sc, dinoc_dino_stats *st) {
+    const dinoc_dino_config *c = &d->cfg;
+    const int    B = d->B, nG = d->nG, nL = d->nL, nS = nG + nL, D = c->dim, K = c->out_dim;
+    const size_t C = (size_t)c->channels, gsz = C * d->G * d->G, lsz = C * d->L * d->L;
+    const size_t item = nG * gsz + nL * lsz;
+    dinoc_status s;
+    memset(st, 0, sizeof *st);
+    /* regroup crop-major: [g0 of every image, g1 of every image, ...] as MultiCropWrapper does */
+    for (int b = 0; b < B; b++) {
+        const float *xi = x + (size_t)b * item;
+        for (int i = 0; i < nG; i++) memcpy(d->xg + ((size_t)i * B + b) * gsz, xi + i * gsz, sizeof(float) * gsz);
+        for (int i = 0; i < nL; i++)
+            memcpy(d->xl + ((size_t)i * B + b) * lsz, xi + nG * gsz + i * lsz, sizeof(float) * lsz);
+    }
+    /* teacher on the global crops */
+    int Tg, Tl = 0;
+    dinoc_train_state_dims(d->tsg, NULL, &Tg, NULL);
+    if (d->tsl) dinoc_train_state_dims(d->tsl, NULL, &Tl, NULL);
+    if ((s = dinoc_forward(d->teacher, d->tst, d->xg, NULL))) return s;
+    take_cls(d->cls, dinoc_state_output(d->tst), nG * B, Tg, D);
+    {   /* feature spread of the teacher's CLS */
+        double acc = 0;
+        for (int j = 0; j < D; j++) {
+            double m1 = 0, m2 = 0;
+            for (int r = 0; r < nG * B; r++) m1 += d->cls[(size_t)r * D + j], m2 += (double)d->cls[(size_t)r * D + j] * d->cls[(size_t)r * D + j];
+            m1 /= nG * B;
+            acc += sqrt(fmax(m2 / (nG * B) - m1 * m1, 0));
+        }
+        st->feat_std = acc / D;
+    }
+    dinoc_dino_head_forward(&d->tha, d->thead, d->cls, nG * B, d->t_logits);
+    /* student on every crop, one pass per crop size */
+    if ((s = dinoc_vit_forward_train(d->student, d->tsg, d->xg, NULL, d->dpr, &d->rng))) return s;
+    take_cls(d->cls, dinoc_train_state_output(d->tsg), nG * B, Tg, D);
+    if (nL) {
+        if ((s = dinoc_vit_forward_train(d->student, d->tsl, d->xl, NULL, d->dpr, &d->rng))) return s;
+        take_cls(d->cls + (size_t)nG * B * D, dinoc_train_state_output(d->tsl), nL * B, Tl, D);
+    }
+    dinoc_dino_head_forward(&d->sha, d->shead, d->cls, nS * B, d->s_logits);
+    st->loss = dino_loss(d->t_probs, d->dlogits, d->t_logits, d->s_logits, d->center, nG, nS, B, K, sc->teacher_temp,
+                         c->student_temp, st);
+    if (!isfinite(st->loss)) return dinoc_fail(DINOC_ERR_NUMERIC, "DINO loss is %g", st->loss);
+    /* backward: head, then the two backbone passes */
+    memset(d->g, 0, sizeof(float) * d->student->n_params);
+    memset(d->ghead, 0, sizeof(float) * d->hl.n);
+    memset(d->dcls, 0, sizeof(float) * (size_t)nS * B * D);
+    dinoc_dino_head_backward(&d->sha, d->shead, d->dlogits, d->ghead, d->dcls);
+    for (int r = 0; r < nG * B; r++) memcpy(d->doutg + (size_t)r * Tg * D, d->dcls + (size_t)r * D, sizeof(float) * D);
+    if ((s = dinoc_vit_backward(d->student, d->tsg, d->doutg, d->g))) return s;
+    if (nL) {
+        for (int r = 0; r < nL * B; r++)
+            memcpy(d->doutl + (size_t)r * Tl * D, d->dcls + ((size_t)nG * B + r) * D, sizeof(float) * D);
+        if ((s = dinoc_vit_backward(d->student, d->tsl, d->doutl, d->g))) return s;
+    }
+    /* global norm for the log (frozen weight_g excluded: torch has no grad for it) */
+    const size_t lo = d->hl.last_off;
+    double       n1 = dinoc_grad_norm(d->g, d->groups, d->ngroups), n2 = dinoc_grad_norm(d->ghead, d->hgroups, d->nhgroups);
+    double       n3 = dinoc_grad_norm(d->ghead + lo, d->lgroups + 1, 1);
+    double       n4 = c->norm_last_layer ? 0 : dinoc_grad_norm(d->ghead + lo, d->lgroups, 1);
+    st->grad_norm = sqrt(n1 * n1 + n2 * n2 + n3 * n3 + n4 * n4);
+    if (!isfinite(st->grad_norm)) return dinoc_fail(DINOC_ERR_NUMERIC, "DINO gradient norm is %g", st->grad_norm);
+    if (c->clip_grad > 0) {
+        dinoc_clip_grad_per_param(d->g, d->groups, d->ngroups, c->clip_grad);
+        dinoc_clip_grad_per_param(d->ghead, d->hgroups, d->nhgroups, c->clip_grad);
+        dinoc_clip_grad_per_param(d->ghead + lo, d->lgroups, 2, c->clip_grad);
+    }
+    dinoc_adamw_step(&d->opt, d->student->params, d->g, d->groups, d->ngroups, sc->lr, sc->wd);
+    dinoc_adamw_step(&d->hopt, d->shead, d->ghead, d->hgroups, d->nhgroups, sc->lr, sc->wd);
+    if (!sc->freeze_last_layer) dinoc_adamw_step(&d->lopt, d->shead + lo, d->ghead + lo, d->lgroups, 2, sc->lr, sc->wd);
+    /* EMA teacher: param_k.mul_(m).add_((1 - m) * param_q), each in float32 as torch does */
+    const float mf = (float)sc->momentum, omf = (float)(1.0 - sc->momentum);
+    float      *tp = d->teacher->params;
+    const float *sp = d->student->params;
+    for (size_t i = 0; i < d->student->n_params; i++) tp[i] = tp[i] * mf + omf * sp[i];
+    for (size_t i = 0; i < d->hl.n; i++) d->thead[i] = d->thead[i] * mf + omf * d->shead[i];
+    /* center <- cm center + (1 - cm) mean over the teacher rows */
+    const float cm = (float)c->center_momentum, ocm = (float)(1.0 - c->center_momentum);
+    double      cn = 0;
+    for (int k = 0; k < K; k++) {
+        double sum = 0;
+        for (int r = 0; r < nG * B; r++) sum += d->t_logits[(size_t)r * K + k];
+        const float bc = (float)(sum / (nG * B));
+        d->center[k]   = d->center[k] * cm + bc * ocm;
+        cn += (double)d->center[k] * d->center[k];
+    }
+    st->center_norm = sqrt(cn);
+    return DINOC_OK;
+}
