@@ -48,6 +48,7 @@ int cmd_info(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_bench_dino(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_attn(int argc, char **argv);

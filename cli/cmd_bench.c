@@ -213,6 +213,7 @@ static int bench_train(const char *model, int dims[6], int classes, int batch, i
 }
 
 int cmd_bench(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "dino") == 0) return cmd_bench_dino(argc - 1, argv + 1);
     const char    *model = NULL;
     int            batch = 0, threads = 0, size = 0, iters = 0, json = 0, train = 0, classes = 10;
     int            dims[6] = {0, 0, 0, 0, 0, 0}; /* dim, depth, heads, patch, image, channels */
@@ -240,7 +241,7 @@ int cmd_bench(int argc, char **argv) {
         {"classes", 0, OPT_INT, &classes, "--train: classes of the linear head"},
         {NULL, 0, 0, NULL, NULL},
     };
-    const char *use = "usage: dinoc bench [options]";
+    const char *use = "usage: dinoc bench [options]\n       dinoc bench dino [options]   (DINO training steps; see its --help)";
     char      **pos = calloc((size_t)argc + 1, sizeof(char *));
     int         npos = 0, rc = cli_parse(argc, argv, opts, use, pos, &npos);
     free(pos);

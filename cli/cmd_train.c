@@ -120,7 +120,7 @@ static int train_dino(int argc, char **argv) {
     float lr = (float)c.lr, min_lr = (float)c.min_lr, wd = (float)c.wd, wd_end = (float)c.wd_end;
     float clip = (float)c.clip_grad, dp = (float)c.drop_path, mom = (float)c.momentum_teacher;
     float tt = (float)c.teacher_temp, wtt = (float)c.warmup_teacher_temp, stemp = (float)c.student_temp;
-    float cm = (float)c.center_momentum;
+    float cm = (float)c.center_momentum, budget = 0;
     const opt_spec opts[] = {
         {"data", 'd', OPT_STR, &c.data, "fashion-mnist, or an image folder (DIR/train used if present; labels unused)"},
         {"data-dir", 0, OPT_STR, &data_dir, "Fashion-MNIST IDX folder (default: Debian's /usr/share/datasets/fashion-mnist)"},
@@ -168,6 +168,7 @@ static int train_dino(int argc, char **argv) {
         {"threads", 't', OPT_INT, &threads, "compute threads (0: all cores)"},
         {"ckpt-every", 0, OPT_INT, &c.ckpt_every, "steps between checkpoints (0: at epoch ends only)"},
         {"max-steps", 0, OPT_INT, &c.max_steps, "stop after this many steps in total (0: all epochs)"},
+        {"time-budget", 0, OPT_FLOAT, &budget, "seconds for the whole run: --epochs is lowered to fit after a short calibration (0: off)"},
         {"knn-every-epoch", 0, OPT_INT, &c.knn_every_epoch, "k-NN monitor of the teacher after each epoch (1/0)"},
         {"knn-train", 0, OPT_INT, &c.knn_train, "monitor: training images in the k-NN bank"},
         {"knn-test", 0, OPT_INT, &c.knn_test, "monitor: test images scored"},
@@ -189,7 +190,7 @@ static int train_dino(int argc, char **argv) {
     dinoc_set_threads(threads);
     c.lr = lr, c.min_lr = min_lr, c.wd = wd, c.wd_end = wd_end, c.clip_grad = clip, c.drop_path = dp;
     c.momentum_teacher = mom, c.teacher_temp = tt, c.warmup_teacher_temp = wtt, c.student_temp = stemp;
-    c.center_momentum = cm, c.seed = (uint64_t)seed, c.data_dir = data_dir;
+    c.center_momentum = cm, c.seed = (uint64_t)seed, c.data_dir = data_dir, c.time_budget = budget;
     m->channels = c.channels;
     if (strcmp(c.data, "fashion-mnist") != 0 && c.channels == 1) {
         fprintf(stderr, "note: image folders train 3-channel models; use --channels 3 (and a larger --image)\n");

@@ -5,6 +5,13 @@
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 dinoc_dino_config dinoc_dino_default(void) {
     dinoc_dino_config c;
@@ -118,7 +125,7 @@ void dinoc_dino_free(dinoc_dino *d) {
     dinoc_dino_head_acts_free(&d->sha), dinoc_dino_head_acts_free(&d->tha);
     dinoc_free(d->xg), dinoc_free(d->xl), dinoc_free(d->cls), dinoc_free(d->dcls);
     dinoc_free(d->s_logits), dinoc_free(d->t_logits), dinoc_free(d->dlogits), dinoc_free(d->t_probs);
-    dinoc_free(d->doutg), dinoc_free(d->doutl), dinoc_free(d->dpr);
+    dinoc_free(d->doutg), dinoc_free(d->doutl), dinoc_free(d->dpr), dinoc_free(d->row_loss);
     memset(d, 0, sizeof *d);
 }
 
@@ -183,8 +190,9 @@ dinoc_status dinoc_dino_init(dinoc_dino *d, const dinoc_dino_config *cfg) {
     d->doutg    = dinoc_calloc((size_t)NT * Tg * D, sizeof(float));
     d->doutl    = dinoc_calloc((size_t)d->nL * B * Tl * D + 1, sizeof(float));
     d->dpr      = dinoc_calloc((size_t)c->depth, sizeof(float));
+    d->row_loss = dinoc_calloc((size_t)(NS + NT), sizeof(double));
     if (!d->xg || !d->xl || !d->cls || !d->dcls || !d->s_logits || !d->dlogits || !d->t_logits || !d->t_probs ||
-        !d->doutg || !d->doutl || !d->dpr)
+        !d->doutg || !d->doutl || !d->dpr || !d->row_loss)
         goto nomem;
     /* DINO's stochastic depth: linspace(0, drop_path, depth) over the blocks */
     for (int l = 0; l < c->depth; l++) d->dpr[l] = c->depth > 1 ? (float)(c->drop_path * l / (c->depth - 1)) : 0;
@@ -204,55 +212,65 @@ static void take_cls(float *dst, const float *tokens, int N, int T, int D) {
 }
 
 /* DINOLoss: teacher rows t [nG*B, K] (raw), student rows s [(nG+nL)*B, K]. Writes the teacher's
- * softmax into q and dL/ds into ds; returns the loss. Sums in double. */
-static double dino_loss(float *q, float *ds, const float *t, const float *sl, const float *center, int nG, int nS,
-                        int B, int K, double tau_t, double tau_s, dinoc_dino_stats *st) {
+ * softmax into q and dL/ds into ds; returns the loss. Rows run in parallel; each row's sums are
+ * in double, and the totals are summed in row order (thread-count independent). */
+static double dino_loss(float *q, float *ds, double *row_loss, const float *t, const float *sl, const float *center,
+                        int nG, int nS, int B, int K, double tau_t, double tau_s, dinoc_dino_stats *st) {
     const float ft = (float)tau_t, fs = (float)tau_s;
-    double      ent = 0;
-    for (int r = 0; r < nG * B; r++) {
+    const int   NT = nG * B, NS = nS * B;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < NT; r++) {
         const float *tr = t + (size_t)r * K;
         float       *qr = q + (size_t)r * K;
         float        mx = -INFINITY;
         for (int k = 0; k < K; k++) qr[k] = (tr[k] - center[k]) / ft, mx = fmaxf(mx, qr[k]);
-        double z = 0;
+        double z = 0, e = 0;
         for (int k = 0; k < K; k++) qr[k] = expf(qr[k] - mx), z += qr[k];
         for (int k = 0; k < K; k++) {
             qr[k] = (float)(qr[k] / z);
-            if (qr[k] > 0) ent -= qr[k] * log((double)qr[k]);
+            if (qr[k] > 0) e -= qr[k] * log((double)qr[k]);
         }
+        row_loss[r] = e;
     }
-    st->teacher_entropy = ent / (nG * B);
+    double ent = 0;
+    for (int r = 0; r < NT; r++) ent += row_loss[r];
+    st->teacher_entropy = ent / NT;
     double be = 0;
+#pragma omp parallel for schedule(static) reduction(+ : be)
     for (int k = 0; k < K; k++) {
         double p = 0;
-        for (int r = 0; r < nG * B; r++) p += q[(size_t)r * K + k];
-        p /= nG * B;
+        for (int r = 0; r < NT; r++) p += q[(size_t)r * K + k];
+        p /= NT;
         if (p > 0) be -= p * log(p);
     }
     st->batch_entropy = be;
     const int    n_terms = nG * nS - nG; /* pairs (i, v) with v != i */
     const double scale   = 1.0 / ((double)B * n_terms);
-    double       total   = 0;
-    for (int v = 0; v < nS; v++)
-        for (int b = 0; b < B; b++) {
-            const float *sr = sl + ((size_t)v * B + b) * K;
-            float       *dr = ds + ((size_t)v * B + b) * K;
-            float        mx = -INFINITY;
-            for (int k = 0; k < K; k++) mx = fmaxf(mx, sr[k] / fs);
-            double z = 0;
-            for (int k = 0; k < K; k++) z += exp((double)(sr[k] / fs - mx));
-            const double lz = mx + log(z);
-            int          m  = 0; /* teacher views paired with v */
-            for (int i = 0; i < nG; i++) m += i != v;
-            for (int k = 0; k < K; k++) {
-                const double ls = sr[k] / fs - lz, p = exp(ls);
-                double       qs = 0;
-                for (int i = 0; i < nG; i++)
-                    if (i != v) qs += q[((size_t)i * B + b) * K + k];
-                total -= qs * ls;
-                dr[k] = (float)((m * p - qs) * scale / tau_s);
-            }
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < NS; row++) {
+        const int    v = row / B, b = row % B;
+        const float *sr = sl + (size_t)row * K;
+        float       *dr = ds + (size_t)row * K;
+        float        mx = -INFINITY;
+        for (int k = 0; k < K; k++) mx = fmaxf(mx, sr[k] / fs);
+        double z = 0;
+        for (int k = 0; k < K; k++) z += expf(sr[k] / fs - mx);
+        const double lz = mx + log(z);
+        int          m  = 0; /* teacher views paired with v */
+        for (int i = 0; i < nG; i++) m += i != v;
+        double acc = 0;
+        for (int k = 0; k < K; k++) {
+            const double ls = sr[k] / fs - lz, p = exp(ls);
+            double       qs = 0;
+            for (int i = 0; i < nG; i++)
+                if (i != v) qs += q[((size_t)i * B + b) * K + k];
+            acc -= qs * ls;
+            dr[k] = (float)((m * p - qs) * scale / tau_s);
         }
+        row_loss[NT + row] = acc;
+    }
+    double total = 0;
+    for (int row = 0; row < NS; row++) total += row_loss[NT + row];
     return total * scale;
 }
 
@@ -263,6 +281,7 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
     const size_t item = nG * gsz + nL * lsz;
     dinoc_status s;
     memset(st, 0, sizeof *st);
+    double t0 = now_s(), t1;
     /* regroup crop-major: [g0 of every image, g1 of every image, ...] as MultiCropWrapper does */
     for (int b = 0; b < B; b++) {
         const float *xi = x + (size_t)b * item;
@@ -287,6 +306,7 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
         st->feat_std = acc / D;
     }
     dinoc_dino_head_forward(&d->tha, d->thead, d->cls, nG * B, d->t_logits);
+    t1 = now_s(), st->t_teacher = t1 - t0, t0 = t1;
     /* student on every crop, one pass per crop size */
     if ((s = dinoc_vit_forward_train(d->student, d->tsg, d->xg, NULL, d->dpr, &d->rng))) return s;
     take_cls(d->cls, dinoc_train_state_output(d->tsg), nG * B, Tg, D);
@@ -294,10 +314,12 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
         if ((s = dinoc_vit_forward_train(d->student, d->tsl, d->xl, NULL, d->dpr, &d->rng))) return s;
         take_cls(d->cls + (size_t)nG * B * D, dinoc_train_state_output(d->tsl), nL * B, Tl, D);
     }
+    t1 = now_s(), st->t_student = t1 - t0, t0 = t1;
     dinoc_dino_head_forward(&d->sha, d->shead, d->cls, nS * B, d->s_logits);
-    st->loss = dino_loss(d->t_probs, d->dlogits, d->t_logits, d->s_logits, d->center, nG, nS, B, K, sc->teacher_temp,
+    st->loss = dino_loss(d->t_probs, d->dlogits, d->row_loss, d->t_logits, d->s_logits, d->center, nG, nS, B, K, sc->teacher_temp,
                          c->student_temp, st);
     if (!isfinite(st->loss)) return dinoc_fail(DINOC_ERR_NUMERIC, "DINO loss is %g", st->loss);
+    t1 = now_s(), st->t_loss = t1 - t0, t0 = t1;
     /* backward: head, then the two backbone passes */
     memset(d->g, 0, sizeof(float) * d->student->n_params);
     memset(d->ghead, 0, sizeof(float) * d->hl.n);
@@ -310,6 +332,7 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
             memcpy(d->doutl + (size_t)r * Tl * D, d->dcls + ((size_t)nG * B + r) * D, sizeof(float) * D);
         if ((s = dinoc_vit_backward(d->student, d->tsl, d->doutl, d->g))) return s;
     }
+    t1 = now_s(), st->t_backward = t1 - t0, t0 = t1;
     /* global norm for the log (frozen weight_g excluded: torch has no grad for it) */
     const size_t lo = d->hl.last_off;
     double       n1 = dinoc_grad_norm(d->g, d->groups, d->ngroups), n2 = dinoc_grad_norm(d->ghead, d->hgroups, d->nhgroups);
@@ -329,11 +352,15 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
     const float mf = (float)sc->momentum, omf = (float)(1.0 - sc->momentum);
     float      *tp = d->teacher->params;
     const float *sp = d->student->params;
-    for (size_t i = 0; i < d->student->n_params; i++) tp[i] = tp[i] * mf + omf * sp[i];
-    for (size_t i = 0; i < d->hl.n; i++) d->thead[i] = d->thead[i] * mf + omf * d->shead[i];
+    const int64_t np = (int64_t)d->student->n_params, nh = (int64_t)d->hl.n;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < np; i++) tp[i] = tp[i] * mf + omf * sp[i];
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < nh; i++) d->thead[i] = d->thead[i] * mf + omf * d->shead[i];
     /* center <- cm center + (1 - cm) mean over the teacher rows */
     const float cm = (float)c->center_momentum, ocm = (float)(1.0 - c->center_momentum);
     double      cn = 0;
+#pragma omp parallel for schedule(static) reduction(+ : cn)
     for (int k = 0; k < K; k++) {
         double sum = 0;
         for (int r = 0; r < nG * B; r++) sum += d->t_logits[(size_t)r * K + k];
@@ -342,5 +369,6 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
         cn += (double)d->center[k] * d->center[k];
     }
     st->center_norm = sqrt(cn);
+    st->t_update    = now_s() - t0;
     return DINOC_OK;
 }

@@ -45,6 +45,11 @@ typedef struct {
     double momentum_teacher, teacher_temp, warmup_teacher_temp, student_temp, center_momentum;
     int   warmup_teacher_temp_epochs;
     int   max_steps;         /* stop after this many steps in total (0: all epochs); for tests */
+    /* > 0: a wall-clock budget in seconds for the whole run (monitor included). After the first
+     * calibration steps, epochs is lowered (never raised, at least 1) to what fits; schedules follow
+     * the new length (steps taken so far saw the old one: a relative change of ~1e-5 in wd and
+     * momentum). The chosen epochs are saved, so a resumed run keeps them. */
+    double time_budget;
     uint64_t seed;
     int   workers;           /* data threads */
     int   ckpt_every;        /* steps between checkpoints (0: epoch ends only) */
@@ -70,6 +75,9 @@ typedef struct {
     double batch_entropy;    /* entropy of the batch-mean teacher distribution: ln K = uniform use */
     double center_norm;
     double feat_std;         /* mean over dims of the std over the batch of the teacher's CLS */
+    /* wall seconds of the step's phases: teacher forward, student forward, heads + loss, backward,
+     * clip + AdamW + EMA + center */
+    double t_teacher, t_student, t_loss, t_backward, t_update;
 } dinoc_dino_stats;
 
 /* Everything one DINO step touches (allocated once; a step allocates nothing). */
@@ -89,6 +97,7 @@ typedef struct {
     dinoc_dino_head_acts   sha, tha;          /* head activations: student, teacher */
     float                 *xg, *xl;           /* crops regrouped crop-major */
     float                 *cls, *dcls, *s_logits, *t_logits, *dlogits, *t_probs, *doutg, *doutl, *dpr;
+    double                *row_loss;          /* per-row sums of the loss (fixed-order reduction) */
     dinoc_rng              rng;
 } dinoc_dino;
 

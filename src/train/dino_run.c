@@ -59,7 +59,7 @@ static const field k_fields[] = {
     F_("warmup_teacher_temp", 'd', warmup_teacher_temp), F_("student_temp", 'd', student_temp),
     F_("center_momentum", 'd', center_momentum), F_("warmup_teacher_temp_epochs", 'i', warmup_teacher_temp_epochs),
     F_("seed", 'u', seed), F_("workers", 'i', workers), F_("ckpt_every", 'i', ckpt_every),
-    F_("knn_every_epoch", 'i', knn_every_epoch), F_("knn_train", 'i', knn_train), F_("knn_test", 'i', knn_test),
+    F_("time_budget", 'd', time_budget), F_("knn_every_epoch", 'i', knn_every_epoch), F_("knn_train", 'i', knn_train), F_("knn_test", 'i', knn_test),
 };
 #undef F_
 #define N_FIELDS (int)(sizeof k_fields / sizeof k_fields[0])
@@ -349,8 +349,12 @@ dinoc_status dinoc_dino_train(const dinoc_dino_config *cfg, dinoc_dino_result *r
         goto done;
     }
     const int64_t ipe   = dinoc_loader_batches_per_epoch(r.ld);
-    const int64_t total = (int64_t)c->epochs * ipe;
-    const int64_t stop  = c->max_steps > 0 && c->max_steps < total ? c->max_steps : total;
+    int64_t       total = (int64_t)c->epochs * ipe;
+    int64_t       stop  = c->max_steps > 0 && c->max_steps < total ? c->max_steps : total;
+    /* time budget: calibrate on steps 3..CALIB (the first ones warm caches and threads) */
+    const int     CALIB = 12;
+    const int     calibrate = c->time_budget > 0 && !cfg->resume && r.step == 0 && total > CALIB;
+    double        t_calib = 0, t_teacher = 0;
     const double  lnK   = log((double)c->out_dim);
     double        tstep = now_s(), epoch_loss = 0;
     int64_t       epoch_steps = 0;
@@ -369,6 +373,25 @@ dinoc_status dinoc_dino_train(const dinoc_dino_config *cfg, dinoc_dino_result *r
         }
         r.step++;
         epoch_loss += stt.loss, epoch_steps++;
+        if (calibrate && r.step == 3) t_calib = now_s(), t_teacher = 0;
+        if (calibrate && r.step > 3) t_teacher += stt.t_teacher;
+        if (calibrate && r.step == CALIB) {
+            /* per step, and per monitored image (the teacher's forward of 2B images, x2 for the
+             * feature pass's decoding and the k-NN) */
+            const double per_step = (now_s() - t_calib) / (CALIB - 3);
+            const double per_img  = 2 * t_teacher / (CALIB - 3) / ((double)d->nG * c->batch);
+            const double mon      = r.mon_train ? (c->knn_train + c->knn_test) * per_img + 2.0 : 0;
+            const double left     = c->time_budget - (now_s() - t0) - 5.0; /* 5 s: final save */
+            int          e        = (int)floor((left + CALIB * per_step) / (ipe * per_step + mon));
+            if (e < 1) e = 1;
+            if (e < c->epochs) {
+                dinoc_log(DINOC_LOG_INFO, "time budget %.0f s: %.3f s per step, %.0f s per monitor: %d epochs instead of %d",
+                          c->time_budget, per_step, mon, e, c->epochs);
+                d->cfg.epochs = e;
+                total = (int64_t)e * ipe;
+                stop  = c->max_steps > 0 && c->max_steps < total ? c->max_steps : total;
+            }
+        }
         const double tn = now_s(), img_s = c->batch / fmax(tn - tstep, 1e-9);
         const int    ep = (int)((r.step - 1) / ipe);
         tstep           = tn;

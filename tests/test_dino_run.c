@@ -1,0 +1,142 @@
+/* test_dino_run.c: DINO training runs end to end on Fashion-MNIST with a tiny ViT
+ * (src/train/dino_run.c):
+ * - resume: 2N steps straight, and N steps then a resume to 2N, give bitwise identical student,
+ *   teacher, heads, center, AdamW moments and logged values (same thread count);
+ * - a checkpoint whose weights hold inf stops at its first step with DINOC_ERR_NUMERIC naming the
+ *   step, and the checkpoint stays as it was;
+ * - the run folder holds a loadable teacher (config.json + model.safetensors) with the
+ *   Fashion-MNIST preprocessing. */
+#include "check.h"
+#include "../src/train/dino.h"
+
+static dinoc_dino_config tiny(const char *out) {
+    dinoc_dino_config c = dinoc_dino_default();
+    c.out = out, c.dim = 32, c.depth = 2, c.heads = 2, c.patch = 7, c.batch = 16, c.epochs = 1;
+    c.out_dim = 64, c.head_hidden = 48, c.head_bottleneck = 16, c.crops.n_local = 2;
+    c.workers = 2, c.knn_every_epoch = 0, c.warmup_epochs = 0, c.drop_path = 0.1, c.freeze_last_layer = 0;
+    return c;
+}
+
+static float *read_tensor(const char *dir, const char *name, int64_t *n) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
+    dinoc_safetensors *st = NULL;
+    CHECK_OK(dinoc_safetensors_open(&st, path));
+    if (!st) return NULL;
+    const dinoc_tensor *t = dinoc_safetensors_find(st, name);
+    float              *x = NULL;
+    if (t) {
+        *n = dinoc_tensor_numel(t);
+        x  = malloc(sizeof(float) * *n);
+        CHECK_OK(dinoc_tensor_to_f32(t, x, *n));
+    }
+    dinoc_safetensors_close(st);
+    return x;
+}
+
+static char *read_text(const char *dir, const char *name) {
+    char   path[600], *buf = NULL;
+    size_t len;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    CHECK_OK(dinoc_read_file(path, 1 << 24, &buf, &len));
+    return buf;
+}
+
+/* the log without its wall-clock field (img_s, last in each line) */
+static void strip_speed(char *s) {
+    for (char *p = s; (p = strstr(p, ",\"img_s\":"));) {
+        char *e = strchr(p, '}');
+        memmove(p, e, strlen(e) + 1);
+    }
+}
+
+DINOC_TEST(dino_run_resume_is_exact) {
+    char a[512], b[512];
+    snprintf(a, sizeof a, "%s/dino_a", dinoc_test_tmpdir());
+    snprintf(b, sizeof b, "%s/dino_b", dinoc_test_tmpdir());
+    const int         N = 4;
+    dinoc_dino_result res;
+    dinoc_dino_config ca = tiny(a);
+    ca.max_steps = 2 * N, ca.ckpt_every = N;
+    CHECK_OK(dinoc_dino_train(&ca, &res));
+    dinoc_dino_config cb = tiny(b);
+    cb.max_steps = N, cb.ckpt_every = N;
+    CHECK_OK(dinoc_dino_train(&cb, &res));
+    CHECK(res.steps == N);
+    dinoc_dino_config cr = dinoc_dino_default();
+    cr.resume = b, cr.out = b, cr.max_steps = 2 * N;
+    CHECK_OK(dinoc_dino_train(&cr, &res));
+    CHECK(res.steps == 2 * N);
+    const char *names[] = {"student", "teacher", "student_head", "teacher_head", "center", "adam.m", "adam.v",
+                           "head_adam.m", "last_adam.v"};
+    for (int i = 0; i < 9; i++) {
+        int64_t na = 0, nb = 0;
+        float  *xa = read_tensor(a, names[i], &na), *xb = read_tensor(b, names[i], &nb);
+        CHECK_MSG(xa && xb && na == nb && memcmp(xa, xb, sizeof(float) * na) == 0,
+                  "'%s' differs between the straight and the resumed run", names[i]);
+        free(xa), free(xb);
+    }
+    char *la = read_text(a, "log.jsonl"), *lb = read_text(b, "log.jsonl");
+    if (la && lb) {
+        strip_speed(la), strip_speed(lb);
+        CHECK_MSG(strcmp(la, lb) == 0, "logged values differ:\n%s\nvs\n%s", la, lb);
+    }
+    free(la), free(lb);
+    /* the run folder's model is the teacher, loadable, with the Fashion-MNIST preprocessing */
+    dinoc_model *m = NULL;
+    CHECK_OK(dinoc_model_load(&m, a, NULL));
+    if (m) {
+        int64_t n  = 0;
+        float  *tp = read_tensor(a, "teacher", &n);
+        CHECK(tp && n == dinoc_model_num_params(m));
+        const dinoc_preprocess *pp = dinoc_model_preprocess(m);
+        CHECK(pp->resize_w == 28 && !pp->do_center_crop && fabsf(pp->mean[0] - 0.2860f) < 1e-6f);
+        free(tp);
+        dinoc_model_free(m);
+    }
+}
+
+DINOC_TEST(dino_run_nan_stops_and_keeps_checkpoint) {
+    char d[512], p2[600], path[800];
+    snprintf(d, sizeof d, "%s/dino_nan", dinoc_test_tmpdir());
+    dinoc_dino_result res;
+    dinoc_dino_config c = tiny(d);
+    c.max_steps = 2, c.ckpt_every = 2;
+    CHECK_OK(dinoc_dino_train(&c, &res));
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", d);
+    dinoc_safetensors *st = NULL;
+    CHECK_OK(dinoc_safetensors_open(&st, path));
+    if (!st) return;
+    /* a copy of the checkpoint whose student weights hold an inf */
+    int           n = dinoc_safetensors_count(st);
+    dinoc_tensor *t = calloc((size_t)n, sizeof *t);
+    float        *poison = NULL;
+    int64_t       np = 0;
+    for (int i = 0; i < n; i++) {
+        t[i] = *dinoc_safetensors_get(st, i);
+        if (!strcmp(t[i].name, "student")) {
+            np     = dinoc_tensor_numel(&t[i]);
+            poison = malloc(sizeof(float) * np);
+            CHECK_OK(dinoc_tensor_to_f32(&t[i], poison, np));
+            poison[np / 2] = INFINITY;
+            t[i].data      = poison;
+        }
+    }
+    const char *keys[] = {"format", "step", "adam_step", "head_adam_step", "last_adam_step", "loader_epoch",
+                          "loader_index", "config"};
+    const char *meta[17];
+    for (int i = 0; i < 8; i++) meta[2 * i] = keys[i], meta[2 * i + 1] = dinoc_safetensors_metadata(st, keys[i]);
+    meta[16] = NULL;
+    snprintf(p2, sizeof p2, "%s/dino_nan2", dinoc_test_tmpdir());
+    CHECK_OK(dinoc_mkdir(p2));
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", p2);
+    CHECK_OK(dinoc_safetensors_write(path, t, n, meta));
+    dinoc_safetensors_close(st);
+    dinoc_dino_config r = dinoc_dino_default();
+    r.resume = p2, r.out = p2, r.max_steps = 10;
+    CHECK_ERR(dinoc_dino_train(&r, &res), DINOC_ERR_NUMERIC, "step 2");
+    int64_t n1 = 0;
+    float  *after = read_tensor(p2, "student", &n1);
+    CHECK(after && n1 == np && isinf(after[np / 2]) && memcmp(after, poison, sizeof(float) * (np / 2)) == 0);
+    free(after), free(poison), free(t);
+}
