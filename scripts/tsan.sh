@@ -3,6 +3,8 @@
 # Builds the test runner with `make BUILD=build-tsan SAN=thread OMP=0` and runs
 #   threads_*      one dinoc_model shared by 4 pthreads, each with its own dinoc_state (tests/test_threads.c)
 #   data_loader    the batch loader's worker threads (tests/test_data.c)
+#   multicrop_threads  the multi-crop transform from two threads at once (tests/test_multicrop.c)
+#   dino_run_resume    a DINO run: loader workers + multi-crop (tests/test_dino_run.c)
 # and ends with "N passed, N failed". A data race aborts the runner (halt_on_error), which counts as
 # a failure. OMP=0 because Debian's libgomp is not built with TSan: its barriers and task queues
 # are invisible to TSan and every OpenMP region would be reported as a race; with OMP=0 the OpenMP
@@ -31,7 +33,7 @@ mkdir -p "$B/tmp"
 # Each filter in its own process: threads_first_use_concurrent must be the first call of the
 # process that asks for the thread count, and "threads_" alone would also match optim_threads_*.
 FILTERS=("$@")
-[ ${#FILTERS[@]} -eq 0 ] && FILTERS=(threads_first threads_shared threads_last data_loader)
+[ ${#FILTERS[@]} -eq 0 ] && FILTERS=(threads_first threads_shared threads_last data_loader multicrop_threads dino_run_resume)
 # TSan needs a fixed memory layout; with a large mmap ASLR entropy (recent kernels) it dies with
 # "unexpected memory mapping" unless ASLR is off for the process.
 RUN=()

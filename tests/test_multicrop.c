@@ -633,8 +633,9 @@ static int read_fmnist(uint8_t *px, int n) {
 }
 
 DINOC_TEST(multicrop_throughput) {
-    /* The main job's shape: 28 x 28 grey, 2 global crops of 28 and 6 local crops of 14. One
-     * thread; reported, with only a loose floor (sanitizer builds are much slower). */
+    /* The main job's shape: 28 x 28 grey, 2 global crops of 28 and 6 local crops of 14, on real
+     * images. One thread. The rate is printed, never asserted (timings belong to bench/); what is
+     * checked is that every transform of many real images succeeds. */
     enum { NIMG = 256 };
     uint8_t *px = malloc(28 * 28 * NIMG);
     int      n  = read_fmnist(px, NIMG);
@@ -661,7 +662,6 @@ DINOC_TEST(multicrop_throughput) {
             "    Fashion-MNIST (%s), 2x28 + 6x14 grey: %.0f source images/s per core of CPU "
             "time (%.1f us each); %.0f/s wall\n",
             n ? "real images" : "synthetic", rate, 1e6 / rate, done / (wall_s() - w0));
-    CHECK(rate > 200);
 
     /* For scale: DINO's ImageNet default (2 x 224 + 8 x 96, RGB) from a 256 x 256 image. */
     c                 = dinoc_multicrop_default();
