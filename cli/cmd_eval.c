@@ -1,7 +1,18 @@
-/* cmd_eval.c: `dinoc eval classify --model RUN`: accuracy of a trained classifier. */
+/* cmd_eval.c: evaluation commands.
+ *   dinoc eval knn    -m MODEL   weighted k-NN on frozen features (DINO's protocol)
+ *   dinoc eval linear -m MODEL   linear probe on frozen features, lr chosen on held-out train rows
+ *   dinoc eval classify -m RUN   accuracy of a classifier trained by `dinoc train supervised`
+ * MODEL is anything dinoc_model_load accepts (a Hugging Face folder, a run folder). Data:
+ * fashion-mnist (train split = bank / training rows, test split = evaluation) or a folder DIR with
+ * DIR/train and DIR/test class subfolders. Results on stdout (--json: one object), progress on
+ * stderr. Exit codes: 0 ok, 1 runtime error, 2 usage error. Tested by tests/cli_eval_test.sh. */
 #include "cli.h"
+#include "../src/eval/eval.h"
 #include "../src/train/supervised.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,8 +53,304 @@ static int eval_classify(int argc, char **argv) {
     return 0;
 }
 
+/* ---- shared by knn and linear ------------------------------------------------------------------ */
+
+#define MAX_LIST 32
+
+typedef struct {
+    const char  *cmd;                /* "eval knn", for messages */
+    const char  *model, *data, *data_dir;
+    int          batch, quiet;
+    int          limit_train, limit_test;
+    int          k_max;              /* knn: checked against the train rows before extracting */
+    dinoc_feature_spec spec;
+    /* results */
+    dinoc_model *m;
+    float       *xtr, *xte;
+    int32_t     *ytr, *yte;
+    int64_t      ntr, nte;
+    int          dim, classes;
+    double       feat_s;
+} eval_run;
+
+static dinoc_status open_split(dinoc_dataset **ds, const char *data, const char *data_dir, int train) {
+    if (strcmp(data, "fashion-mnist") == 0) return dinoc_dataset_idx_open(ds, data_dir, train);
+    char *sub = dinoc_path_join(data, train ? "train" : "test");
+    if (!sub) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+    /* evaluating on the rows the classifier was fit on would be meaningless: both must exist */
+    dinoc_status s = dinoc_is_dir(sub) ? dinoc_dataset_folder_open(ds, sub)
+                                       : dinoc_fail(DINOC_ERR_ARG, "%s: no such folder (an image folder for "
+                                                                   "evaluation needs train/ and test/ class subfolders)",
+                                                    sub);
+    free(sub);
+    return s;
+}
+
+static void on_progress(void *user, int64_t done, int64_t total) {
+    cli_progress_update(user, (long)done, (long)total, done == total);
+}
+
+static dinoc_status extract(eval_run *r, const dinoc_dataset *ds, int64_t limit, const char *label, float **x,
+                            int32_t **y, int64_t *n) {
+    cli_progress p;
+    cli_progress_start(&p, label);
+    dinoc_status s = dinoc_extract_features(r->m, ds, r->spec, r->batch, limit, x, y, &r->dim,
+                                            r->quiet ? NULL : on_progress, &p);
+    if (!s) *n = limit > 0 && limit < dinoc_dataset_size(ds) ? limit : dinoc_dataset_size(ds);
+    return s;
+}
+
+/* Loads the model, opens both splits and extracts their features. Returns an exit code. */
+static int eval_prepare(eval_run *r) {
+    dinoc_dataset *tr = NULL, *te = NULL;
+    dinoc_status   s;
+    double         t0 = cli_now();
+    if ((s = dinoc_model_load(&r->m, r->model, NULL)) || (s = open_split(&tr, r->data, r->data_dir, 1)) ||
+        (s = open_split(&te, r->data, r->data_dir, 0)))
+        goto done;
+    r->classes = dinoc_dataset_num_classes(tr);
+    if (r->classes < 2) {
+        s = dinoc_fail(DINOC_ERR_ARG, "%s: needs labelled classes (found %d)", r->data, r->classes);
+        goto done;
+    }
+    for (int k = 0; k < r->classes; k++)
+        if (dinoc_dataset_num_classes(te) != r->classes ||
+            strcmp(dinoc_dataset_class_name(tr, k), dinoc_dataset_class_name(te, k)) != 0) {
+            s = dinoc_fail(DINOC_ERR_ARG, "%s: the train and test splits have different classes", r->data);
+            goto done;
+        }
+    int64_t ntr = dinoc_dataset_size(tr);
+    if (r->limit_train > 0 && r->limit_train < ntr) ntr = r->limit_train;
+    if (r->k_max > ntr) {
+        s = dinoc_fail(DINOC_ERR_ARG, "k = %d must be in 1..%lld (the train rows)", r->k_max, (long long)ntr);
+        goto done;
+    }
+    if ((s = extract(r, tr, r->limit_train, "train features", &r->xtr, &r->ytr, &r->ntr)) ||
+        (s = extract(r, te, r->limit_test, "test features", &r->xte, &r->yte, &r->nte)))
+        goto done;
+    r->feat_s = cli_now() - t0;
+done:
+    dinoc_dataset_free(tr);
+    dinoc_dataset_free(te);
+    return s ? cli_fail(r->cmd, s) : 0;
+}
+
+static void eval_release(eval_run *r) {
+    dinoc_model_free(r->m);
+    free(r->xtr), free(r->xte), free(r->ytr), free(r->yte);
+}
+
+/* "10,20,100" -> ints (each >= 1). Returns the count, or -1 on a malformed list. */
+static int parse_ints(const char *s, int *out, int cap) {
+    int n = 0;
+    for (const char *p = s;; p++) {
+        char *end;
+        errno  = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 1 || v > INT_MAX || n == cap || (*end && *end != ',')) return -1;
+        out[n++] = (int)v;
+        if (!*end) return n;
+        p = end;
+    }
+}
+
+/* "1e-3,0.01" -> doubles (each > 0). Returns the count, or -1. */
+static int parse_doubles(const char *s, double *out, int cap) {
+    int n = 0;
+    for (const char *p = s;; p++) {
+        char *end;
+        errno    = 0;
+        double v = strtod(p, &end);
+        if (end == p || errno || !(v > 0) || !isfinite(v) || n == cap || (*end && *end != ',')) return -1;
+        out[n++] = v;
+        if (!*end) return n;
+        p = end;
+    }
+}
+
+/* Common option checks; returns 0 or 2 (usage error, message printed). */
+static int check_common(const eval_run *r, int npos, const char *use) {
+    if (!r->model || npos) {
+        fprintf(stderr, "error: %s needs --model MODEL and no positional arguments\n%s\n", r->cmd, use);
+        return 2;
+    }
+    if (r->batch < 1 || r->limit_train < 0 || r->limit_test < 0 || r->spec.n_last_blocks < 1) {
+        fprintf(stderr, "error: --batch and --n-last-blocks must be >= 1, --limit-* >= 0\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* ---- eval knn ------------------------------------------------------------------------------------- */
+
+static int eval_knn(int argc, char **argv) {
+    eval_run    r = {.cmd = "eval knn", .data = "fashion-mnist", .batch = 256, .spec = {1, 0}};
+    const char *klist = "20";
+    float       T = 0.07f;
+    int         json = 0, threads = 0;
+    const opt_spec opts[] = {
+        {"model", 'm', OPT_STR, &r.model, "model folder (Hugging Face layout, or a training run)"},
+        {"data", 'd', OPT_STR, &r.data, "fashion-mnist, or a folder with train/ and test/ class subfolders"},
+        {"data-dir", 0, OPT_STR, &r.data_dir, "Fashion-MNIST IDX folder (default: Debian's)"},
+        {"k", 'k', OPT_STR, &klist, "neighbours; a comma list (10,20,100,200) evaluates each"},
+        {"temperature", 'T', OPT_FLOAT, &T, "vote weight exp(sim / T)"},
+        {"n-last-blocks", 0, OPT_INT, &r.spec.n_last_blocks, "features: CLS of the last n blocks (normed)"},
+        {"avgpool", 0, OPT_FLAG, &r.spec.avgpool, "features: append the mean of the patch tokens"},
+        {"batch", 'b', OPT_INT, &r.batch, "images per forward"},
+        {"limit-train", 0, OPT_INT, &r.limit_train, "use only the first N train images (0: all)"},
+        {"limit-test", 0, OPT_INT, &r.limit_test, "use only the first N test images (0: all)"},
+        {"threads", 't', OPT_INT, &threads, "threads (0: all cores)"},
+        {"quiet", 'q', OPT_FLAG, &r.quiet, "no progress on stderr"},
+        {"json", 0, OPT_FLAG, &json, "print one JSON object of metrics on stdout"},
+        {NULL, 0, 0, NULL, NULL},
+    };
+    const char *use = "usage: dinoc eval knn --model MODEL [--data fashion-mnist|DIR] [options]";
+    char      **pos = calloc((size_t)argc + 1, sizeof(char *));
+    int         npos = 0, rc = cli_parse(argc, argv, opts, use, pos, &npos);
+    free(pos);
+    if (rc) return rc == 1 ? 0 : 2;
+    if ((rc = check_common(&r, npos, use))) return rc;
+    int ks[MAX_LIST], nk = parse_ints(klist, ks, MAX_LIST);
+    if (nk < 1) {
+        fprintf(stderr, "error: bad --k '%s' (positive integers, comma separated, at most %d)\n", klist, MAX_LIST);
+        return 2;
+    }
+    for (int i = 0; i < nk; i++) r.k_max = ks[i] > r.k_max ? ks[i] : r.k_max;
+    if (!(T > 0) || !isfinite(T)) {
+        fprintf(stderr, "error: --temperature must be > 0\n");
+        return 2;
+    }
+    cli_log_to_stderr(0);
+    dinoc_set_threads(threads);
+    double t0 = cli_now();
+    if ((rc = eval_prepare(&r))) {
+        eval_release(&r);
+        return rc;
+    }
+    double       top1[MAX_LIST], top5[MAX_LIST], t1 = cli_now();
+    dinoc_status s = dinoc_knn_eval(r.xtr, r.ytr, r.ntr, r.xte, r.yte, r.nte, r.dim, r.classes, ks, nk, T, top1, top5);
+    double       knn_s = cli_now() - t1;
+    if (s) {
+        eval_release(&r);
+        return cli_fail(r.cmd, s);
+    }
+    if (json) {
+        printf("{");
+        if (nk == 1) printf("\"top1\":%.6f,\"top5\":%.6f,\"k\":%d,", top1[0], top5[0], ks[0]);
+        printf("\"results\":[");
+        for (int i = 0; i < nk; i++)
+            printf("%s{\"k\":%d,\"top1\":%.6f,\"top5\":%.6f}", i ? "," : "", ks[i], top1[i], top5[i]);
+        printf("],\"T\":%g,\"n_train\":%lld,\"n_test\":%lld,\"dim\":%d,\"classes\":%d,"
+               "\"features_seconds\":%.2f,\"knn_seconds\":%.2f,\"seconds\":%.2f}\n",
+               T, (long long)r.ntr, (long long)r.nte, r.dim, r.classes, r.feat_s, knn_s, cli_now() - t0);
+    } else {
+        printf("k-NN on %s: %lld train, %lld test, %d classes, features %d wide, T %g\n", r.data, (long long)r.ntr,
+               (long long)r.nte, r.classes, r.dim, T);
+        for (int i = 0; i < nk; i++)
+            printf("k %4d: top-1 %6.2f%%  top-5 %6.2f%%\n", ks[i], 100 * top1[i], 100 * top5[i]);
+        printf("features %.1f s, k-NN %.1f s\n", r.feat_s, knn_s);
+    }
+    eval_release(&r);
+    return 0;
+}
+
+/* ---- eval linear ---------------------------------------------------------------------------------- */
+
+static int eval_linear(int argc, char **argv) {
+    dinoc_linear_config c = dinoc_linear_default();
+    eval_run    r = {.cmd = "eval linear", .data = "fashion-mnist", .batch = 256, .spec = {4, 0}};
+    const char *lrlist = NULL;
+    float       val_fraction = (float)c.val_fraction;
+    int         json = 0, threads = 0, seed = 0;
+    const opt_spec opts[] = {
+        {"model", 'm', OPT_STR, &r.model, "model folder (Hugging Face layout, or a training run)"},
+        {"data", 'd', OPT_STR, &r.data, "fashion-mnist, or a folder with train/ and test/ class subfolders"},
+        {"data-dir", 0, OPT_STR, &r.data_dir, "Fashion-MNIST IDX folder (default: Debian's)"},
+        {"n-last-blocks", 0, OPT_INT, &r.spec.n_last_blocks, "features: CLS of the last n blocks (normed)"},
+        {"avgpool", 0, OPT_FLAG, &r.spec.avgpool, "features: append the mean of the patch tokens"},
+        {"epochs", 'e', OPT_INT, &c.epochs, "epochs of SGD per probe"},
+        {"lrs", 0, OPT_STR, &lrlist, "learning rates to try, comma separated, before the batch/256 scaling "
+                                     "(default 1e-4,3e-4,1e-3,3e-3,0.01,0.03,0.1,0.3,1)"},
+        {"batch", 'b', OPT_INT, &c.batch, "probe batch size"},
+        {"val-fraction", 0, OPT_FLOAT, &val_fraction, "train rows held out to choose the lr"},
+        {"seed", 0, OPT_INT, &seed, "seed of the split, the init and the order"},
+        {"feature-batch", 0, OPT_INT, &r.batch, "images per forward"},
+        {"limit-train", 0, OPT_INT, &r.limit_train, "use only the first N train images (0: all)"},
+        {"limit-test", 0, OPT_INT, &r.limit_test, "use only the first N test images (0: all)"},
+        {"threads", 't', OPT_INT, &threads, "threads (0: all cores)"},
+        {"quiet", 'q', OPT_FLAG, &r.quiet, "no progress on stderr"},
+        {"json", 0, OPT_FLAG, &json, "print one JSON object of metrics on stdout"},
+        {NULL, 0, 0, NULL, NULL},
+    };
+    const char *use = "usage: dinoc eval linear --model MODEL [--data fashion-mnist|DIR] [options]";
+    char      **pos = calloc((size_t)argc + 1, sizeof(char *));
+    int         npos = 0, rc = cli_parse(argc, argv, opts, use, pos, &npos);
+    free(pos);
+    if (rc) return rc == 1 ? 0 : 2;
+    if ((rc = check_common(&r, npos, use))) return rc;
+    double lrs[MAX_LIST];
+    if (lrlist) {
+        if ((c.n_lrs = parse_doubles(lrlist, lrs, MAX_LIST)) < 1) {
+            fprintf(stderr, "error: bad --lrs '%s' (positive numbers, comma separated, at most %d)\n", lrlist, MAX_LIST);
+            return 2;
+        }
+        c.lrs = lrs;
+    }
+    if (c.epochs < 1 || c.batch < 1 || !(val_fraction > 0 && val_fraction < 1) || seed < 0) {
+        fprintf(stderr, "error: --epochs and --batch must be >= 1, --val-fraction in (0, 1), --seed >= 0\n");
+        return 2;
+    }
+    c.val_fraction = val_fraction, c.seed = (uint64_t)seed;
+    cli_log_to_stderr(0);
+    dinoc_set_threads(threads);
+    double t0 = cli_now();
+    if ((rc = eval_prepare(&r))) {
+        eval_release(&r);
+        return rc;
+    }
+    dinoc_linear_result res;
+    double              t1 = cli_now();
+    dinoc_status        s  = dinoc_linear_probe(r.xtr, r.ytr, r.ntr, r.xte, r.yte, r.nte, r.dim, r.classes, &c, &res);
+    double              probe_s = cli_now() - t1;
+    if (s) {
+        eval_release(&r);
+        return cli_fail(r.cmd, s);
+    }
+    if (json) {
+        printf("{\"top1\":%.6f,\"top5\":%.6f,\"best_lr\":%g,\"val_top1\":%.6f,\"val\":[", res.test_top1,
+               res.test_top5, res.best_lr, res.val_top1);
+        for (int j = 0; j < c.n_lrs; j++) printf("%s{\"lr\":%g,\"top1\":%.6f}", j ? "," : "", c.lrs[j], res.val_by_lr[j]);
+        printf("],\"epochs\":%d,\"batch\":%d,\"val_fraction\":%g,\"seed\":%d,\"n_last_blocks\":%d,"
+               "\"avgpool\":%s,\"n_train\":%lld,\"n_test\":%lld,\"dim\":%d,\"classes\":%d,"
+               "\"features_seconds\":%.2f,\"probe_seconds\":%.2f,\"seconds\":%.2f}\n",
+               c.epochs, c.batch, c.val_fraction, seed, r.spec.n_last_blocks, r.spec.avgpool ? "true" : "false",
+               (long long)r.ntr, (long long)r.nte, r.dim, r.classes, r.feat_s, probe_s, cli_now() - t0);
+    } else {
+        printf("linear probe on %s: %lld train (%.0f%% held out to pick the lr), %lld test, %d classes, "
+               "features %d wide (CLS of the last %d blocks%s)\n",
+               r.data, (long long)r.ntr, 100 * c.val_fraction, (long long)r.nte, r.classes, r.dim,
+               r.spec.n_last_blocks, r.spec.avgpool ? " + mean patch token" : "");
+        for (int j = 0; j < c.n_lrs; j++)
+            printf("lr %-8g (x %g): val top-1 %6.2f%%%s\n", c.lrs[j], c.batch / 256.0, 100 * res.val_by_lr[j],
+                   c.lrs[j] == res.best_lr ? "  <- chosen" : "");
+        printf("test with lr %g retrained on all train rows: top-1 %.2f%%  top-5 %.2f%%\n", res.best_lr,
+               100 * res.test_top1, 100 * res.test_top5);
+        printf("features %.1f s, probe %.1f s (%d epochs)\n", r.feat_s, probe_s, c.epochs);
+    }
+    free(res.val_by_lr);
+    eval_release(&r);
+    return 0;
+}
+
 int cmd_eval(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "knn") == 0) return eval_knn(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "linear") == 0) return eval_linear(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "classify") == 0) return eval_classify(argc - 1, argv + 1);
-    fprintf(stderr, "usage: dinoc eval classify --model RUN [options]\n");
-    return argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? 0 : 2;
+    FILE *f = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? stdout : stderr;
+    fprintf(f, "usage: dinoc eval <knn|linear|classify> --model MODEL [options]\n"
+               "  knn       weighted k-NN on frozen features (DINO's protocol)\n"
+               "  linear    linear probe on frozen features (lr chosen on held-out train rows)\n"
+               "  classify  accuracy of a run of `dinoc train supervised`\n"
+               "'dinoc eval <command> --help' lists the options.\n");
+    return f == stdout ? 0 : 2;
 }

@@ -1,0 +1,363 @@
+/* test_eval.c: evaluation of frozen encoders (src/eval/).
+ * - k-NN against DINO's knn_classifier (torch) and a float64 numpy version with dinoc's tie rule on
+ *   clustered random features (fixtures from `/usr/bin/python3 tests/py/gen_eval.py <fixtures>`):
+ *   top-1 equal to both exactly (rows within 1e-5 of a tie are left out of the fixture); top-5
+ *   equal to numpy's exactly and to torch's up to the rows where classes of zero votes tie (torch's
+ *   sort does not promise their order; in practice they agree too); same results at 1 and 2 threads;
+ * - k-NN ties go to the lower train index, then the lower class;
+ * - one-to-three steps of the probe's SGD against torch.optim.SGD (momentum 0.9);
+ * - the probe on separable data: accuracy, determinism across runs and thread counts, the lr chosen
+ *   on held-out train rows (scrambling the test labels changes nothing but the test score);
+ * - features equal what dinoc_forward gives image by image (1-channel 28-px model through the
+ *   table fast path, 3-channel 224-px model through dinoc_preprocess_image);
+ * - bad inputs name the problem. */
+#include "check.h"
+#include "../src/eval/eval.h"
+#include "../src/nn/vit.h"
+
+#define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+static dinoc_safetensors *open_fixture(const char *name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/eval/%s", dinoc_test_fixtures(), name);
+    dinoc_safetensors *st = NULL;
+    if (!dinoc_file_exists(path)) {
+        CHECK_MSG(0, "fixture %s missing: run /usr/bin/python3 tests/py/gen_eval.py %s", path, dinoc_test_fixtures());
+        return NULL;
+    }
+    CHECK_OK(dinoc_safetensors_open(&st, path));
+    return st;
+}
+
+/* A fixture tensor as a malloc'ed buffer of its own dtype's bytes (F32 / I32 / I64 / F64). */
+static void *tensor(dinoc_safetensors *st, const char *name, int64_t *n) {
+    const dinoc_tensor *t = dinoc_safetensors_find(st, name);
+    CHECK_MSG(t != NULL, "fixture tensor '%s' missing", name);
+    if (!t) return NULL;
+    if (n) *n = dinoc_tensor_numel(t);
+    void *p = malloc(t->nbytes ? t->nbytes : 1);
+    memcpy(p, t->data, t->nbytes);
+    return p;
+}
+
+/* ---- k-NN -------------------------------------------------------------------------------------- */
+
+DINOC_TEST(eval_knn_matches_dino_reference) {
+    dinoc_safetensors *st = open_fixture("knn.safetensors");
+    if (!st) return;
+    int64_t  ntr, nte, nk, ndim;
+    float   *tr = tensor(st, "train", &ndim), *te = tensor(st, "test", NULL);
+    int32_t *ytr = tensor(st, "ytrain", &ntr), *yte = tensor(st, "ytest", &nte), *ks = tensor(st, "ks", &nk);
+    double  *T = tensor(st, "T", NULL);
+    int64_t *t1 = tensor(st, "torch_top1", NULL), *t5 = tensor(st, "torch_top5", NULL);
+    int64_t *r1 = tensor(st, "ref_top1", NULL), *r5 = tensor(st, "ref_top5", NULL), *amb = tensor(st, "ambiguous5", NULL);
+    const int dim = (int)(ndim / ntr);
+    double    top1[8], top5[8], top1b[8], top5b[8];
+    CHECK_OK(dinoc_knn_eval(tr, ytr, ntr, te, yte, nte, dim, 10, ks, (int)nk, (float)T[0], top1, top5));
+    for (int i = 0; i < nk; i++) {
+        int64_t c1 = llround(top1[i] * nte), c5 = llround(top5[i] * nte);
+        fprintf(stderr, "    k %d: top-1 %lld (torch %lld, numpy %lld), top-5 %lld (torch %lld, numpy %lld, ambiguous %lld)\n",
+                ks[i], (long long)c1, (long long)t1[i], (long long)r1[i], (long long)c5, (long long)t5[i],
+                (long long)r5[i], (long long)amb[i]);
+        CHECK(c1 == t1[i] && c1 == r1[i]);
+        CHECK(c5 == r5[i]);
+        CHECK(llabs(c5 - t5[i]) <= amb[i]);
+    }
+    /* one thread: the same numbers (395 test rows: two chunks of 256) */
+    int nt = dinoc_get_threads();
+    dinoc_set_threads(1);
+    CHECK_OK(dinoc_knn_eval(tr, ytr, ntr, te, yte, nte, dim, 10, ks, (int)nk, (float)T[0], top1b, top5b));
+    dinoc_set_threads(nt);
+    CHECK(memcmp(top1, top1b, sizeof(double) * nk) == 0 && memcmp(top5, top5b, sizeof(double) * nk) == 0);
+    free(tr), free(te), free(ytr), free(yte), free(ks), free(T), free(t1), free(t5), free(r1), free(r5), free(amb);
+    dinoc_safetensors_close(st);
+}
+
+DINOC_TEST(eval_knn_ties_are_deterministic) {
+    /* rows 0 and 1 are the same vector with labels 2 and 1; row 2 is orthogonal, label 0 */
+    const float tr[3 * 2] = {1, 0, 1, 0, 0, 1}, te[1 * 2] = {3, 0};
+    int32_t     ytr[3] = {2, 1, 0}, yte[1];
+    int         k1 = 1, k2 = 2;
+    double      a1, a5;
+    yte[0] = 2; /* k = 1: the lower index (row 0, label 2) wins the tie */
+    CHECK_OK(dinoc_knn_eval(tr, ytr, 3, te, yte, 1, 2, 3, &k1, 1, 0.07f, &a1, &a5));
+    CHECK(a1 == 1.0);
+    yte[0] = 1; /* k = 2: classes 1 and 2 tie on score; the lower class (1) is predicted */
+    CHECK_OK(dinoc_knn_eval(tr, ytr, 3, te, yte, 1, 2, 3, &k2, 1, 0.07f, &a1, &a5));
+    CHECK(a1 == 1.0 && a5 == 1.0);
+    yte[0] = 0; /* class 0 has no vote: ranked after the tied classes; top-5 = min(5, k = 2) misses it */
+    CHECK_OK(dinoc_knn_eval(tr, ytr, 3, te, yte, 1, 2, 3, &k2, 1, 0.07f, &a1, &a5));
+    CHECK(a1 == 0.0 && a5 == 0.0);
+}
+
+DINOC_TEST(eval_knn_bad_input) {
+    const float tr[4] = {1, 0, 0, 1}, te[2] = {1, 0}, nan_te[2] = {NAN, 0};
+    int32_t     ytr[2] = {0, 1}, yte[1] = {0}, bad[2] = {0, 5};
+    int         k = 1, k3 = 3, k0 = 0;
+    double      a1, a5;
+    CHECK_ERR(dinoc_knn_eval(tr, ytr, 2, te, yte, 1, 2, 1, &k, 1, 0.07f, &a1, &a5), DINOC_ERR_ARG, "num_classes");
+    CHECK_ERR(dinoc_knn_eval(tr, ytr, 2, te, yte, 1, 2, 2, &k3, 1, 0.07f, &a1, &a5), DINOC_ERR_ARG, "k = 3");
+    CHECK_ERR(dinoc_knn_eval(tr, ytr, 2, te, yte, 1, 2, 2, &k0, 1, 0.07f, &a1, &a5), DINOC_ERR_ARG, "k = 0");
+    CHECK_ERR(dinoc_knn_eval(tr, bad, 2, te, yte, 1, 2, 2, &k, 1, 0.07f, &a1, &a5), DINOC_ERR_ARG, "train label 5");
+    CHECK_ERR(dinoc_knn_eval(tr, ytr, 2, te, bad + 1, 1, 2, 2, &k, 1, 0.07f, &a1, &a5), DINOC_ERR_ARG, "test label 5");
+    CHECK_ERR(dinoc_knn_eval(tr, ytr, 2, te, yte, 1, 2, 2, &k, 1, 0.0f, &a1, &a5), DINOC_ERR_ARG, "temperature");
+    CHECK_ERR(dinoc_knn_eval(tr, ytr, 2, nan_te, yte, 1, 2, 2, &k, 1, 0.07f, &a1, &a5), DINOC_ERR_NUMERIC, "test feature row 0");
+    CHECK_ERR(dinoc_knn_eval(tr, ytr, 2, te, yte, 1, 2, 2, NULL, 1, 0.07f, &a1, &a5), DINOC_ERR_ARG, "NULL");
+}
+
+/* ---- linear probe -------------------------------------------------------------------------------- */
+
+DINOC_TEST(eval_linear_sgd_matches_torch) {
+    dinoc_safetensors *st = open_fixture("sgd.safetensors");
+    if (!st) return;
+    const char *Ds = dinoc_safetensors_metadata(st, "D"), *Ks = dinoc_safetensors_metadata(st, "K");
+    const char *Bs = dinoc_safetensors_metadata(st, "B"), *Ss = dinoc_safetensors_metadata(st, "steps");
+    CHECK(Ds && Ks && Bs && Ss);
+    if (!Ds || !Ks || !Bs || !Ss) return;
+    const int D = atoi(Ds), K = atoi(Ks), B = atoi(Bs), steps = atoi(Ss), nl = 2;
+    float    *w0 = tensor(st, "w0", NULL), *b0 = tensor(st, "b0", NULL);
+    double   *lr64 = tensor(st, "lr", NULL);
+    float    *w = malloc(sizeof(float) * nl * K * D), *b = malloc(sizeof(float) * nl * K);
+    float    *mw = calloc((size_t)nl * K * D, sizeof(float)), *mb = calloc((size_t)nl * K, sizeof(float));
+    float    *scratch = malloc(sizeof(float) * dinoc_linear_sgd_scratch_floats(B, D, K, nl));
+    float     lr[2] = {(float)lr64[0], (float)lr64[1]};
+    for (int j = 0; j < nl; j++) {
+        memcpy(w + (size_t)j * K * D, w0, sizeof(float) * K * D);
+        memcpy(b + (size_t)j * K, b0, sizeof(float) * K);
+    }
+    for (int s = 0; s < steps; s++) {
+        char name[32];
+        snprintf(name, sizeof name, "x.%d", s);
+        float *x = tensor(st, name, NULL);
+        snprintf(name, sizeof name, "y.%d", s);
+        int32_t *y = tensor(st, name, NULL);
+        double   loss[2];
+        dinoc_linear_sgd_step(w, b, mw, mb, x, y, B, D, K, nl, lr, 0.9f, scratch, loss);
+        snprintf(name, sizeof name, "loss.%d", s);
+        double *want = tensor(st, name, NULL);
+        for (int j = 0; j < nl; j++)
+            CHECK_MSG(fabs(loss[j] - want[j]) <= 1e-6 * fabs(want[j]), "step %d loss %d: %.9g vs torch %.9g", s, j, loss[j], want[j]);
+        /* float32 products summed in other orders (sgemm vs torch's mm): a few ulps */
+        snprintf(name, sizeof name, "w.%d", s);
+        float *ww = tensor(st, name, NULL);
+        CHECK_CLOSE(w, ww, (size_t)nl * K * D, 1e-6, 1e-5, name);
+        snprintf(name, sizeof name, "b.%d", s);
+        float *wb = tensor(st, name, NULL);
+        CHECK_CLOSE(b, wb, (size_t)nl * K, 1e-6, 1e-5, name);
+        free(x), free(y), free(want), free(ww), free(wb);
+    }
+    free(w0), free(b0), free(lr64), free(w), free(b), free(mw), free(mb), free(scratch);
+    dinoc_safetensors_close(st);
+}
+
+/* K Gaussian clusters at 3 x one-hot, noise 0.5: linearly separable in practice. */
+static void clusters(float *x, int32_t *y, int n, int D, int K, uint64_t seed) {
+    dinoc_rng r;
+    dinoc_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) {
+        y[i] = (int32_t)(dinoc_rng_u64(&r) % K);
+        for (int d = 0; d < D; d++) x[i * D + d] = 3.0f * (d == y[i]) + 0.5f * dinoc_rng_normal(&r);
+    }
+}
+
+enum { LTR = 2000, LTE = 500, LD = 16, LK = 4 };
+
+DINOC_TEST(eval_linear_separable_and_deterministic) {
+    float   *xtr = malloc(sizeof(float) * LTR * LD), *xte = malloc(sizeof(float) * LTE * LD);
+    int32_t  ytr[LTR], yte[LTE];
+    clusters(xtr, ytr, LTR, LD, LK, 1);
+    clusters(xte, yte, LTE, LD, LK, 2);
+    dinoc_linear_config c = dinoc_linear_default();
+    c.batch               = 64;
+    dinoc_linear_result a, b2, c1;
+    CHECK_OK(dinoc_linear_probe(xtr, ytr, LTR, xte, yte, LTE, LD, LK, &c, &a));
+    fprintf(stderr, "    best lr %g val %.4f test top-1 %.4f top-5 %.4f\n", a.best_lr, a.val_top1, a.test_top1, a.test_top5);
+    CHECK(a.test_top1 >= 0.99 && a.test_top5 == 1.0 && a.val_top1 >= 0.99);
+    int best = 0;
+    for (int j = 0; j < c.n_lrs; j++) {
+        fprintf(stderr, "    lr %g: val %.4f\n", c.lrs[j], a.val_by_lr[j]);
+        if (a.val_by_lr[j] > a.val_by_lr[best]) best = j;
+    }
+    CHECK(a.best_lr == c.lrs[best] && a.val_top1 == a.val_by_lr[best]);
+    /* again, and at one thread: identical */
+    CHECK_OK(dinoc_linear_probe(xtr, ytr, LTR, xte, yte, LTE, LD, LK, &c, &b2));
+    int nt = dinoc_get_threads();
+    dinoc_set_threads(1);
+    CHECK_OK(dinoc_linear_probe(xtr, ytr, LTR, xte, yte, LTE, LD, LK, &c, &c1));
+    dinoc_set_threads(nt);
+    CHECK(b2.test_top1 == a.test_top1 && b2.test_top5 == a.test_top5 && b2.best_lr == a.best_lr);
+    CHECK(c1.test_top1 == a.test_top1 && c1.best_lr == a.best_lr);
+    CHECK(memcmp(a.val_by_lr, b2.val_by_lr, sizeof(double) * c.n_lrs) == 0);
+    CHECK(memcmp(a.val_by_lr, c1.val_by_lr, sizeof(double) * c.n_lrs) == 0);
+    free(a.val_by_lr), free(b2.val_by_lr), free(c1.val_by_lr);
+    free(xtr), free(xte);
+}
+
+DINOC_TEST(eval_linear_lr_chosen_on_held_out_train_rows) {
+    float   *xtr = malloc(sizeof(float) * LTR * LD), *xte = malloc(sizeof(float) * LTE * LD);
+    int32_t  ytr[LTR], yte[LTE], scrambled[LTE];
+    clusters(xtr, ytr, LTR, LD, LK, 3);
+    clusters(xte, yte, LTE, LD, LK, 4);
+    for (int i = 0; i < LTE; i++) scrambled[i] = (yte[i] + 1) % LK;
+    /* 1e-7 learns nothing in 2 epochs, 0.1 separates the clusters */
+    const double        lrs[2] = {1e-7, 0.1};
+    dinoc_linear_config c      = {lrs, 2, 2, 32, 0.2, 5};
+    dinoc_linear_result a, s;
+    CHECK_OK(dinoc_linear_probe(xtr, ytr, LTR, xte, yte, LTE, LD, LK, &c, &a));
+    CHECK_OK(dinoc_linear_probe(xtr, ytr, LTR, xte, scrambled, LTE, LD, LK, &c, &s));
+    fprintf(stderr, "    val %.4f / %.4f, test %.4f, scrambled test %.4f\n", a.val_by_lr[0], a.val_by_lr[1], a.test_top1, s.test_top1);
+    CHECK(a.best_lr == 0.1 && a.val_by_lr[0] < 0.5 && a.val_by_lr[1] > 0.95);
+    /* the test labels steer nothing: same choice, same val numbers, only the test score moves */
+    CHECK(s.best_lr == a.best_lr && memcmp(s.val_by_lr, a.val_by_lr, sizeof(double) * 2) == 0);
+    CHECK(a.test_top1 > 0.95 && s.test_top1 < 0.05);
+    free(a.val_by_lr), free(s.val_by_lr), free(xtr), free(xte);
+}
+
+DINOC_TEST(eval_linear_bad_input) {
+    float               x[4 * 2] = {1, 0, 0, 1, 1, 0, 0, 1};
+    int32_t             y[4] = {0, 1, 0, 1}, bad[4] = {0, 1, 7, 1};
+    const double        lrs[1] = {0.1}, neg[1] = {-1};
+    dinoc_linear_config c = {lrs, 1, 1, 2, 0.25, 0};
+    dinoc_linear_result r;
+    CHECK_ERR(dinoc_linear_probe(x, y, 4, x, y, 4, 2, 1, &c, &r), DINOC_ERR_ARG, "num_classes");
+    CHECK_ERR(dinoc_linear_probe(x, bad, 4, x, y, 4, 2, 2, &c, &r), DINOC_ERR_ARG, "train label 7");
+    CHECK_ERR(dinoc_linear_probe(x, y, 4, x, bad, 4, 2, 2, &c, &r), DINOC_ERR_ARG, "test label 7");
+    dinoc_linear_config c2 = c;
+    c2.val_fraction        = 1.0;
+    CHECK_ERR(dinoc_linear_probe(x, y, 4, x, y, 4, 2, 2, &c2, &r), DINOC_ERR_ARG, "val_fraction");
+    c2 = c, c2.lrs = neg;
+    CHECK_ERR(dinoc_linear_probe(x, y, 4, x, y, 4, 2, 2, &c2, &r), DINOC_ERR_ARG, "learning rate");
+    c2 = c, c2.epochs = 0;
+    CHECK_ERR(dinoc_linear_probe(x, y, 4, x, y, 4, 2, 2, &c2, &r), DINOC_ERR_ARG, "epochs");
+    CHECK(r.val_by_lr == NULL);
+}
+
+/* ---- features ------------------------------------------------------------------------------------ */
+
+static dinoc_model *tiny_model(int channels, int image, int patch, int depth) {
+    dinoc_vit_config v;
+    memset(&v, 0, sizeof v);
+    v.arch = DINOC_ARCH_DINOV2_REG, v.dim = 32, v.depth = depth, v.heads = 2, v.ffn_hidden = 64;
+    v.ffn = DINOC_FFN_MLP, v.patch = patch, v.channels = channels, v.image_size = image;
+    v.n_registers = 2, v.layerscale = 1, v.qkv_bias = 1, v.mask_token = 1, v.ln_eps = 1e-6f;
+    v.pos_interp = DINOC_POS_INTERP_SIZE;
+    dinoc_model *m = NULL;
+    CHECK_OK(dinoc_model_init_random(&m, &v, 42));
+    return m;
+}
+
+/* Features of items 0..n-1 computed one image at a time: preprocess, forward (batch 1), CLS of the
+ * last n blocks normed, mean of the normed patch tokens. */
+static float *reference_features(const dinoc_model *m, const dinoc_dataset *ds, int n, dinoc_feature_spec sp, int *dim) {
+    const dinoc_vit_config *c  = dinoc_model_config(m);
+    const dinoc_preprocess *pp = dinoc_model_preprocess(m);
+    const int               D  = c->dim;
+    *dim                       = (sp.n_last_blocks + sp.avgpool) * D;
+    float       *out = calloc((size_t)n * *dim, sizeof(float)), *x = NULL, *tok = NULL;
+    dinoc_state *st  = NULL;
+    for (int i = 0; i < n; i++) {
+        dinoc_image img;
+        int32_t     lab;
+        CHECK_OK(dinoc_dataset_get(ds, i, &img, &lab));
+        int W, H, T, gh, gw;
+        dinoc_preprocess_size(pp, img.w, img.h, &W, &H);
+        if (!st) {
+            CHECK_OK(dinoc_state_init(&st, m, 1, H, W, DINOC_STATE_HIDDEN));
+            x   = malloc(sizeof(float) * 3 * W * H);
+            dinoc_state_dims(st, NULL, &T, NULL, &gh, &gw);
+            tok = malloc(sizeof(float) * T * D);
+        }
+        dinoc_state_dims(st, NULL, &T, NULL, &gh, &gw);
+        CHECK_OK(dinoc_preprocess_image(pp, &img, x, W, H)); /* [3, H, W]; a 1-channel model reads plane 0 */
+        dinoc_image_free(&img);
+        CHECK_OK(dinoc_forward(m, st, x, NULL));
+        float *f = out + (size_t)i * *dim;
+        for (int j = 0; j < sp.n_last_blocks; j++) {
+            CHECK_OK(dinoc_state_hidden(m, st, c->depth - sp.n_last_blocks + j, 1, tok));
+            memcpy(f + j * D, tok, sizeof(float) * D);
+        }
+        if (sp.n_last_blocks == 1) CHECK(memcmp(f, dinoc_state_output(st), sizeof(float) * D) == 0);
+        if (sp.avgpool) {
+            const float *o = dinoc_state_output(st);
+            for (int d = 0; d < D; d++) {
+                double acc = 0;
+                for (int k = T - gh * gw; k < T; k++) acc += o[(size_t)k * D + d];
+                f[sp.n_last_blocks * D + d] = (float)(acc / (gh * gw));
+            }
+        }
+    }
+    dinoc_state_free(st);
+    free(x), free(tok);
+    return out;
+}
+
+static void compare_features(dinoc_model *m, const dinoc_dataset *ds, dinoc_feature_spec sp, int n, int batch,
+                             const char *label) {
+    float   *f = NULL;
+    int32_t *y = NULL;
+    int      dim = 0, rdim = 0;
+    CHECK_OK(dinoc_extract_features(m, ds, sp, batch, n, &f, &y, &dim, NULL, NULL));
+    float *want = reference_features(m, ds, n, sp, &rdim);
+    CHECK(dim == rdim);
+    if (f && dim == rdim) CHECK_CLOSE(f, want, (size_t)n * dim, 2e-5, 1e-4, label); /* batch 1 vs batch B sgemm */
+    for (int i = 0; y && i < n; i++) {
+        dinoc_image img;
+        int32_t     lab;
+        CHECK_OK(dinoc_dataset_get(ds, i, &img, &lab));
+        dinoc_image_free(&img);
+        CHECK(y[i] == lab);
+    }
+    free(f), free(y), free(want);
+}
+
+DINOC_TEST(eval_features_match_forward_1ch_28px) {
+    dinoc_dataset *ds = NULL;
+    CHECK_OK(dinoc_dataset_idx_open(&ds, FMNIST_DIR, 0));
+    if (!ds) return;
+    dinoc_model *m = tiny_model(1, 28, 7, 3);
+    /* the Fashion-MNIST processor: no resize, no crop, /255, FMNIST mean/std: the table fast path */
+    m->pp.do_resize = 0, m->pp.do_center_crop = 0, m->pp.do_convert_rgb = 0;
+    for (int c = 0; c < 3; c++) m->pp.mean[c] = 0.2860f, m->pp.std[c] = 0.3530f;
+    compare_features(m, ds, (dinoc_feature_spec){1, 0}, 10, 4, "cls"); /* batches 4, 4, 2 */
+    compare_features(m, ds, (dinoc_feature_spec){3, 1}, 10, 4, "cls x3 + avgpool");
+    /* an exact resize to the image's own size is no resize at all (Pillow copies): same path */
+    m->pp.do_resize = 1, m->pp.resize_mode = DINOC_RESIZE_EXACT, m->pp.resize_w = m->pp.resize_h = 28;
+    compare_features(m, ds, (dinoc_feature_spec){2, 0}, 5, 8, "resize 28");
+    dinoc_model_free(m);
+    dinoc_dataset_free(ds);
+}
+
+DINOC_TEST(eval_features_match_forward_3ch_224px) {
+    dinoc_dataset *ds = NULL;
+    CHECK_OK(dinoc_dataset_idx_open(&ds, FMNIST_DIR, 0));
+    if (!ds) return;
+    /* DINOv2's processor (shorter side 256 bicubic, crop 224): grey 28-px images through
+     * dinoc_preprocess_image, replicated to RGB */
+    dinoc_model *m = tiny_model(3, 224, 16, 2);
+    compare_features(m, ds, (dinoc_feature_spec){2, 1}, 3, 2, "3ch 224");
+    dinoc_model_free(m);
+    dinoc_dataset_free(ds);
+}
+
+DINOC_TEST(eval_features_bad_input) {
+    dinoc_dataset *ds = NULL;
+    CHECK_OK(dinoc_dataset_idx_open(&ds, FMNIST_DIR, 0));
+    if (!ds) return;
+    dinoc_model *m = tiny_model(1, 28, 7, 2);
+    float       *f;
+    int32_t     *y;
+    int          dim;
+    CHECK_ERR(dinoc_extract_features(m, ds, (dinoc_feature_spec){0, 0}, 4, 4, &f, &y, &dim, NULL, NULL), DINOC_ERR_ARG,
+              "n_last_blocks 0");
+    CHECK_ERR(dinoc_extract_features(m, ds, (dinoc_feature_spec){3, 0}, 4, 4, &f, &y, &dim, NULL, NULL), DINOC_ERR_ARG,
+              "n_last_blocks 3");
+    CHECK_ERR(dinoc_extract_features(m, ds, (dinoc_feature_spec){1, 0}, 0, 4, &f, &y, &dim, NULL, NULL), DINOC_ERR_ARG,
+              "batch");
+    /* the default processor crops 224 x 224 from 28-px images: the 28-px model interpolates its
+     * position embeddings, which works (slowly); a crop that is not a multiple of the patch fails */
+    m->pp.crop_w = m->pp.crop_h = 30;
+    CHECK_ERR(dinoc_extract_features(m, ds, (dinoc_feature_spec){1, 0}, 4, 4, &f, &y, &dim, NULL, NULL), DINOC_ERR_SHAPE,
+              "multiple of the patch");
+    dinoc_model_free(m);
+    dinoc_dataset_free(ds);
+}
