@@ -59,6 +59,8 @@ run_part() {
 run_part "C tests" $BUILD/c_tests.log env DINOC_FIXTURES=$FIX DINOC_TMP=$BUILD/tmp ./$BUILD/dinoc_tests
 run_part "CLI tests" $BUILD/cli_tests.log env DINOC=./$BUILD/dinoc FIX=$FIX PY=$PY bash tests/cli_test.sh
 run_part "bad-input CLI tests" $BUILD/bad_inputs.log env DINOC=./$BUILD/dinoc bash tests/bad_inputs.sh
+run_part "eval CLI tests" $BUILD/cli_eval.log env DINOC=./$BUILD/dinoc PY=$PY bash tests/cli_eval_test.sh
+run_part "attn/report CLI tests" $BUILD/attn_report.log env DINOC=./$BUILD/dinoc PY=$PY bash tests/cli_attn_report_test.sh
 run_part "kill/resume tests" $BUILD/kill_resume.log env DINOC=./$BUILD/dinoc KILL_TMP=$BUILD/tmp bash tests/kill_resume.sh
 # Hardening passes (skip with DINOC_SKIP_SAN=1 / DINOC_SKIP_TSAN=1 / DINOC_SKIP_FUZZ=1): the suite
 # under ASan + UBSan, the threaded tests under ThreadSanitizer, and a short libFuzzer smoke run of

@@ -179,4 +179,35 @@ int dinoc_omp_max_threads(void);
 int dinoc_omp_thread_num(void);
 int dinoc_omp_num_threads(void); /* threads of the current parallel region (1 outside) */
 
+/* ---- fast kernels and their references (src/ops/) -------------------------------------------
+ * The ops above pick vectorised kernels (an AVX2 + FMA copy where the CPU has both, a portable
+ * copy elsewhere; attention: direct kernels for T <= DINOC_ATTN_FWD_DIRECT_T (forward) and
+ * T <= DINOC_ATTN_BWD_DIRECT_T (backward)). The references below are the plain forms they
+ * replaced, kept as oracles for tests/test_fastops.c. */
+
+/* 1 when the AVX2 + FMA copies run (CPU support and not forced off). */
+int  dinoc_ops_avx2(void);
+/* Tests: on != 0 makes every dispatching op run its portable copy (process-wide). */
+void dinoc_ops_force_portable(int on);
+/* GELU with libm's erff / expf, element by element. */
+void dinoc_gelu_forward_ref(float *out, const float *inp, size_t n);
+void dinoc_gelu_backward_ref(float *dinp, const float *dout, const float *inp, size_t n);
+/* LayerNorm with scalar double statistics. */
+void dinoc_layernorm_forward_ref(float *out, float *mean, float *rstd, const float *inp,
+                                 const float *w, const float *b, int N, int C, float eps);
+void dinoc_layernorm_backward_ref(float *dinp, float *dw, float *db, const float *dout,
+                                  const float *inp, const float *w, const float *mean,
+                                  const float *rstd, int N, int C);
+/* Attention through BLAS products per (b, h) (forward) and the row-by-row backward (scratch linear
+ * in T): what dinoc_attention_forward runs for T > DINOC_ATTN_FWD_DIRECT_T and
+ * dinoc_attention_backward for T > DINOC_ATTN_BWD_DIRECT_T. Same arguments and scratch. The
+ * direct kernels' scratch is O(T^2) per thread: 0.1 MB at T = 128, 3.3 MB at T = 512, HS = 64. */
+#define DINOC_ATTN_FWD_DIRECT_T 128
+#define DINOC_ATTN_BWD_DIRECT_T 512
+void dinoc_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int D,
+                                 int NH, float *scratch, int nthreads);
+void dinoc_attention_backward_ref(float *dqkv, const float *dout, const float *qkv,
+                                  const float *att, int B, int T, int D, int NH, float *scratch,
+                                  int nthreads);
+
 #endif /* DINOC_INTERNAL_H */
