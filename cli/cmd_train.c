@@ -14,17 +14,33 @@ typedef struct {
     int64_t first; /* step the rate counts from (a resumed run's start) */
 } progress_state;
 
-static void progress(void *user, int64_t step, int64_t total, int epoch, double loss, double lr, double img_s) {
-    progress_state *p   = user;
-    double          now = cli_now();
-    if (step < total && now - p->last < 0.5) return;
+/* One progress line on stderr, at most twice a second; lr < 0 leaves it out. The rate counts from
+ * the first step this process saw (a resumed run starts later). */
+static void show_progress(progress_state *p, const char *label, int64_t step, int64_t total, int epoch,
+                          double loss, double lr, double img_s) {
+    double now = cli_now();
+    if (p->last == 0) p->first = step - 1, p->t0 = now - 1e-3;
+    if (step < total && now - p->last < 0.5 && p->last != 0) return;
     p->last     = now;
-    double rate = step / fmax(now - p->t0, 1e-9);
+    double rate = (step - p->first) / fmax(now - p->t0, 1e-9);
     double eta  = (total - step) / fmax(rate, 1e-9);
-    fprintf(stderr, "\rtrain step %lld/%lld epoch %d loss %.4f lr %.2e %.0f img/s ETA %d:%02d   ",
-            (long long)step, (long long)total, epoch, loss, lr, img_s, (int)eta / 60, (int)eta % 60);
+    char   lrs[32] = "";
+    if (lr >= 0) snprintf(lrs, sizeof lrs, " lr %.2e", lr);
+    fprintf(stderr, "\r%s step %lld/%lld epoch %d loss %.4f%s %.0f img/s ETA %d:%02d   ", label, (long long)step,
+            (long long)total, epoch, loss, lrs, img_s, (int)eta / 60, (int)eta % 60);
     if (step == total) fprintf(stderr, "\n");
     fflush(stderr);
+}
+
+/* --resume RUN writes into RUN unless --out is given. */
+static const char *resume_out(int argc, char **argv, const char *resume, const char *out) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-o") || !strncmp(argv[i], "--out", 5)) return out;
+    return resume;
+}
+
+static void progress(void *user, int64_t step, int64_t total, int epoch, double loss, double lr, double img_s) {
+    show_progress(user, "train", step, total, epoch, loss, lr, img_s);
 }
 
 static int train_supervised(int argc, char **argv) {
@@ -77,13 +93,7 @@ static int train_supervised(int argc, char **argv) {
     dinoc_set_threads(threads);
     c.seed     = (uint64_t)seed;
     c.data_dir = data_dir;
-    if (resume) {
-        c.resume = resume;
-        /* --out defaults to the resumed folder */
-        int out_given = 0;
-        for (int i = 1; i < argc; i++) out_given |= !strcmp(argv[i], "-o") || !strncmp(argv[i], "--out", 5);
-        if (!out_given) c.out = resume;
-    }
+    if (resume) c.resume = resume, c.out = resume_out(argc, argv, resume, c.out);
     progress_state ps = {cli_now(), 0, 0};
     c.progress        = progress;
     c.progress_user   = &ps;
@@ -99,17 +109,7 @@ static int train_supervised(int argc, char **argv) {
 }
 
 static void dino_progress(void *user, int64_t step, int64_t total, int epoch, double loss, double img_s) {
-    progress_state *p   = user;
-    double          now = cli_now();
-    if (p->last == 0) p->first = step - 1, p->t0 = now - 1e-3; /* a resumed run starts counting here */
-    if (step < total && now - p->last < 0.5 && p->last != 0) return;
-    p->last     = now;
-    double rate = (step - p->first) / fmax(now - p->t0, 1e-9);
-    double eta  = (total - step) / fmax(rate, 1e-9);
-    fprintf(stderr, "\rdino step %lld/%lld epoch %d loss %.4f %.0f img/s ETA %d:%02d   ", (long long)step,
-            (long long)total, epoch, loss, img_s, (int)eta / 60, (int)eta % 60);
-    if (step == total) fprintf(stderr, "\n");
-    fflush(stderr);
+    show_progress(user, "dino", step, total, epoch, loss, -1, img_s);
 }
 
 static int train_dino(int argc, char **argv) {
@@ -195,12 +195,7 @@ static int train_dino(int argc, char **argv) {
     if (strcmp(c.data, "fashion-mnist") != 0 && c.channels == 1) {
         fprintf(stderr, "note: image folders train 3-channel models; use --channels 3 (and a larger --image)\n");
     }
-    if (resume) {
-        c.resume       = resume;
-        int out_given = 0;
-        for (int i = 1; i < argc; i++) out_given |= !strcmp(argv[i], "-o") || !strncmp(argv[i], "--out", 5);
-        if (!out_given) c.out = resume;
-    }
+    if (resume) c.resume = resume, c.out = resume_out(argc, argv, resume, c.out);
     progress_state ps = {cli_now(), 0, 0};
     c.progress        = dino_progress;
     c.progress_user   = &ps;

@@ -7,6 +7,7 @@
  * - the run folder holds a loadable teacher (config.json + model.safetensors) with the
  *   Fashion-MNIST preprocessing. */
 #include "check.h"
+#include "run_util.h"
 #include "../src/train/dino.h"
 
 static dinoc_dino_config tiny(const char *out) {
@@ -15,39 +16,6 @@ static dinoc_dino_config tiny(const char *out) {
     c.out_dim = 64, c.head_hidden = 48, c.head_bottleneck = 16, c.crops.n_local = 2;
     c.workers = 2, c.knn_every_epoch = 0, c.warmup_epochs = 0, c.drop_path = 0.1, c.freeze_last_layer = 0;
     return c;
-}
-
-static float *read_tensor(const char *dir, const char *name, int64_t *n) {
-    char path[600];
-    snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
-    dinoc_safetensors *st = NULL;
-    CHECK_OK(dinoc_safetensors_open(&st, path));
-    if (!st) return NULL;
-    const dinoc_tensor *t = dinoc_safetensors_find(st, name);
-    float              *x = NULL;
-    if (t) {
-        *n = dinoc_tensor_numel(t);
-        x  = malloc(sizeof(float) * *n);
-        CHECK_OK(dinoc_tensor_to_f32(t, x, *n));
-    }
-    dinoc_safetensors_close(st);
-    return x;
-}
-
-static char *read_text(const char *dir, const char *name) {
-    char   path[600], *buf = NULL;
-    size_t len;
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    CHECK_OK(dinoc_read_file(path, 1 << 24, &buf, &len));
-    return buf;
-}
-
-/* the log without its wall-clock field (img_s, last in each line) */
-static void strip_speed(char *s) {
-    for (char *p = s; (p = strstr(p, ",\"img_s\":"));) {
-        char *e = strchr(p, '}');
-        memmove(p, e, strlen(e) + 1);
-    }
 }
 
 DINOC_TEST(dino_run_resume_is_exact) {

@@ -5,6 +5,7 @@
  *   the last checkpoint intact;
  * - the classifier learns: loss falls over 60 steps. */
 #include "check.h"
+#include "run_util.h"
 #include "../src/train/supervised.h"
 
 static dinoc_sup_config tiny(const char *out) {
@@ -12,39 +13,6 @@ static dinoc_sup_config tiny(const char *out) {
     c.out = out, c.dim = 32, c.depth = 2, c.heads = 2, c.patch = 7, c.batch = 16, c.epochs = 1;
     c.workers = 2, c.eval_every_epoch = 0, c.lr = 1e-3f, c.warmup_epochs = 0, c.drop_path = 0.1f;
     return c;
-}
-
-static float *read_tensor(const char *dir, const char *name, int64_t *n) {
-    char path[600];
-    snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
-    dinoc_safetensors *st = NULL;
-    CHECK_OK(dinoc_safetensors_open(&st, path));
-    if (!st) return NULL;
-    const dinoc_tensor *t = dinoc_safetensors_find(st, name);
-    float              *x = NULL;
-    if (t) {
-        *n = dinoc_tensor_numel(t);
-        x  = malloc(sizeof(float) * *n);
-        CHECK_OK(dinoc_tensor_to_f32(t, x, *n));
-    }
-    dinoc_safetensors_close(st);
-    return x;
-}
-
-static char *read_text(const char *dir, const char *name) {
-    char path[600], *buf = NULL;
-    size_t len;
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    CHECK_OK(dinoc_read_file(path, 1 << 24, &buf, &len));
-    return buf;
-}
-
-/* the log without its wall-clock field (img_s) */
-static void strip_speed(char *s) {
-    for (char *p = s; (p = strstr(p, ",\"img_s\":"));) {
-        char *e = strchr(p, '}');
-        memmove(p, e, strlen(e) + 1);
-    }
 }
 
 DINOC_TEST(train_resume_is_exact) {

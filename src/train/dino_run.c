@@ -309,24 +309,6 @@ static dinoc_status knn_monitor(run *r, double *top1, double *top5) {
     return s;
 }
 
-/* Keeps the log lines of steps <= step (a resumed run rewrites what came after its checkpoint). */
-static void truncate_log(const char *path, int64_t step) {
-    char  *buf = NULL;
-    size_t len = 0;
-    if (dinoc_read_file(path, (size_t)1 << 30, &buf, &len)) return;
-    size_t keep = 0;
-    for (char *line = buf; line < buf + len;) {
-        char     *nl = memchr(line, '\n', (size_t)(buf + len - line));
-        char     *sp = strstr(line, "\"step\":");
-        long long st = sp && (!nl || sp < nl) ? strtoll(sp + 7, NULL, 10) : 0;
-        if (st > step || !nl) break;
-        keep = (size_t)(nl + 1 - buf);
-        line = nl + 1;
-    }
-    dinoc_write_file_atomic(path, buf, keep);
-    free(buf);
-}
-
 dinoc_status dinoc_dino_train(const dinoc_dino_config *cfg, dinoc_dino_result *res) {
     run          r;
     double       t0 = now_s();
@@ -343,7 +325,7 @@ dinoc_status dinoc_dino_train(const dinoc_dino_config *cfg, dinoc_dino_result *r
         s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if (cfg->resume) truncate_log(log_path, r.step);
+    if (cfg->resume) dinoc_train_truncate_log(log_path, r.step);
     if (!(jl = fopen(log_path, cfg->resume ? "a" : "w"))) {
         s = dinoc_fail(DINOC_ERR_IO, "%s: cannot write", log_path);
         goto done;

@@ -421,8 +421,7 @@ done:
     return s;
 }
 
-/* Keeps the log lines of steps <= step (a resumed run rewrites what came after its checkpoint). */
-static void truncate_log(const char *path, int64_t step) {
+void dinoc_train_truncate_log(const char *path, int64_t step) {
     char  *buf = NULL;
     size_t len = 0;
     if (dinoc_read_file(path, (size_t)1 << 30, &buf, &len)) return;
@@ -462,7 +461,7 @@ dinoc_status dinoc_sup_train(const dinoc_sup_config *cfg, dinoc_sup_result *res)
         s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if (cfg->resume) truncate_log(log_path, r.step);
+    if (cfg->resume) dinoc_train_truncate_log(log_path, r.step);
     log = fopen(log_path, cfg->resume ? "a" : "w");
     if (!log) {
         s = dinoc_fail(DINOC_ERR_IO, "%s: cannot write", log_path);

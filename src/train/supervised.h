@@ -58,5 +58,8 @@ dinoc_status dinoc_train_open_data(dinoc_dataset **ds, const char *data, const c
  * exact resize to image x image (none at 28) and the training split's mean/std; photos: shorter
  * side image * 256/224 bicubic, center crop, ImageNet mean/std. */
 void dinoc_train_preprocess(dinoc_preprocess *pp, const char *data, int image, int channels);
+/* Keeps the lines of a log.jsonl whose "step" is <= step: a resumed run rewrites what came after
+ * its checkpoint. */
+void dinoc_train_truncate_log(const char *path, int64_t step);
 
 #endif
