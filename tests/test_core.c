@@ -2,6 +2,7 @@
 #include "check.h"
 #include "../src/internal.h"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 DINOC_TEST(core_status_text) {
@@ -26,6 +27,24 @@ DINOC_TEST(core_atomic_write_keeps_old_on_abort) {
     free(buf);
     CHECK_ERR(dinoc_write_file_atomic("/nonexistent-dir/x", "a", 1), DINOC_ERR_IO, "/nonexistent-dir/x");
     free(p);
+}
+
+/* A write removes the temp files of killed writers beside its target (their pid is gone) and
+ * leaves a live writer's alone. */
+DINOC_TEST(core_atomic_write_removes_stale_temps) {
+    char path[512], dead[600], live[600];
+    snprintf(path, sizeof path, "%s/stale.bin", dinoc_test_tmpdir());
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, NULL, 0); /* child's pid is now free: a writer that died */
+    snprintf(dead, sizeof dead, "%s.tmp.%ld", path, (long)child);
+    snprintf(live, sizeof live, "%s.tmp.%ld", path, (long)getppid());
+    CHECK_OK(dinoc_write_file_atomic(dead, "x", 1));
+    CHECK_OK(dinoc_write_file_atomic(live, "y", 1));
+    CHECK_OK(dinoc_write_file_atomic(path, "new", 3));
+    CHECK_MSG(access(dead, F_OK) != 0, "%s (a dead writer's) is still there", dead);
+    CHECK_MSG(access(live, F_OK) == 0, "%s (a live process's) was removed", live);
+    unlink(live), unlink(path);
 }
 
 DINOC_TEST(core_rng_deterministic) {

@@ -1,7 +1,9 @@
 /* fileio.c: whole-file reads, atomic writes (temp file, fsync, rename), small path helpers. */
 #include "../internal.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -45,8 +47,34 @@ dinoc_status dinoc_read_file(const char *path, size_t max, char **out, size_t *l
     return DINOC_OK;
 }
 
+/* Removes PATH.tmp.<pid> files left beside path by writers that were killed (their pid no longer
+ * runs on this host: kill(pid, 0) fails with ESRCH). A live writer's temp file is left alone. */
+static void remove_stale_temps(const char *path) {
+    const char *slash = strrchr(path, '/');
+    const char *base  = slash ? slash + 1 : path;
+    char       *dir   = slash ? strndup(path, (size_t)(slash - path + (slash == path))) : strdup(".");
+    DIR        *d     = dir ? opendir(dir) : NULL;
+    size_t      bl    = strlen(base);
+    if (d) {
+        for (struct dirent *e; (e = readdir(d));) {
+            const char *n = e->d_name;
+            if (strncmp(n, base, bl) != 0 || strncmp(n + bl, ".tmp.", 5) != 0) continue;
+            char *end;
+            long  pid = strtol(n + bl + 5, &end, 10);
+            if (*end || pid <= 0 || end == n + bl + 5) continue;
+            if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+            char *full = dinoc_path_join(dir, n);
+            if (full) unlink(full);
+            free(full);
+        }
+        closedir(d);
+    }
+    free(dir);
+}
+
 dinoc_status dinoc_atomic_open(dinoc_atomic_file *af, const char *path) {
     memset(af, 0, sizeof *af);
+    remove_stale_temps(path);
     size_t n = strlen(path) + 32;
     af->path = strdup(path);
     af->tmp  = malloc(n);
