@@ -38,6 +38,9 @@ void cli_progress_start(cli_progress *p, const char *label);
 void cli_progress_update(cli_progress *p, long done, long total, int final);
 double cli_now(void);
 
+/* qsort comparator for doubles, ascending (medians of timings). */
+int cli_cmp_double(const void *a, const void *b);
+
 /* Installs a log hook that prints library messages to stderr ("dinoc: warning: ..."). */
 void cli_log_to_stderr(int verbose);
 

@@ -256,3 +256,8 @@ int cli_fail(const char *cmd, dinoc_status s) {
     fprintf(stderr, "dinoc %s: %s\n", cmd, d && d[0] ? d : dinoc_status_str(s));
     return 1;
 }
+
+int cli_cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}

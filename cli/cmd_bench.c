@@ -21,11 +21,6 @@
 #define TRAIN_CLIP 1.0
 #define TRAIN_MAX_RUNS 100000
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Everything one supervised step touches, allocated before the timed loop. */
 typedef struct {
     dinoc_model       *m;
@@ -186,7 +181,7 @@ static int bench_train(const char *model, int dims[6], int classes, int batch, i
         free(times);
         return cli_fail("bench", s ? s : DINOC_ERR_ARG);
     }
-    qsort(times, (size_t)done, sizeof(double), cmp_double);
+    qsort(times, (size_t)done, sizeof(double), cli_cmp_double);
     double med  = done % 2 ? times[done / 2] : 0.5 * (times[done / 2 - 1] + times[done / 2]);
     double best = times[0], mean = total / done;
     char   name[160];

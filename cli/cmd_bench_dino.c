@@ -78,15 +78,8 @@ int cmd_bench_dino(int argc, char **argv) {
         dinoc_dino_free(&d);
         return cli_fail("bench dino", s ? s : DINOC_ERR_ARG);
     }
-    double med = 0;
-    { /* median */
-        for (int i = 1; i < done; i++)
-            for (int j = i; j > 0 && times[j - 1] > times[j]; j--) {
-                double t = times[j];
-                times[j] = times[j - 1], times[j - 1] = t;
-            }
-        med = done % 2 ? times[done / 2] : 0.5 * (times[done / 2 - 1] + times[done / 2]);
-    }
+    qsort(times, (size_t)done, sizeof(double), cli_cmp_double);
+    const double med = done % 2 ? times[done / 2] : 0.5 * (times[done / 2 - 1] + times[done / 2]);
     const double k = 1e3 / done;
     if (json)
         printf("{\"impl\":\"dinoc\",\"mode\":\"dino\",\"dim\":%d,\"depth\":%d,\"heads\":%d,\"patch\":%d,\"batch\":%d,"

@@ -245,12 +245,10 @@ static dinoc_status run_init(run *r, const dinoc_dino_config *cfg) {
         c.progress = cfg->progress, c.progress_user = cfg->progress_user;
     } else {
         /* normalisation follows the data */
-        const int fm = strcmp(c.data, "fashion-mnist") == 0;
         dinoc_preprocess pp;
         dinoc_train_preprocess(&pp, c.data, c.image, c.channels);
         for (int i = 0; i < 3; i++) c.crops.mean[i] = pp.mean[i], c.crops.std[i] = pp.std[i];
         c.crops.channels = c.channels;
-        (void)fm;
     }
     if ((s = dinoc_dino_init(&r->d, &c))) goto done;
     dinoc_train_preprocess(&r->d.teacher->pp, c.data, c.image, c.channels);
