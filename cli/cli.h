@@ -56,5 +56,8 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_attn(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_pca(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_data(int argc, char **argv);
 
 #endif

@@ -18,6 +18,9 @@ static const struct {
     {"eval", cmd_eval, "evaluate a model: knn, linear, classify"},
     {"attn", cmd_attn, "draw the last block's CLS attention per head over an image"},
     {"report", cmd_report, "write a run folder's report (Markdown with SVG curves)"},
+    {"pca", cmd_pca, "picture dense features: three PCA components of patch tokens as RGB"},
+    {"tokenize", cmd_tokenize, "print CLIP BPE token ids of texts"},
+    {"data", cmd_data, "generate built-in data sets (shapes: image-caption pairs with masks)"},
 };
 
 static void usage(FILE *f) {
