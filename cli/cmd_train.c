@@ -168,7 +168,7 @@ static int train_dino(int argc, char **argv) {
         {"threads", 't', OPT_INT, &threads, "compute threads (0: all cores)"},
         {"ckpt-every", 0, OPT_INT, &c.ckpt_every, "steps between checkpoints (0: at epoch ends only)"},
         {"max-steps", 0, OPT_INT, &c.max_steps, "stop after this many steps in total (0: all epochs)"},
-        {"time-budget", 0, OPT_FLOAT, &budget, "seconds for the whole run: --epochs is lowered to fit after a short calibration (0: off)"},
+        {"time-budget", 0, OPT_FLOAT, &budget, "seconds for the whole run (monitor included): its length in steps is fitted and refitted as it runs, at most --epochs (0: off)"},
         {"knn-every-epoch", 0, OPT_INT, &c.knn_every_epoch, "k-NN monitor of the teacher after each epoch (1/0)"},
         {"knn-train", 0, OPT_INT, &c.knn_train, "monitor: training images in the k-NN bank"},
         {"knn-test", 0, OPT_INT, &c.knn_test, "monitor: test images scored"},

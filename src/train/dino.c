@@ -38,7 +38,7 @@ dinoc_dino_config dinoc_dino_default(void) {
 
 dinoc_dino_sched dinoc_dino_schedule(const dinoc_dino_config *c, int64_t it, int64_t ipe) {
     dinoc_dino_sched s;
-    const int64_t    total = (int64_t)c->epochs * ipe;
+    const int64_t    total = c->sched_steps > 0 ? c->sched_steps : (int64_t)c->epochs * ipe;
     const int64_t    epoch = ipe > 0 ? it / ipe : 0;
     s.lr       = dinoc_cosine_schedule(c->lr * c->batch / 256.0, c->min_lr, total,
                                        (int64_t)c->warmup_epochs * ipe, 0, it);

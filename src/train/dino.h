@@ -45,11 +45,14 @@ typedef struct {
     double momentum_teacher, teacher_temp, warmup_teacher_temp, student_temp, center_momentum;
     int   warmup_teacher_temp_epochs;
     int   max_steps;         /* stop after this many steps in total (0: all epochs); for tests */
-    /* > 0: a wall-clock budget in seconds for the whole run (monitor included). After the first
-     * calibration steps, epochs is lowered (never raised, at least 1) to what fits; schedules follow
-     * the new length (steps taken so far saw the old one: a relative change of ~1e-5 in wd and
-     * momentum). The chosen epochs are saved, so a resumed run keeps them. */
+    /* > 0: a wall-clock budget in seconds for the whole run (monitor included). The run's length
+     * in steps (sched_steps) is fitted after 12 calibration steps and fitted again every 64 steps
+     * and after each epoch's checkpoint and monitor, from the measured seconds per step and per
+     * epoch end; it never exceeds epochs x steps per epoch and may end inside an epoch. Schedules
+     * follow the latest length (a refit moves the cosine by a few per cent at most; measured in
+     * docs/design.md). A resumed run keeps the saved length and does not refit. */
     double time_budget;
+    int   sched_steps;       /* > 0: schedule length in steps (set by time_budget); 0: epochs x ipe */
     uint64_t seed;
     int   workers;           /* data threads */
     int   ckpt_every;        /* steps between checkpoints (0: epoch ends only) */

@@ -59,7 +59,7 @@ static const field k_fields[] = {
     F_("warmup_teacher_temp", 'd', warmup_teacher_temp), F_("student_temp", 'd', student_temp),
     F_("center_momentum", 'd', center_momentum), F_("warmup_teacher_temp_epochs", 'i', warmup_teacher_temp_epochs),
     F_("seed", 'u', seed), F_("workers", 'i', workers), F_("ckpt_every", 'i', ckpt_every),
-    F_("time_budget", 'd', time_budget), F_("knn_every_epoch", 'i', knn_every_epoch), F_("knn_train", 'i', knn_train), F_("knn_test", 'i', knn_test),
+    F_("time_budget", 'd', time_budget), F_("sched_steps", 'i', sched_steps), F_("knn_every_epoch", 'i', knn_every_epoch), F_("knn_train", 'i', knn_train), F_("knn_test", 'i', knn_test),
 };
 #undef F_
 #define N_FIELDS (int)(sizeof k_fields / sizeof k_fields[0])
@@ -307,6 +307,26 @@ static dinoc_status knn_monitor(run *r, double *top1, double *top5) {
     return s;
 }
 
+/* Steps that fit in `left` seconds after `done` steps: per_step seconds a step, end_s seconds at
+ * each epoch end (checkpoint, monitor) and at the last step; whole epochs while they fit, then the
+ * part of one that does. Never more than `most`, never fewer than done + 1. */
+static int64_t fit_steps(double left, double per_step, double end_s, int64_t done, int64_t ipe, int64_t most) {
+    int64_t n = done;
+    left -= 5.0; /* the final save and metrics */
+    while (n < most) {
+        const int64_t next = (n / ipe + 1) * ipe, chunk = next - n;
+        if (chunk * per_step + end_s <= left) {
+            left -= chunk * per_step + end_s, n = next;
+            continue;
+        }
+        const double k = floor((left - end_s) / per_step);
+        if (k > 0) n += (int64_t)k;
+        break;
+    }
+    if (n > most) n = most;
+    return n > done ? n : done + 1;
+}
+
 dinoc_status dinoc_dino_train(const dinoc_dino_config *cfg, dinoc_dino_result *res) {
     run          r;
     double       t0 = now_s();
@@ -329,12 +349,15 @@ dinoc_status dinoc_dino_train(const dinoc_dino_config *cfg, dinoc_dino_result *r
         goto done;
     }
     const int64_t ipe   = dinoc_loader_batches_per_epoch(r.ld);
-    int64_t       total = (int64_t)c->epochs * ipe;
+    const int64_t most  = (int64_t)c->epochs * ipe;
+    int64_t       total = c->sched_steps > 0 && c->sched_steps < most ? c->sched_steps : most;
     int64_t       stop  = c->max_steps > 0 && c->max_steps < total ? c->max_steps : total;
-    /* time budget: calibrate on steps 3..CALIB (the first ones warm caches and threads) */
-    const int     CALIB = 12;
-    const int     calibrate = c->time_budget > 0 && !cfg->resume && r.step == 0 && total > CALIB;
-    double        t_calib = 0, t_teacher = 0;
+    /* time budget: fit the run's length on steps 3..CALIB (the first ones warm caches and
+     * threads), then again every REFIT steps and after each epoch end */
+    const int     CALIB = 12, REFIT = 64;
+    const int     fitting = c->time_budget > 0 && !cfg->resume && r.step == 0 && total > CALIB;
+    double        fit_t = 0, t_teacher = 0, epoch_end_s = 0; /* window start; epoch-end seconds */
+    int64_t       fit_n = 0;
     const double  lnK   = log((double)c->out_dim);
     double        tstep = now_s(), epoch_loss = 0;
     int64_t       epoch_steps = 0;
@@ -353,24 +376,22 @@ dinoc_status dinoc_dino_train(const dinoc_dino_config *cfg, dinoc_dino_result *r
         }
         r.step++;
         epoch_loss += stt.loss, epoch_steps++;
-        if (calibrate && r.step == 3) t_calib = now_s(), t_teacher = 0;
-        if (calibrate && r.step > 3) t_teacher += stt.t_teacher;
-        if (calibrate && r.step == CALIB) {
-            /* per step, and per monitored image (the teacher's forward of 2B images, x2 for the
-             * feature pass's decoding and the k-NN) */
-            const double per_step = (now_s() - t_calib) / (CALIB - 3);
-            const double per_img  = 2 * t_teacher / (CALIB - 3) / ((double)d->nG * c->batch);
-            const double mon      = r.mon_train ? (c->knn_train + c->knn_test) * per_img + 2.0 : 0;
-            const double left     = c->time_budget - (now_s() - t0) - 5.0; /* 5 s: final save */
-            int          e        = (int)floor((left + CALIB * per_step) / (ipe * per_step + mon));
-            if (e < 1) e = 1;
-            if (e < c->epochs) {
-                dinoc_log(DINOC_LOG_INFO, "time budget %.0f s: %.3f s per step, %.0f s per monitor: %d epochs instead of %d",
-                          c->time_budget, per_step, mon, e, c->epochs);
-                d->cfg.epochs = e;
-                total = (int64_t)e * ipe;
-                stop  = c->max_steps > 0 && c->max_steps < total ? c->max_steps : total;
-            }
+        if (fitting && r.step == 3) fit_t = now_s(), fit_n = 3, t_teacher = 0;
+        if (fitting && r.step > 3 && r.step <= CALIB) t_teacher += stt.t_teacher;
+        if (fitting && r.step == CALIB && r.mon_train)
+            /* first guess of an epoch end before one is seen: the monitor's teacher forward of its
+             * images (2x for decoding and the k-NN), and 2 s for the checkpoint */
+            epoch_end_s = 2.0 + 2 * t_teacher / (CALIB - 3) / ((double)d->nG * c->batch) * (c->knn_train + c->knn_test);
+        if (fitting && !epoch_end && r.step < stop && (r.step == CALIB || (r.step > CALIB && r.step - fit_n >= REFIT))) {
+            const double  per_step = (now_s() - fit_t) / (double)(r.step - fit_n);
+            const int64_t fit      = fit_steps(c->time_budget - (now_s() - t0), per_step, epoch_end_s, r.step, ipe, most);
+            if (r.step == CALIB)
+                dinoc_log(DINOC_LOG_INFO, "time budget %.0f s: %.3f s per step, %.0f s per epoch end: %lld steps "
+                          "(%.2f epochs; at most %d)", c->time_budget, per_step, epoch_end_s, (long long)fit,
+                          (double)fit / ipe, c->epochs);
+            d->cfg.sched_steps = (int)fit, total = fit;
+            stop = c->max_steps > 0 && c->max_steps < total ? c->max_steps : total;
+            fit_t = now_s(), fit_n = r.step;
         }
         const double tn = now_s(), img_s = c->batch / fmax(tn - tstep, 1e-9);
         const int    ep = (int)((r.step - 1) / ipe);
@@ -398,6 +419,7 @@ dinoc_status dinoc_dino_train(const dinoc_dino_config *cfg, dinoc_dino_result *r
                           "collapse to one dimension (raise the center momentum's effect or the teacher temperature)",
                           ep, c->out_dim, stt.batch_entropy);
             epoch_loss = 0, epoch_steps = 0;
+            const double t_end = now_s();
             fflush(jl);
             if ((s = save_checkpoint(&r))) break;
             if (r.mon_train) {
@@ -411,6 +433,18 @@ dinoc_status dinoc_dino_train(const dinoc_dino_config *cfg, dinoc_dino_result *r
                           ep, mean_loss, 100 * t1, c->knn_train, c->knn_test);
             }
             tstep = now_s();
+            if (fitting && r.step >= CALIB && r.step < stop) {
+                /* refit with a measured epoch end; the window restarts after it */
+                const double  per_step = (t_end - fit_t) / (double)(r.step - fit_n > 0 ? r.step - fit_n : 1);
+                epoch_end_s = tstep - t_end;
+                const int64_t fit = fit_steps(c->time_budget - (tstep - t0), per_step, epoch_end_s, r.step, ipe, most);
+                dinoc_log(DINOC_LOG_INFO, "time budget: %.0f s left, %.3f s per step, %.1f s per epoch end: %lld steps "
+                          "(%.2f epochs)", c->time_budget - (tstep - t0), per_step, epoch_end_s, (long long)fit,
+                          (double)fit / ipe);
+                d->cfg.sched_steps = (int)fit, total = fit;
+                stop = c->max_steps > 0 && c->max_steps < total ? c->max_steps : total;
+                fit_t = tstep, fit_n = r.step;
+            }
         }
     }
     if (s) goto done;
