@@ -1,9 +1,11 @@
-# dinoc: the front door.  make [BLAS=openblas|none] [OMP=1|0] [DEBUG=1] [SAN=address,undefined] [WERROR=1]
+# dinoc: the front door.  make [BLAS=openblas|none] [OMP=1|0] [MPI=1] [DEBUG=1] [SAN=address,undefined] [WERROR=1]
 #   make            library, CLI (build/dinoc) and test runner (build/dinoc_tests)
 #   make test       everything in scripts/test.sh (installs Debian packages if missing)
+#   make mpi        also build/dinoc-mpi: the CLI with MPI (data-parallel training under mpirun)
 #   make bench      bench/run.sh
 BLAS  ?= openblas
 OMP   ?= 1
+MPI   ?= 0
 DEBUG ?= 0
 SAN   ?=
 CC    ?= cc
@@ -31,6 +33,11 @@ ifeq ($(OMP),1)
   LDFLAGS += -fopenmp
 else
   CFLAGS_BASE += -Wno-unknown-pragmas
+endif
+# MPI=1: data-parallel training across processes (src/core/dist.c; Open MPI from Debian)
+ifeq ($(MPI),1)
+  CFLAGS_BASE += -DDINOC_MPI $(shell mpicc --showme:compile)
+  LDLIBS += $(shell mpicc --showme:link)
 endif
 ifneq ($(SAN),)
   CFLAGS_OPT += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -62,6 +69,17 @@ $(BUILD)/dinoc: $(CLI_OBJ) $(BUILD)/libdinoc.a
 $(BUILD)/dinoc_tests: $(TEST_OBJ) $(BUILD)/libdinoc.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# dinoc-mpi: the CLI with MPI for the tests and users of a default build. Only src/core/dist.c
+# differs between the two, so every other object is shared with $(BUILD)/dinoc.
+$(BUILD)/src/core/dist_mpi.o: src/core/dist.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DDINOC_MPI $(shell mpicc --showme:compile) -MMD -MP -c $< -o $@
+
+$(BUILD)/dinoc-mpi: $(CLI_OBJ) $(filter-out $(BUILD)/src/core/dist.o,$(LIB_OBJ)) $(BUILD)/src/core/dist_mpi.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell mpicc --showme:link)
+
+mpi: $(BUILD)/dinoc-mpi
+
 test:
 	bash scripts/test.sh
 
@@ -71,5 +89,5 @@ bench: all
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all test bench clean
--include $(DEPS)
+.PHONY: all mpi test bench clean
+-include $(DEPS) $(BUILD)/src/core/dist_mpi.d

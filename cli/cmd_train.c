@@ -1,6 +1,7 @@
 /* cmd_train.c: `dinoc train dino ...` (self-supervised DINO pretraining) and `dinoc train
  * supervised ...` (ViT classification), with progress on stderr and results in the run folder. */
 #include "cli.h"
+#include "../src/core/dist.h"
 #include "../src/train/dino.h"
 #include "../src/train/supervised.h"
 
@@ -87,6 +88,10 @@ static int train_supervised(int argc, char **argv) {
     if (rc) return rc == 1 ? 0 : 2;
     if (npos) {
         fprintf(stderr, "error: train supervised takes no positional arguments\n");
+        return 2;
+    }
+    if (dinoc_dist_size() > 1) {
+        fprintf(stderr, "error: train supervised does not run data-parallel; start it without mpirun\n");
         return 2;
     }
     cli_log_to_stderr(1);
@@ -205,8 +210,10 @@ static int train_dino(int argc, char **argv) {
         fprintf(stderr, "\n");
         return cli_fail("train dino", s);
     }
-    printf("{\"steps\":%lld,\"final_loss\":%.5f,\"knn_monitor_top1\":%.5f,\"seconds\":%.1f,\"threads\":%d,\"out\":\"%s\"}\n",
-           (long long)res.steps, res.final_loss, res.knn_top1, res.seconds, dinoc_get_threads(), c.out);
+    if (dinoc_dist_rank() == 0) /* one summary per job, not per rank */
+        printf("{\"steps\":%lld,\"final_loss\":%.5f,\"knn_monitor_top1\":%.5f,\"seconds\":%.1f,\"threads\":%d,"
+               "\"ranks\":%d,\"out\":\"%s\"}\n", (long long)res.steps, res.final_loss, res.knn_top1, res.seconds,
+               dinoc_get_threads(), dinoc_dist_size(), c.out);
     return 0;
 }
 

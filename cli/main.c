@@ -2,6 +2,7 @@
  * text. Exit codes: 0 ok, 1 runtime error, 2 usage error. Results go to stdout or files, progress
  * and messages to stderr. */
 #include "cli.h"
+#include "../src/core/dist.h"
 
 #include <string.h>
 
@@ -45,7 +46,22 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
-        if (strcmp(argv[1], k_cmds[i].name) == 0) return k_cmds[i].fn(argc - 1, argv + 1);
+        if (strcmp(argv[1], k_cmds[i].name) == 0) {
+            /* under mpirun (a build with MPI=1) every rank runs the command; a rank that fails
+             * ends the job, so no rank waits forever in a collective (src/core/dist.h) */
+            if (dinoc_dist_init(&argc, &argv)) {
+                fprintf(stderr, "dinoc: %s\n", dinoc_last_error());
+                return 1;
+            }
+            int rc = k_cmds[i].fn(argc - 1, argv + 1);
+            if (rc != 0 && dinoc_dist_size() > 1) {
+                fprintf(stderr, "dinoc: rank %d of %d failed (exit %d): ending the job\n", dinoc_dist_rank(),
+                        dinoc_dist_size(), rc);
+                dinoc_dist_abort(rc);
+            }
+            dinoc_dist_finalize();
+            return rc;
+        }
     fprintf(stderr, "dinoc: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

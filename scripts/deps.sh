@@ -2,7 +2,8 @@
 # scripts/deps.sh: installs the Debian packages dinoc needs when they are missing (as root, or
 # through sudo). Sourced by scripts/test.sh and scripts/demo.sh. Set DINOC_SKIP_APT=1 to skip.
 dinoc_pkgs=(gcc make libc6-dev clang libclang-rt-14-dev libopenblas-dev libstb-dev libcjson-dev zlib1g-dev python3 python3-numpy python3-torch
-            python3-pil python3-skimage python3-regex dataset-fashion-mnist fortunes)
+            python3-pil python3-skimage python3-regex dataset-fashion-mnist fortunes
+            libopenmpi-dev openmpi-bin)
 dinoc_install_deps() {
     [ "${DINOC_SKIP_APT:-0}" = 1 ] && return 0
     local missing=() p

@@ -62,6 +62,12 @@ run_part "bad-input CLI tests" $BUILD/bad_inputs.log env DINOC=./$BUILD/dinoc ba
 run_part "eval CLI tests" $BUILD/cli_eval.log env DINOC=./$BUILD/dinoc PY=$PY bash tests/cli_eval_test.sh
 run_part "attn/report CLI tests" $BUILD/attn_report.log env DINOC=./$BUILD/dinoc PY=$PY bash tests/cli_attn_report_test.sh
 run_part "kill/resume tests" $BUILD/kill_resume.log env DINOC=./$BUILD/dinoc KILL_TMP=$BUILD/tmp bash tests/kill_resume.sh
+# data-parallel DINO on 2 ranks (build/dinoc-mpi shares every object but src/core/dist.c)
+if make -j"$JOBS" BUILD=$BUILD SAN="${SAN:-}" WERROR=1 mpi >&2; then
+    run_part "MPI tests" $BUILD/mpi.log env DINOC=./$BUILD/dinoc-mpi PY=$PY bash tests/mpi_test.sh
+else
+    echo "error: the MPI build failed" >&2; failed=$((failed + 1))
+fi
 # Hardening passes (skip with DINOC_SKIP_SAN=1 / DINOC_SKIP_TSAN=1 / DINOC_SKIP_FUZZ=1): the suite
 # under ASan + UBSan, the threaded tests under ThreadSanitizer, and a short libFuzzer smoke run of
 # every parser target.

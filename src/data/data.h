@@ -70,6 +70,11 @@ typedef struct {
     /* NULL: the image as float [C, H, W] scaled by 1/255 (item_floats must equal C*H*W). */
     dinoc_transform_fn transform;
     void    *transform_user;
+    /* Data parallelism: with shards > 1 this loader returns only part `shard` (0-based) of every
+     * global batch of `batch` items: items [m*shard/shards, m*(shard+1)/shards) of a batch of m, so
+     * the shards of all ranks together are exactly the 1-process batch. Positions, epochs and
+     * batches per epoch stay those of the global stream. 0 or 1: the whole batch. */
+    int      shard, shards;
 } dinoc_loader_config;
 
 /* Where the loader is: restoring it resumes the exact same stream of batches. */

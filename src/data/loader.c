@@ -186,9 +186,12 @@ static void open_batch(dinoc_loader *ld, loader_slot *s) {
     if (ld->cfg.shuffle && ld->perm_epoch != p.epoch) build_perm(ld, p.epoch);
     int64_t left = ld->n - p.index;
     int     m    = left < ld->cfg.batch ? (int)left : ld->cfg.batch;
-    for (int j = 0; j < m; j++)
-        s->items[j] = ld->cfg.shuffle ? ld->perm[p.index + j] : p.index + j;
-    s->n          = m;
+    /* this shard's contiguous part of the global batch (all of it without sharding) */
+    const int R = ld->cfg.shards > 1 ? ld->cfg.shards : 1, r = R > 1 ? ld->cfg.shard : 0;
+    const int lo = (int)((int64_t)m * r / R), hi = (int)((int64_t)m * (r + 1) / R);
+    for (int j = lo; j < hi; j++)
+        s->items[j - lo] = ld->cfg.shuffle ? ld->perm[p.index + j] : p.index + j;
+    s->n          = hi - lo;
     s->claimed    = 0;
     s->done       = 0;
     s->epoch      = p.epoch;
@@ -323,6 +326,8 @@ dinoc_status dinoc_loader_init(dinoc_loader **out, const dinoc_dataset *ds,
                           LOADER_PREFETCH_MAX);
     if (cfg->item_floats == 0)
         return dinoc_fail(DINOC_ERR_CONFIG, "loader: item_floats is 0");
+    if (cfg->shards < 0 || (cfg->shards > 1 && (cfg->shard < 0 || cfg->shard >= cfg->shards)))
+        return dinoc_fail(DINOC_ERR_CONFIG, "loader: shard %d of %d", cfg->shard, cfg->shards);
     int64_t n = ds->n;
     if (n < 1) return dinoc_fail(DINOC_ERR_CONFIG, "loader: the dataset is empty");
     if (cfg->drop_last && n < cfg->batch)

@@ -3,6 +3,8 @@
  * tests/test_dino.c checks a step against PyTorch (tests/py/gen_dino.py). */
 #include "dino.h"
 
+#include "../core/dist.h"
+
 #include <math.h>
 #include <string.h>
 #include <time.h>
@@ -129,7 +131,7 @@ void dinoc_dino_free(dinoc_dino *d) {
     dinoc_dino_head_acts_free(&d->sha), dinoc_dino_head_acts_free(&d->tha);
     dinoc_free(d->xg), dinoc_free(d->xl), dinoc_free(d->cls), dinoc_free(d->dcls);
     dinoc_free(d->s_logits), dinoc_free(d->t_logits), dinoc_free(d->dlogits), dinoc_free(d->t_probs);
-    dinoc_free(d->doutg), dinoc_free(d->doutl), dinoc_free(d->dpr), dinoc_free(d->row_loss);
+    dinoc_free(d->doutg), dinoc_free(d->doutl), dinoc_free(d->dpr), dinoc_free(d->row_loss), dinoc_free(d->red);
     memset(d, 0, sizeof *d);
 }
 
@@ -150,7 +152,11 @@ dinoc_status dinoc_dino_init(dinoc_dino *d, const dinoc_dino_config *cfg) {
     if (!(c->student_temp > 0) || !(c->teacher_temp > 0) || !(c->warmup_teacher_temp > 0))
         return dinoc_fail(DINOC_ERR_ARG, "temperatures must be > 0 (student %g, teacher %g, warmup %g)",
                           c->student_temp, c->teacher_temp, c->warmup_teacher_temp);
-    d->B = c->batch, d->nG = c->crops.n_global, d->nL = c->crops.n_local;
+    /* data parallel: each rank runs batch / world images of every global batch */
+    d->world = dinoc_dist_size();
+    if (c->batch % d->world)
+        return dinoc_fail(DINOC_ERR_ARG, "batch %d is not a multiple of the %d ranks", c->batch, d->world);
+    d->B = c->batch / d->world, d->nG = c->crops.n_global, d->nL = c->crops.n_local;
     d->G = c->crops.global_size, d->L = c->crops.local_size;
     dinoc_vit_config vc = backbone_config(c);
     if ((s = dinoc_model_init_random(&d->student, &vc, c->seed)) || (s = dinoc_vit_alloc(&d->teacher, &vc))) goto fail;
@@ -195,8 +201,9 @@ dinoc_status dinoc_dino_init(dinoc_dino *d, const dinoc_dino_config *cfg) {
     d->doutl    = dinoc_calloc((size_t)d->nL * B * Tl * D + 1, sizeof(float));
     d->dpr      = dinoc_calloc((size_t)c->depth, sizeof(float));
     d->row_loss = dinoc_calloc((size_t)(NS + NT), sizeof(double));
+    d->red      = dinoc_calloc(2 * (size_t)K + 2, sizeof(double));
     if (!d->xg || !d->xl || !d->cls || !d->dcls || !d->s_logits || !d->dlogits || !d->t_logits || !d->t_probs ||
-        !d->doutg || !d->doutl || !d->dpr || !d->row_loss)
+        !d->doutg || !d->doutl || !d->dpr || !d->row_loss || !d->red)
         goto nomem;
     /* DINO's stochastic depth: linspace(0, drop_path, depth) over the blocks */
     for (int l = 0; l < c->depth; l++) d->dpr[l] = c->depth > 1 ? (float)(c->drop_path * l / (c->depth - 1)) : 0;
@@ -215,11 +222,14 @@ static void take_cls(float *dst, const float *tokens, int N, int T, int D) {
     for (int n = 0; n < N; n++) memcpy(dst + (size_t)n * D, tokens + (size_t)n * T * D, sizeof(float) * D);
 }
 
-/* DINOLoss: teacher rows t [nG*B, K] (raw), student rows s [(nG+nL)*B, K]. Writes the teacher's
- * softmax into q and dL/ds into ds; returns the loss. Rows run in parallel; each row's sums are
- * in double, and the totals are summed in row order (thread-count independent). */
-static double dino_loss(float *q, float *ds, double *row_loss, const float *t, const float *sl, const float *center,
-                        int nG, int nS, int B, int K, double tau_t, double tau_s, dinoc_dino_stats *st) {
+/* DINOLoss on this rank's rows: teacher rows t [nG*B, K] (raw), student rows s [(nG+nL)*B, K], of
+ * a global batch of Bg = B x ranks images. Writes the teacher's softmax into q and dL/ds of the
+ * global mean loss into ds, and into red the column sums of q and of t and the teacher entropy
+ * sum (summed over ranks by the caller); returns this rank's share of the loss. Rows run in
+ * parallel; each row's sums are in double, and totals are summed in row order (independent of the
+ * thread count). */
+static double dino_loss(float *q, float *ds, double *row_loss, double *red, const float *t, const float *sl,
+                        const float *center, int nG, int nS, int B, int Bg, int K, double tau_t, double tau_s) {
     const float ft = (float)tau_t, fs = (float)tau_s;
     const int   NT = nG * B, NS = nS * B;
 #pragma omp parallel for schedule(static)
@@ -238,18 +248,15 @@ static double dino_loss(float *q, float *ds, double *row_loss, const float *t, c
     }
     double ent = 0;
     for (int r = 0; r < NT; r++) ent += row_loss[r];
-    st->teacher_entropy = ent / NT;
-    double be = 0;
-#pragma omp parallel for schedule(static) reduction(+ : be)
+    red[2 * K + 1] = ent;
+#pragma omp parallel for schedule(static)
     for (int k = 0; k < K; k++) {
-        double p = 0;
-        for (int r = 0; r < NT; r++) p += q[(size_t)r * K + k];
-        p /= NT;
-        if (p > 0) be -= p * log(p);
+        double p = 0, l = 0;
+        for (int r = 0; r < NT; r++) p += q[(size_t)r * K + k], l += t[(size_t)r * K + k];
+        red[k] = p, red[K + k] = l;
     }
-    st->batch_entropy = be;
     const int    n_terms = nG * nS - nG; /* pairs (i, v) with v != i */
-    const double scale   = 1.0 / ((double)B * n_terms);
+    const double scale   = 1.0 / ((double)Bg * n_terms);
 #pragma omp parallel for schedule(static)
     for (int row = 0; row < NS; row++) {
         const int    v = row / B, b = row % B;
@@ -320,8 +327,18 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
     }
     t1 = now_s(), st->t_student = t1 - t0, t0 = t1;
     dinoc_dino_head_forward(&d->sha, d->shead, d->cls, nS * B, d->s_logits);
-    st->loss = dino_loss(d->t_probs, d->dlogits, d->row_loss, d->t_logits, d->s_logits, d->center, nG, nS, B, K, sc->teacher_temp,
-                         c->student_temp, st);
+    /* the loss and the teacher's statistics of the global batch: this rank's sums, summed over ranks */
+    const int NTg = nG * B * d->world;
+    d->red[2 * K] = dino_loss(d->t_probs, d->dlogits, d->row_loss, d->red, d->t_logits, d->s_logits, d->center, nG, nS,
+                              B, B * d->world, K, sc->teacher_temp, c->student_temp);
+    if ((s = dinoc_dist_sum_f64(d->red, 2 * (size_t)K + 2))) return s;
+    st->loss            = d->red[2 * K];
+    st->teacher_entropy = d->red[2 * K + 1] / NTg;
+    st->batch_entropy   = 0;
+    for (int k = 0; k < K; k++) {
+        const double p = d->red[k] / NTg;
+        if (p > 0) st->batch_entropy -= p * log(p);
+    }
     if (!isfinite(st->loss)) return dinoc_fail(DINOC_ERR_NUMERIC, "DINO loss is %g", st->loss);
     t1 = now_s(), st->t_loss = t1 - t0, t0 = t1;
     /* backward: head, then the two backbone passes */
@@ -336,6 +353,8 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
             memcpy(d->doutl + (size_t)r * Tl * D, d->dcls + ((size_t)nG * B + r) * D, sizeof(float) * D);
         if ((s = dinoc_vit_backward(d->student, d->tsl, d->doutl, d->g))) return s;
     }
+    /* data parallel: the global batch's gradient is the sum of the ranks' (each scaled by 1/Bg) */
+    if ((s = dinoc_dist_sum_f32(d->g, d->student->n_params)) || (s = dinoc_dist_sum_f32(d->ghead, d->hl.n))) return s;
     t1 = now_s(), st->t_backward = t1 - t0, t0 = t1;
     /* global norm for the log (frozen weight_g excluded: torch has no grad for it) */
     const size_t lo = d->hl.last_off;
@@ -361,14 +380,12 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
     for (int64_t i = 0; i < np; i++) tp[i] = tp[i] * mf + omf * sp[i];
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < nh; i++) d->thead[i] = d->thead[i] * mf + omf * d->shead[i];
-    /* center <- cm center + (1 - cm) mean over the teacher rows */
+    /* center <- cm center + (1 - cm) mean over the global batch's teacher rows */
     const float cm = (float)c->center_momentum, ocm = (float)(1.0 - c->center_momentum);
     double      cn = 0;
 #pragma omp parallel for schedule(static) reduction(+ : cn)
     for (int k = 0; k < K; k++) {
-        double sum = 0;
-        for (int r = 0; r < nG * B; r++) sum += d->t_logits[(size_t)r * K + k];
-        const float bc = (float)(sum / (nG * B));
+        const float bc = (float)(d->red[K + k] / NTg);
         d->center[k]   = d->center[k] * cm + bc * ocm;
         cn += (double)d->center[k] * d->center[k];
     }

@@ -101,6 +101,9 @@ typedef struct {
     float                 *xg, *xl;           /* crops regrouped crop-major */
     float                 *cls, *dcls, *s_logits, *t_logits, *dlogits, *t_probs, *doutg, *doutl, *dpr;
     double                *row_loss;          /* per-row sums of the loss (fixed-order reduction) */
+    double                *red;               /* [2K + 2] summed over ranks: teacher prob and logit
+                                               * column sums, loss, entropy sum (see dist.h) */
+    int                    world;             /* ranks sharing each batch (B = batch / world) */
     dinoc_rng              rng;
 } dinoc_dino;
 

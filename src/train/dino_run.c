@@ -13,6 +13,7 @@
  * The run folder also holds the TEACHER backbone as a Hugging Face ViT (config.json,
  * model.safetensors, preprocessor_config.json): what DINO evaluates and what `dinoc eval` loads. */
 #include "dino.h"
+#include "../core/dist.h"
 
 #include "../eval/eval.h"
 #include "supervised.h"
@@ -134,7 +135,9 @@ typedef struct {
     char          *keep[2];
 } run;
 
+/* Rank 0 writes (atomically); the others hold the same state and write nothing. */
 static dinoc_status save_checkpoint(run *r) {
+    if (dinoc_dist_rank() != 0) return DINOC_OK;
     dinoc_dino *d = &r->d;
     const char *out = d->cfg.out;
     dinoc_status s  = dinoc_mkdir(out);
@@ -254,16 +257,20 @@ static dinoc_status run_init(run *r, const dinoc_dino_config *cfg) {
     dinoc_train_preprocess(&r->d.teacher->pp, c.data, c.image, c.channels);
     r->d.student->pp = r->d.teacher->pp;
     if (st && (s = load_checkpoint(r, st, ck, &pos))) goto done;
+    /* every rank starts from rank 0's generator (the checkpoint holds rank 0's); the others then
+     * move to streams of their own, so their drop-path masks differ from rank 0's */
+    if (dinoc_dist_rank() > 0) dinoc_rng_seed(&r->d.rng, dinoc_rng_u64(&r->d.rng) ^ (0x9e3779b97f4a7c15ull * (uint64_t)dinoc_dist_rank()));
     if ((s = dinoc_train_open_data(&r->train, c.data, c.data_dir, 1))) goto done;
+    /* data parallel: this rank transforms only its part of each global batch (dist.h) */
     dinoc_loader_config lc = {c.batch, 1, 1, c.seed, c.workers, 2, dinoc_multicrop_floats(&r->d.cfg.crops),
-                              dinoc_multicrop_transform, &r->d.cfg.crops};
+                              dinoc_multicrop_transform, &r->d.cfg.crops, dinoc_dist_rank(), dinoc_dist_size()};
     if ((s = dinoc_loader_init(&r->ld, r->train, &lc, pos))) goto done;
     if (dinoc_loader_batches_per_epoch(r->ld) < 1) {
         s = dinoc_fail(DINOC_ERR_ARG, "%s: %lld images give no full batch of %d", c.data,
                        (long long)dinoc_dataset_size(r->train), c.batch);
         goto done;
     }
-    if (c.knn_every_epoch && dinoc_dataset_num_classes(r->train) >= 2) {
+    if (c.knn_every_epoch && dinoc_dist_rank() == 0 && dinoc_dataset_num_classes(r->train) >= 2) {
         /* the monitor needs labelled train and test splits; without them it is off */
         if (dinoc_train_open_data(&r->mon_train, c.data, c.data_dir, 1) == DINOC_OK &&
             dinoc_train_open_data(&r->mon_test, c.data, c.data_dir, 0) == DINOC_OK &&
@@ -327,6 +334,16 @@ static int64_t fit_steps(double left, double per_step, double end_s, int64_t don
     return n > done ? n : done + 1;
 }
 
+/* Sets the run's length to rank 0's fit: every rank calls it at the same step, and all must agree
+ * (timings differ between ranks). */
+static dinoc_status set_length(dinoc_dino *d, int64_t fit, int64_t *total, int64_t *stop) {
+    dinoc_status s = dinoc_dist_bcast_i64(&fit, 1, 0);
+    if (s) return s;
+    d->cfg.sched_steps = (int)fit, *total = fit;
+    *stop = d->cfg.max_steps > 0 && d->cfg.max_steps < fit ? d->cfg.max_steps : fit;
+    return DINOC_OK;
+}
+
 dinoc_status dinoc_dino_train(const dinoc_dino_config *cfg, dinoc_dino_result *res) {
     run          r;
     double       t0 = now_s();
@@ -338,15 +355,18 @@ dinoc_status dinoc_dino_train(const dinoc_dino_config *cfg, dinoc_dino_result *r
     if (s) goto done;
     dinoc_dino              *d = &r.d;
     const dinoc_dino_config *c = &d->cfg;
-    if ((s = dinoc_mkdir(c->out))) goto done;
-    if (!(log_path = dinoc_path_join(c->out, "log.jsonl"))) {
-        s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    if (cfg->resume) dinoc_train_truncate_log(log_path, r.step);
-    if (!(jl = fopen(log_path, cfg->resume ? "a" : "w"))) {
-        s = dinoc_fail(DINOC_ERR_IO, "%s: cannot write", log_path);
-        goto done;
+    const int lead = dinoc_dist_rank() == 0; /* rank 0 logs and writes; see dist.h */
+    if (lead) {
+        if ((s = dinoc_mkdir(c->out))) goto done;
+        if (!(log_path = dinoc_path_join(c->out, "log.jsonl"))) {
+            s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        if (cfg->resume) dinoc_train_truncate_log(log_path, r.step);
+        if (!(jl = fopen(log_path, cfg->resume ? "a" : "w"))) {
+            s = dinoc_fail(DINOC_ERR_IO, "%s: cannot write", log_path);
+            goto done;
+        }
     }
     const int64_t ipe   = dinoc_loader_batches_per_epoch(r.ld);
     const int64_t most  = (int64_t)c->epochs * ipe;
@@ -385,42 +405,42 @@ dinoc_status dinoc_dino_train(const dinoc_dino_config *cfg, dinoc_dino_result *r
         if (fitting && !epoch_end && r.step < stop && (r.step == CALIB || (r.step > CALIB && r.step - fit_n >= REFIT))) {
             const double  per_step = (now_s() - fit_t) / (double)(r.step - fit_n);
             const int64_t fit      = fit_steps(c->time_budget - (now_s() - t0), per_step, epoch_end_s, r.step, ipe, most);
-            if (r.step == CALIB)
+            if (r.step == CALIB && lead)
                 dinoc_log(DINOC_LOG_INFO, "time budget %.0f s: %.3f s per step, %.0f s per epoch end: %lld steps "
                           "(%.2f epochs; at most %d)", c->time_budget, per_step, epoch_end_s, (long long)fit,
                           (double)fit / ipe, c->epochs);
-            d->cfg.sched_steps = (int)fit, total = fit;
-            stop = c->max_steps > 0 && c->max_steps < total ? c->max_steps : total;
+            if ((s = set_length(d, fit, &total, &stop))) break;
             fit_t = now_s(), fit_n = r.step;
         }
         const double tn = now_s(), img_s = c->batch / fmax(tn - tstep, 1e-9);
         const int    ep = (int)((r.step - 1) / ipe);
         tstep           = tn;
-        fprintf(jl,
+        if (jl)
+            fprintf(jl,
                 "{\"step\":%lld,\"epoch\":%d,\"loss\":%.6f,\"lr\":%.6g,\"wd\":%.6g,\"momentum\":%.8g,\"teacher_temp\":%.5g,"
                 "\"grad_norm\":%.6g,\"teacher_entropy\":%.5f,\"batch_entropy\":%.5f,\"center_norm\":%.5g,\"feat_std\":%.5g,"
                 "\"img_s\":%.1f}\n",
                 (long long)r.step, ep, stt.loss, sc.lr, sc.wd, sc.momentum, sc.teacher_temp, stt.grad_norm,
                 stt.teacher_entropy, stt.batch_entropy, stt.center_norm, stt.feat_std, img_s);
-        if (c->progress) c->progress(c->progress_user, r.step, stop, ep, stt.loss, img_s);
+        if (c->progress && lead) c->progress(c->progress_user, r.step, stop, ep, stt.loss, img_s);
         if (c->ckpt_every > 0 && r.step % c->ckpt_every == 0) {
-            fflush(jl);
+            if (jl) fflush(jl);
             if ((s = save_checkpoint(&r))) break;
         }
         if (epoch_end || r.step == stop) {
             /* collapse watch: DINO collapses either to one dimension (the batch-mean teacher
              * distribution is one-hot: batch entropy ~ 0) or to uniform outputs (loss ~ ln K) */
             const double mean_loss = epoch_loss / fmax(1, (double)epoch_steps);
-            if (ep >= c->warmup_epochs && fabs(mean_loss - lnK) < 0.02 * lnK)
+            if (lead && ep >= c->warmup_epochs && fabs(mean_loss - lnK) < 0.02 * lnK)
                 dinoc_log(DINOC_LOG_WARN, "epoch %d: loss %.4f sits at ln K = %.4f: the outputs look collapsed to "
                           "uniform (try a lower teacher temperature or a larger batch)", ep, mean_loss, lnK);
-            if (ep >= c->warmup_epochs && stt.batch_entropy < 0.1 * lnK)
+            if (lead && ep >= c->warmup_epochs && stt.batch_entropy < 0.1 * lnK)
                 dinoc_log(DINOC_LOG_WARN, "epoch %d: the teacher uses few of its %d outputs (batch entropy %.3f nats): "
                           "collapse to one dimension (raise the center momentum's effect or the teacher temperature)",
                           ep, c->out_dim, stt.batch_entropy);
             epoch_loss = 0, epoch_steps = 0;
             const double t_end = now_s();
-            fflush(jl);
+            if (jl) fflush(jl);
             if ((s = save_checkpoint(&r))) break;
             if (r.mon_train) {
                 double t1, t5;
@@ -438,22 +458,22 @@ dinoc_status dinoc_dino_train(const dinoc_dino_config *cfg, dinoc_dino_result *r
                 const double  per_step = (t_end - fit_t) / (double)(r.step - fit_n > 0 ? r.step - fit_n : 1);
                 epoch_end_s = tstep - t_end;
                 const int64_t fit = fit_steps(c->time_budget - (tstep - t0), per_step, epoch_end_s, r.step, ipe, most);
-                dinoc_log(DINOC_LOG_INFO, "time budget: %.0f s left, %.3f s per step, %.1f s per epoch end: %lld steps "
-                          "(%.2f epochs)", c->time_budget - (tstep - t0), per_step, epoch_end_s, (long long)fit,
-                          (double)fit / ipe);
-                d->cfg.sched_steps = (int)fit, total = fit;
-                stop = c->max_steps > 0 && c->max_steps < total ? c->max_steps : total;
+                if (lead)
+                    dinoc_log(DINOC_LOG_INFO, "time budget: %.0f s left, %.3f s per step, %.1f s per epoch end: %lld "
+                              "steps (%.2f epochs)", c->time_budget - (tstep - t0), per_step, epoch_end_s,
+                              (long long)fit, (double)fit / ipe);
+                if ((s = set_length(d, fit, &total, &stop))) break;
                 fit_t = tstep, fit_n = r.step;
             }
         }
     }
     if (s) goto done;
-    fflush(jl);
+    if (jl) fflush(jl);
     if ((s = save_checkpoint(&r))) goto done;
     res->steps      = r.step;
     res->final_loss = stt.loss;
     res->seconds    = now_s() - t0;
-    {
+    if (lead) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "steps", (double)r.step);
         cJSON_AddNumberToObject(o, "final_loss", stt.loss);

@@ -397,7 +397,7 @@ static dinoc_status run_init(run *r, const dinoc_sup_config *cfg, char **keep) {
     }
     fill_xform(&r->xf, c, 1);
     dinoc_loader_config lc = {c->batch, 1, 1, c->seed, c->workers, 2,
-                              (size_t)c->channels * c->image * c->image, transform, &r->xf};
+                              (size_t)c->channels * c->image * c->image, transform, &r->xf, 0, 0};
     if ((s = dinoc_loader_init(&r->ld, r->train, &lc, pos))) goto done;
     if ((s = dinoc_train_state_init(&r->ts, r->m, c->batch, c->image, c->image))) goto done;
     int T, B = c->batch, D = r->D, K = r->K;
