@@ -2,14 +2,18 @@
  *   dinoc eval knn    -m MODEL   weighted k-NN on frozen features (DINO's protocol)
  *   dinoc eval linear -m MODEL   linear probe on frozen features, lr chosen on held-out train rows
  *   dinoc eval classify -m RUN   accuracy of a classifier trained by `dinoc train supervised`
+ *   dinoc eval segment -m MODEL  linear per-patch segmentation probe (mIoU; --data shapes:DIR or
+ *                                fashion-mnist; src/eval/segment.c, tests/cli_dense_test.sh)
  * MODEL is anything dinoc_model_load accepts (a Hugging Face folder, a run folder). Data:
  * fashion-mnist (train split = bank / training rows, test split = evaluation) or a folder DIR with
  * DIR/train and DIR/test class subfolders. Results on stdout (--json: one object), progress on
  * stderr. Exit codes: 0 ok, 1 runtime error, 2 usage error. Tested by tests/cli_eval_test.sh. */
 #include "cli.h"
+#include "../src/eval/dense.h"
 #include "../src/eval/eval.h"
 #include "../src/train/supervised.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -342,15 +346,191 @@ static int eval_linear(int argc, char **argv) {
     return 0;
 }
 
+/* ---- eval segment --------------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *data, *data_dir;
+    int         quiet;
+} seg_opts;
+
+/* "shapes:DIR" or "fashion-mnist". */
+static dinoc_status seg_open(dinoc_segset **set, const seg_opts *o, int train) {
+    if (strcmp(o->data, "fashion-mnist") == 0) return dinoc_segset_open_fashion(set, o->data_dir, train);
+    if (strncmp(o->data, "shapes:", 7) == 0) return dinoc_segset_open_shapes(set, o->data + 7, train);
+    return dinoc_fail(DINOC_ERR_ARG, "--data %s: use shapes:DIR or fashion-mnist", o->data);
+}
+
+static dinoc_status seg_features(const dinoc_model *m, const dinoc_segset *set, dinoc_seg_spec spec, int64_t limit,
+                                 int keep, const char *label, int quiet, dinoc_seg_features *f) {
+    cli_progress p;
+    cli_progress_start(&p, label);
+    return dinoc_seg_extract(m, set, spec, limit, keep, f, quiet ? NULL : on_progress, &p);
+}
+
+/* The confusion matrix of the head's pixel predictions over every test image. */
+static dinoc_status seg_score(const dinoc_seg_head *h, const dinoc_seg_features *te, int64_t *conf) {
+    size_t need = 0;
+    for (int64_t i = 0; i < te->n; i++) {
+        size_t k = dinoc_seg_predict_scratch_floats(h, te->gh, te->gw, te->mask_w[i], te->mask_h[i]);
+        need     = k > need ? k : need;
+    }
+    float   *scratch = malloc(sizeof(float) * need);
+    uint8_t *pred    = malloc((size_t)need); /* >= W * H */
+    if (!scratch || !pred) {
+        free(scratch), free(pred);
+        return dinoc_fail(DINOC_ERR_NOMEM, "out of memory for the predictions");
+    }
+    const int Np = te->gh * te->gw;
+    for (int64_t i = 0; i < te->n; i++) {
+        const int W = te->mask_w[i], H = te->mask_h[i];
+        dinoc_seg_predict(h, te->feats + (size_t)i * Np * te->dim, te->gh, te->gw, W, H, pred, scratch);
+        dinoc_seg_confusion_add(conf, te->masks + te->mask_off[i], pred, (size_t)W * H, h->K);
+    }
+    free(scratch), free(pred);
+    return DINOC_OK;
+}
+
+static void seg_print_json(const dinoc_segset *set, const dinoc_seg_head *h, const dinoc_seg_config *c,
+                           const dinoc_seg_spec *spec, const dinoc_seg_features *tr, const dinoc_seg_features *te,
+                           const double *iou, double miou, double acc, double feat_s, double probe_s, double total_s) {
+    cJSON *o = cJSON_CreateObject(), *io = cJSON_CreateObject(), *val = cJSON_CreateArray();
+    cJSON_AddNumberToObject(o, "miou", miou);
+    cJSON_AddNumberToObject(o, "pixel_acc", acc);
+    for (int k = 0; k < h->K; k++) /* null: the class neither occurs nor is predicted */
+        cJSON_AddItemToObject(io, dinoc_segset_class_name(set, k), isnan(iou[k]) ? cJSON_CreateNull() : cJSON_CreateNumber(iou[k]));
+    cJSON_AddItemToObject(o, "iou", io);
+    cJSON_AddNumberToObject(o, "best_lr", h->lr);
+    cJSON_AddNumberToObject(o, "val_patch_acc", h->val_acc);
+    for (int j = 0; j < c->n_lrs; j++) {
+        cJSON *v = cJSON_CreateObject();
+        cJSON_AddNumberToObject(v, "lr", c->lrs[j]);
+        cJSON_AddNumberToObject(v, "patch_acc", h->val_by_lr[j]);
+        cJSON_AddItemToArray(val, v);
+    }
+    cJSON_AddItemToObject(o, "val", val);
+    const double nums[] = {c->epochs, c->batch, spec->n_last_blocks, spec->size, tr->gh, tr->gw, (double)tr->n,
+                           (double)te->n, tr->dim, h->K, feat_s, probe_s, total_s};
+    const char *keys[] = {"epochs", "batch", "n_last_blocks", "size", "grid_h", "grid_w", "n_train", "n_test", "dim",
+                          "classes", "features_seconds", "probe_seconds", "seconds"};
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) cJSON_AddNumberToObject(o, keys[i], nums[i]);
+    char *txt = cJSON_PrintUnformatted(o);
+    if (txt) printf("%s\n", txt);
+    free(txt);
+    cJSON_Delete(o);
+}
+
+static int eval_segment(int argc, char **argv) {
+    dinoc_seg_config c = dinoc_seg_default();
+    seg_opts         o = {.data = "fashion-mnist"};
+    dinoc_seg_spec   spec = {1, 0, 64};
+    const char      *model = NULL, *lrlist = NULL;
+    float            val_fraction = (float)c.val_fraction;
+    int              json = 0, threads = 0, seed = 0, limit_train = 2000, limit_test = 500;
+    const opt_spec opts[] = {
+        {"model", 'm', OPT_STR, &model, "model folder (Hugging Face layout, or a training run)"},
+        {"data", 'd', OPT_STR, &o.data, "shapes:DIR (classes.txt, {train,test}/{images,masks}) or fashion-mnist "
+                                        "(masks: pixel > 0.25*255 -> class + 1)"},
+        {"data-dir", 0, OPT_STR, &o.data_dir, "Fashion-MNIST IDX folder (default: Debian's)"},
+        {"size", 's', OPT_INT, &spec.size, "images resized to S x S (0: the model's image size, down to a multiple of the patch)"},
+        {"n-last-blocks", 0, OPT_INT, &spec.n_last_blocks, "features: patch tokens of the last n blocks (normed), concatenated"},
+        {"epochs", 'e', OPT_INT, &c.epochs, "epochs of SGD over the training patches"},
+        {"lrs", 0, OPT_STR, &lrlist, "learning rates to try, before the batch/256 scaling (default 0.03,0.1,0.3,1,3)"},
+        {"batch", 'b', OPT_INT, &c.batch, "patches per SGD step"},
+        {"val-fraction", 0, OPT_FLOAT, &val_fraction, "training images held out to choose the lr"},
+        {"seed", 0, OPT_INT, &seed, "seed of the init and the order"},
+        {"feature-batch", 0, OPT_INT, &spec.batch, "images per forward"},
+        {"limit-train", 0, OPT_INT, &limit_train, "use only the first N train images (0: all; every image gives a row per patch)"},
+        {"limit-test", 0, OPT_INT, &limit_test, "use only the first N test images (0: all)"},
+        {"threads", 't', OPT_INT, &threads, "threads (0: all cores)"},
+        {"quiet", 'q', OPT_FLAG, &o.quiet, "no progress on stderr"},
+        {"json", 0, OPT_FLAG, &json, "print one JSON object of metrics on stdout"},
+        {NULL, 0, 0, NULL, NULL},
+    };
+    const char *use = "usage: dinoc eval segment --model MODEL [--data shapes:DIR|fashion-mnist] [options]";
+    char      **pos = calloc((size_t)argc + 1, sizeof(char *));
+    int         npos = 0, rc = cli_parse(argc, argv, opts, use, pos, &npos);
+    free(pos);
+    if (rc) return rc == 1 ? 0 : 2;
+    double lrs[MAX_LIST];
+    if (lrlist && (c.n_lrs = parse_doubles(lrlist, lrs, MAX_LIST)) < 1) {
+        fprintf(stderr, "error: bad --lrs '%s' (positive numbers, comma separated, at most %d)\n", lrlist, MAX_LIST);
+        return 2;
+    }
+    if (lrlist) c.lrs = lrs;
+    if (!model || npos || c.epochs < 1 || c.batch < 1 || spec.batch < 1 || spec.n_last_blocks < 1 || spec.size < 0 ||
+        limit_train < 0 || limit_test < 0 || seed < 0 || !(val_fraction > 0 && val_fraction < 1)) {
+        fprintf(stderr, "error: eval segment needs --model MODEL and no positional arguments; --epochs, --batch, "
+                        "--feature-batch, --n-last-blocks >= 1; --size, --limit-*, --seed >= 0; --val-fraction in (0, 1)\n%s\n", use);
+        return 2;
+    }
+    c.val_fraction = val_fraction, c.seed = (uint64_t)seed;
+    cli_log_to_stderr(0);
+    dinoc_set_threads(threads);
+    double             t0 = cli_now(), t1 = 0, t2 = 0;
+    dinoc_model       *m  = NULL;
+    dinoc_segset      *tr = NULL, *te = NULL;
+    dinoc_seg_features ftr = {0}, fte = {0};
+    dinoc_seg_head     h = {0};
+    int64_t           *conf = NULL;
+    dinoc_status       s;
+    if ((s = dinoc_model_load(&m, model, NULL)) || (s = seg_open(&tr, &o, 1)) || (s = seg_open(&te, &o, 0))) goto done;
+    const dinoc_vit_config *cfg = dinoc_model_config(m);
+    const int               K   = dinoc_segset_num_classes(tr);
+    if (!spec.size) spec.size = cfg->image_size - cfg->image_size % cfg->patch;
+    for (int k = 0; k < K; k++)
+        if (dinoc_segset_num_classes(te) != K || strcmp(dinoc_segset_class_name(tr, k), dinoc_segset_class_name(te, k))) {
+            s = dinoc_fail(DINOC_ERR_ARG, "%s: the train and test splits have different classes", o.data);
+            goto done;
+        }
+    if ((s = seg_features(m, tr, spec, limit_train, 0, "train features", o.quiet, &ftr)) ||
+        (s = seg_features(m, te, spec, limit_test, 1, "test features", o.quiet, &fte)))
+        goto done;
+    t1 = cli_now();
+    const int Np = ftr.gh * ftr.gw;
+    if ((s = dinoc_seg_head_fit(&h, ftr.feats, ftr.labels, ftr.n * Np, Np, ftr.dim, K, &c))) goto done;
+    if (!(conf = calloc((size_t)K * K, sizeof(int64_t)))) {
+        s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((s = seg_score(&h, &fte, conf))) goto done;
+    t2 = cli_now();
+    double iou[256], miou, acc;
+    dinoc_seg_scores(conf, K, iou, &miou, &acc);
+    if (json) {
+        seg_print_json(tr, &h, &c, &spec, &ftr, &fte, iou, miou, acc, t1 - t0, t2 - t1, cli_now() - t0);
+    } else {
+        printf("segmentation probe on %s: %lld train, %lld test images, %d classes, %d x %d input, %d x %d patches, "
+               "features %d wide (patch tokens of the last %d block%s)\n", o.data, (long long)ftr.n, (long long)fte.n, K,
+               spec.size, spec.size, ftr.gw, ftr.gh, ftr.dim, spec.n_last_blocks, spec.n_last_blocks > 1 ? "s" : "");
+        for (int j = 0; j < c.n_lrs; j++)
+            printf("lr %-8g (x %g): held-out patch accuracy %6.2f%%%s\n", c.lrs[j], c.batch / 256.0,
+                   100 * h.val_by_lr[j], c.lrs[j] == h.lr ? "  <- chosen" : "");
+        for (int k = 0; k < K; k++)
+            if (isnan(iou[k])) printf("  %-20s IoU      - (absent)\n", dinoc_segset_class_name(tr, k));
+            else printf("  %-20s IoU %6.2f%%\n", dinoc_segset_class_name(tr, k), 100 * iou[k]);
+        printf("test: mIoU %.2f%%  pixel accuracy %.2f%%\n", 100 * miou, 100 * acc);
+        printf("features %.1f s, probe %.1f s (%d epochs)\n", t1 - t0, t2 - t1, c.epochs);
+    }
+done:
+    free(conf);
+    dinoc_seg_head_free(&h);
+    dinoc_seg_features_free(&ftr), dinoc_seg_features_free(&fte);
+    dinoc_segset_free(tr), dinoc_segset_free(te);
+    dinoc_model_free(m);
+    return s ? cli_fail("eval segment", s) : 0;
+}
+
 int cmd_eval(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "knn") == 0) return eval_knn(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "linear") == 0) return eval_linear(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "classify") == 0) return eval_classify(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "segment") == 0) return eval_segment(argc - 1, argv + 1);
     FILE *f = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? stdout : stderr;
-    fprintf(f, "usage: dinoc eval <knn|linear|classify> --model MODEL [options]\n"
+    fprintf(f, "usage: dinoc eval <knn|linear|classify|segment> --model MODEL [options]\n"
                "  knn       weighted k-NN on frozen features (DINO's protocol)\n"
                "  linear    linear probe on frozen features (lr chosen on held-out train rows)\n"
                "  classify  accuracy of a run of `dinoc train supervised`\n"
+               "  segment   linear per-patch segmentation probe on frozen patch features (mIoU)\n"
                "'dinoc eval <command> --help' lists the options.\n");
     return f == stdout ? 0 : 2;
 }

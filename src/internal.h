@@ -108,6 +108,18 @@ void dinoc_swiglu_forward(float *out, const float *inp, int N, int F);
 void   dinoc_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH,
                                float *scratch, int nthreads);
 size_t dinoc_attention_scratch_floats(int T, int HS);
+/* Attention masks of the text encoders: query t of sample b attends to key u iff
+ * (!causal || u <= t) && (!key_len || u < key_len[b]); key_len[b] in [1, T] (the caller checks).
+ * causal: CLIP's text tower; key_len: BERT's padding (keys past a sequence's length). */
+typedef struct {
+    int            causal;
+    const int32_t *key_len; /* [B] or NULL */
+} dinoc_attn_mask;
+/* dinoc_attention_forward under a mask (NULL: none). Masked probabilities in att are exactly 0, so
+ * dinoc_attention_backward (which reads att) needs no mask and gives masked keys no gradient. */
+void dinoc_attention_forward_masked(float *out, float *att, const float *qkv,
+                                    const dinoc_attn_mask *mask, int B, int T, int D, int NH,
+                                    float *scratch, int nthreads);
 
 /* Bicubic resize of a [C, in_h, in_w] grid to [C, out_h, out_w] exactly as PyTorch's CPU
  * torch.nn.functional.interpolate(mode="bicubic", align_corners=False, antialias=...) does:
@@ -206,6 +218,9 @@ void dinoc_layernorm_backward_ref(float *dinp, float *dw, float *db, const float
 #define DINOC_ATTN_BWD_DIRECT_T 512
 void dinoc_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int D,
                                  int NH, float *scratch, int nthreads);
+void dinoc_attention_forward_ref_masked(float *out, float *att, const float *qkv,
+                                        const dinoc_attn_mask *mask, int B, int T, int D, int NH,
+                                        float *scratch, int nthreads);
 void dinoc_attention_backward_ref(float *dqkv, const float *dout, const float *qkv,
                                   const float *att, int B, int T, int D, int NH, float *scratch,
                                   int nthreads);

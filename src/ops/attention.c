@@ -5,6 +5,12 @@
  * out [B, T, D]: heads concatenated. Scores are scaled by HS^-1/2 and softmaxed in float with the
  * row maximum subtracted.
  *
+ * Masks (text encoders): query t of sample b sees key u iff (!causal || u <= t) and u < key_len[b]
+ * (CLIP's causal tower; BERT's key padding). Only the forward takes the mask: a masked key's
+ * probability is written as exactly 0 (never exp(-huge)), so the backward, which reads the saved
+ * probabilities, gives masked entries dS = P * (...) = 0 and dV += 0 * dO: no mask is needed
+ * there, and tests/test_text.c checks it by finite differences.
+ *
  * Two implementations, chosen by T:
  *   direct kernels, for T <= DINOC_ATTN_FWD_DIRECT_T (128) forward and DINOC_ATTN_BWD_DIRECT_T
  *     (512) backward: one (b, h) pair at a time per thread, pairs in parallel, no BLAS call (at
@@ -77,21 +83,27 @@ static inline float exp_neg(float xin) {
 #define DINOC_SOFTMAX_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
 
-/* Softmax of each row of s [T, T] (scaled scores) in place, rows in parallel. */
+/* Keys visible to query t: [0, key_limit) (see the mask rule at the top; kv >= 1). */
+static inline int key_limit(int t, int causal, int kv) { return causal && t + 1 < kv ? t + 1 : kv; }
+
+/* Softmax of each row of s [T, T] (scaled scores) in place, rows in parallel; row t runs over its
+ * visible keys only and the masked tail is set to exactly 0. */
 DINOC_SOFTMAX_CLONES
-static void softmax_rows(float *s, int T, int nthreads) {
+static void softmax_rows(float *s, int T, int causal, int kv, int nthreads) {
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int t = 0; t < T; t++) {
-        float *r  = s + (size_t)t * T;
-        float  mx = -INFINITY;
-        for (int u = 0; u < T; u++) mx = r[u] > mx ? r[u] : mx;
-        for (int u = 0; u < T; u++) r[u] = exp_neg(r[u] - mx);
+        float    *r  = s + (size_t)t * T;
+        const int n  = key_limit(t, causal, kv);
+        float     mx = -INFINITY;
+        for (int u = 0; u < n; u++) mx = r[u] > mx ? r[u] : mx;
+        for (int u = 0; u < n; u++) r[u] = exp_neg(r[u] - mx);
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int u = 0; u < T; u++) sum += r[u];
+        for (int u = 0; u < n; u++) sum += r[u];
         const float inv = 1.0f / sum;
 #pragma omp simd
-        for (int u = 0; u < T; u++) r[u] *= inv;
+        for (int u = 0; u < n; u++) r[u] *= inv;
+        for (int u = n; u < T; u++) r[u] = 0.0f;
     }
 }
 
@@ -101,6 +113,13 @@ static void softmax_rows(float *s, int T, int nthreads) {
  * probabilities are kept), so memory stays O(T^2) for one head, not for the batch. */
 void dinoc_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int D,
                                  int NH, float *scratch, int nthreads) {
+    dinoc_attention_forward_ref_masked(out, att, qkv, NULL, B, T, D, NH, scratch, nthreads);
+}
+
+void dinoc_attention_forward_ref_masked(float *out, float *att, const float *qkv,
+                                        const dinoc_attn_mask *mask, int B, int T, int D, int NH,
+                                        float *scratch, int nthreads) {
+    const int causal = mask && mask->causal;
     const int    HS    = D / NH;
     const float  scale = 1.0f / sqrtf((float)HS);
     const size_t ld    = (size_t)3 * D; /* row stride of qkv */
@@ -109,7 +128,7 @@ void dinoc_attention_forward_ref(float *out, float *att, const float *qkv, int B
         for (int h = 0; h < NH; h++) {
             float *s = att ? att + ((size_t)b * NH + h) * T * T : scratch;
             dinoc_gemm(0, 1, T, T, HS, scale, base + h * HS, (int)ld, base + D + h * HS, (int)ld, 0.0f, s, T);
-            softmax_rows(s, T, nthreads);
+            softmax_rows(s, T, causal, mask && mask->key_len ? mask->key_len[b] : T, nthreads);
             dinoc_gemm(0, 0, T, HS, T, 1.0f, s, T, base + 2 * D + h * HS, (int)ld, 0.0f,
                        out + (size_t)b * T * D + h * HS, D);
         }
@@ -292,8 +311,8 @@ DINOC_INLINE void transpose_pad(float *dst, size_t ldd, const float *src, size_t
 /* Portable forward of one pair: q, k, v [T, HS] with row stride ld; o [T, HS] with row stride
  * ldo; p_out [T, T] (the probabilities, NULL in inference). Scratch kt [HS, Tp], s [Tp]. */
 static void attn_fwd_pair(float *o, float *p_out, const float *q, const float *k, const float *v,
-                          int T, int HS, size_t ld, size_t ldo, float scale, float *kt, float *s,
-                          const next_pair *nx) {
+                          int T, int HS, size_t ld, size_t ldo, float scale, int causal, int kv,
+                          float *kt, float *s, const next_pair *nx) {
     const int Tp = pad8(T);
     transpose_pad(kt, (size_t)Tp, k, ld, T, HS);
     for (int t = 0; t < T; t++) {
@@ -305,7 +324,8 @@ static void attn_fwd_pair(float *o, float *p_out, const float *q, const float *k
             const float *kr = kt + (size_t)i * Tp;
             for (int u = 0; u < Tp; u++) s[u] += qi * kr[u];
         }
-        for (int u = 0; u < Tp; u++) s[u] = u < T ? s[u] * scale : -INFINITY;
+        const int n = key_limit(t, causal, kv);
+        for (int u = 0; u < Tp; u++) s[u] = u < n ? s[u] * scale : -INFINITY;
         softmax_row(s, Tp, 0);
         if (p_out)
             for (int u = 0; u < T; u++) p_out[(size_t)t * T + u] = s[u];
@@ -451,14 +471,15 @@ DINOC_TARGET_AVX2 static void rows_product(float *Y, size_t ldy, const float *A,
  * all score rows, then their softmax, then all output rows. */
 DINOC_TARGET_AVX2 static void attn_fwd_pair_avx2(float *o, float *p_out, const float *q, const float *k,
                                                  const float *v, int T, int HS, size_t ld, size_t ldo,
-                                                 float scale, float *kt, float *s, const next_pair *nx) {
+                                                 float scale, int causal, int kv, float *kt, float *s,
+                                                 const next_pair *nx) {
     const int Tp = pad8(T);
     transpose_pad(kt, (size_t)Tp, k, ld, T, HS);
     rows_product(s, (size_t)Tp, q, ld, T, kt, (size_t)Tp, HS, Tp, scale, 0);
     for (int t = 0; t < T; t++) {
         prefetch_next(nx, t, T, HS, (int)(ld / 3));
         float *st = s + (size_t)t * Tp;
-        for (int u = T; u < Tp; u++) st[u] = -INFINITY;
+        for (int u = key_limit(t, causal, kv); u < Tp; u++) st[u] = -INFINITY;
         softmax_row(st, Tp, 1);
         if (p_out) memcpy(p_out + (size_t)t * T, st, sizeof(float) * (size_t)T);
     }
@@ -492,10 +513,17 @@ DINOC_TARGET_AVX2 static void attn_bwd_pair_avx2(float *dq, float *dk, float *dv
 
 void dinoc_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH,
                              float *scratch, int nthreads) {
+    dinoc_attention_forward_masked(out, att, qkv, NULL, B, T, D, NH, scratch, nthreads);
+}
+
+void dinoc_attention_forward_masked(float *out, float *att, const float *qkv,
+                                    const dinoc_attn_mask *mask, int B, int T, int D, int NH,
+                                    float *scratch, int nthreads) {
     if (T > DINOC_ATTN_FWD_DIRECT_T) {
-        dinoc_attention_forward_ref(out, att, qkv, B, T, D, NH, scratch, nthreads);
+        dinoc_attention_forward_ref_masked(out, att, qkv, mask, B, T, D, NH, scratch, nthreads);
         return;
     }
+    const int causal = mask && mask->causal;
     const int    HS = D / NH, Tp = pad8(T), avx2 = dinoc_ops_avx2() && HS % 8 == 0;
     const float  scale = 1.0f / sqrtf((float)HS);
     const size_t ld = (size_t)3 * D, per = dinoc_attention_scratch_floats(T, HS);
@@ -507,14 +535,17 @@ void dinoc_attention_forward(float *out, float *att, const float *qkv, int B, in
         const float *qb = qkv + (size_t)b * T * ld + (size_t)h * HS;
         float       *o = out + (size_t)b * T * D + (size_t)h * HS;
         float       *pa = att ? att + (size_t)bh * T * T : NULL;
+        const int    kv = mask && mask->key_len ? mask->key_len[b] : T;
         next_pair nx = {NULL, NULL, NULL, NULL};
         if (bh + 1 < B * NH) nx.qkv = qkv + (size_t)((bh + 1) / NH) * T * ld + (size_t)((bh + 1) % NH) * HS;
 #if DINOC_HAVE_AVX2_VARIANT
         if (avx2)
-            attn_fwd_pair_avx2(o, pa, qb, qb + D, qb + 2 * D, T, HS, ld, (size_t)D, scale, kt, s, &nx);
+            attn_fwd_pair_avx2(o, pa, qb, qb + D, qb + 2 * D, T, HS, ld, (size_t)D, scale, causal, kv,
+                               kt, s, &nx);
         else
 #endif
-            attn_fwd_pair(o, pa, qb, qb + D, qb + 2 * D, T, HS, ld, (size_t)D, scale, kt, s, &nx);
+            attn_fwd_pair(o, pa, qb, qb + D, qb + 2 * D, T, HS, ld, (size_t)D, scale, causal, kv, kt,
+                          s, &nx);
     }
 }
 

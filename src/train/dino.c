@@ -4,6 +4,7 @@
 #include "dino.h"
 
 #include "../core/dist.h"
+#include "../eval/eval.h"
 
 #include <math.h>
 #include <string.h>
@@ -392,4 +393,43 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
     st->center_norm = sqrt(cn);
     st->t_update    = now_s() - t0;
     return DINOC_OK;
+}
+
+/* ---- what a checkpoint holds ------------------------------------------------------------------ */
+
+int dinoc_dino_state_tensors(dinoc_dino *d, dinoc_tensor *t, int max) {
+    const int64_t n = (int64_t)d->student->n_params, nh = (int64_t)d->hl.n, nm = (int64_t)d->hl.last_off;
+    const struct {
+        const char *name;
+        float      *p;
+        int64_t     cnt;
+    } k[] = {
+        {"student", d->student->params, n}, {"teacher", d->teacher->params, n}, {"student_head", d->shead, nh},
+        {"teacher_head", d->thead, nh},     {"center", d->center, d->cfg.out_dim}, {"adam.m", d->opt.m, n},
+        {"adam.v", d->opt.v, n},            {"head_adam.m", d->hopt.m, nm},       {"head_adam.v", d->hopt.v, nm},
+        {"last_adam.m", d->lopt.m, nh - nm}, {"last_adam.v", d->lopt.v, nh - nm},
+    };
+    int c = 0;
+    for (size_t i = 0; i < sizeof k / sizeof k[0] && c < max; i++, c++) {
+        memset(&t[c], 0, sizeof t[c]);
+        t[c].name = k[i].name, t[c].dtype = DINOC_DTYPE_F32, t[c].ndim = 1, t[c].shape[0] = k[i].cnt;
+        t[c].nbytes = (size_t)k[i].cnt * sizeof(float), t[c].data = k[i].p;
+    }
+    return c;
+}
+
+int dinoc_dino_state_counters(dinoc_dino *d, dinoc_counter *c, int max) {
+    const dinoc_counter k[] = {{"adam_step", &d->opt.step}, {"head_adam_step", &d->hopt.step},
+                               {"last_adam_step", &d->lopt.step}};
+    int n = 0;
+    for (size_t i = 0; i < sizeof k / sizeof k[0] && n < max; i++) c[n++] = k[i];
+    return n;
+}
+
+dinoc_status dinoc_dino_save_teacher(const dinoc_dino *d, const char *dir) { return dinoc_model_save_hf(d->teacher, dir); }
+
+dinoc_status dinoc_dino_teacher_features(const dinoc_dino *d, const dinoc_dataset *ds, int64_t limit, float **feats,
+                                         int32_t **labels, int *dim) {
+    dinoc_feature_spec spec = {1, 0}; /* the last block's CLS through the final norm */
+    return dinoc_extract_features(d->teacher, ds, spec, 256, limit, feats, labels, dim, NULL, NULL);
 }

@@ -21,6 +21,7 @@
 #ifndef DINOC_DINO_H
 #define DINOC_DINO_H
 
+#include "../data/data.h"
 #include "../data/multicrop.h"
 #include "../nn/dino_head.h"
 #include "../nn/vit_train.h"
@@ -116,6 +117,23 @@ void         dinoc_dino_free(dinoc_dino *d);
 dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sched *sc, dinoc_dino_stats *st);
 /* The schedules at step `it` of a run of `epochs` epochs of `iters_per_epoch` steps. */
 dinoc_dino_sched dinoc_dino_schedule(const dinoc_dino_config *c, int64_t it, int64_t iters_per_epoch);
+
+/* What a checkpoint holds of the method's state, so the run loop (dino_run.c) saves and restores it
+ * without knowing the method: F32 tensors (weights, heads, centers, optimiser moments) by name, and
+ * integer counters (optimiser steps). Returns the count written (at most max). The pointers stay
+ * valid while d lives; loading writes through them. */
+typedef struct {
+    const char *name;
+    int64_t    *v;
+} dinoc_counter;
+int dinoc_dino_state_tensors(dinoc_dino *d, dinoc_tensor *t, int max);
+int dinoc_dino_state_counters(dinoc_dino *d, dinoc_counter *c, int max);
+/* Writes the teacher backbone, the model DINO evaluates, as a model folder (config.json +
+ * model.safetensors + preprocessor_config.json). */
+dinoc_status dinoc_dino_save_teacher(const dinoc_dino *d, const char *dir);
+/* Normed CLS features of the teacher over the first `limit` items of ds (k-NN monitor). */
+dinoc_status dinoc_dino_teacher_features(const dinoc_dino *d, const dinoc_dataset *ds, int64_t limit, float **feats,
+                                         int32_t **labels, int *dim);
 
 typedef struct {
     int64_t steps;

@@ -135,7 +135,11 @@ typedef struct {
     char          *keep[2];
 } run;
 
-/* Rank 0 writes (atomically); the others hold the same state and write nothing. */
+#define MAX_STATE 32
+
+/* Rank 0 writes (atomically); the others hold the same state and write nothing. The method's
+ * tensors and counters come from dinoc_dino_state_tensors/counters; the run adds its step, the
+ * loader position, the generator and the config. */
 static dinoc_status save_checkpoint(run *r) {
     if (dinoc_dist_rank() != 0) return DINOC_OK;
     dinoc_dino *d = &r->d;
@@ -148,39 +152,31 @@ static dinoc_status save_checkpoint(run *r) {
         return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
     }
     dinoc_loader_pos pos = dinoc_loader_tell(r->ld);
-    char             v[7][32];
+    dinoc_counter    cnt[MAX_STATE];
+    const int        nc = dinoc_dino_state_counters(d, cnt, MAX_STATE);
+    char             v[MAX_STATE + 3][32];
+    const char      *meta[2 * (MAX_STATE + 5) + 1];
+    int              m = 0;
+    meta[m++] = "format", meta[m++] = "dinoc-dino-1";
     snprintf(v[0], 32, "%lld", (long long)r->step);
-    snprintf(v[1], 32, "%lld", (long long)d->opt.step);
-    snprintf(v[2], 32, "%lld", (long long)d->hopt.step);
-    snprintf(v[3], 32, "%lld", (long long)d->lopt.step);
-    snprintf(v[4], 32, "%lld", (long long)pos.epoch);
-    snprintf(v[5], 32, "%lld", (long long)pos.index);
-    const char *meta[] = {"format", "dinoc-dino-1", "step", v[0], "adam_step", v[1], "head_adam_step", v[2],
-                          "last_adam_step", v[3], "loader_epoch", v[4], "loader_index", v[5], "config", cj, NULL};
-    const int64_t n = (int64_t)d->student->n_params, nh = (int64_t)d->hl.n, nm = (int64_t)d->hl.last_off;
-    const int64_t nl = nh - nm, K = d->cfg.out_dim;
-#define T_(nm_, p_, cnt_) {nm_, DINOC_DTYPE_F32, 1, {cnt_}, (size_t)(cnt_) * 4, p_}
-    dinoc_tensor t[] = {
-        T_("student", d->student->params, n), T_("teacher", d->teacher->params, n),
-        T_("student_head", d->shead, nh),     T_("teacher_head", d->thead, nh),
-        T_("center", d->center, K),           T_("adam.m", d->opt.m, n),
-        T_("adam.v", d->opt.v, n),            T_("head_adam.m", d->hopt.m, nm),
-        T_("head_adam.v", d->hopt.v, nm),     T_("last_adam.m", d->lopt.m, nl),
-        T_("last_adam.v", d->lopt.v, nl),     {"rng", DINOC_DTYPE_U64, 1, {4}, 32, d->rng.s},
-    };
-#undef T_
-    s = dinoc_safetensors_write(path, t, (int)(sizeof t / sizeof t[0]), meta);
+    snprintf(v[1], 32, "%lld", (long long)pos.epoch);
+    snprintf(v[2], 32, "%lld", (long long)pos.index);
+    meta[m++] = "step", meta[m++] = v[0], meta[m++] = "loader_epoch", meta[m++] = v[1];
+    meta[m++] = "loader_index", meta[m++] = v[2];
+    for (int i = 0; i < nc; i++) {
+        snprintf(v[3 + i], 32, "%lld", (long long)*cnt[i].v);
+        meta[m++] = cnt[i].name, meta[m++] = v[3 + i];
+    }
+    meta[m++] = "config", meta[m++] = cj, meta[m] = NULL;
+    dinoc_tensor t[MAX_STATE + 1];
+    int          nt = dinoc_dino_state_tensors(d, t, MAX_STATE);
+    memset(&t[nt], 0, sizeof t[nt]);
+    t[nt].name = "rng", t[nt].dtype = DINOC_DTYPE_U64, t[nt].ndim = 1, t[nt].shape[0] = 4, t[nt].nbytes = 32;
+    t[nt].data = d->rng.s;
+    s = dinoc_safetensors_write(path, t, nt + 1, meta);
     free(path), free(cj);
-    if (!s) s = dinoc_model_save_hf(d->teacher, out);
+    if (!s) s = dinoc_dino_save_teacher(d, out);
     return s;
-}
-
-static dinoc_status read_f32(const dinoc_safetensors *st, const char *name, float *dst, int64_t n, const char *where) {
-    const dinoc_tensor *t = dinoc_safetensors_find(st, name);
-    if (!t) return dinoc_fail(DINOC_ERR_FORMAT, "%s: missing tensor '%s'", where, name);
-    if (t->dtype != DINOC_DTYPE_F32 || dinoc_tensor_numel(t) != n)
-        return dinoc_fail(DINOC_ERR_SHAPE, "%s: tensor '%s' is not F32 [%lld]", where, name, (long long)n);
-    return dinoc_tensor_to_f32(t, dst, n);
 }
 
 static int64_t meta_int(const dinoc_safetensors *st, const char *key, int *ok) {
@@ -194,26 +190,28 @@ static int64_t meta_int(const dinoc_safetensors *st, const char *key, int *ok) {
 
 static dinoc_status load_checkpoint(run *r, const dinoc_safetensors *st, const char *ck, dinoc_loader_pos *pos) {
     dinoc_dino  *d = &r->d;
-    const int64_t n = (int64_t)d->student->n_params, nh = (int64_t)d->hl.n, nm = (int64_t)d->hl.last_off;
-    dinoc_status s;
-    if ((s = read_f32(st, "student", d->student->params, n, ck)) || (s = read_f32(st, "teacher", d->teacher->params, n, ck)) ||
-        (s = read_f32(st, "student_head", d->shead, nh, ck)) || (s = read_f32(st, "teacher_head", d->thead, nh, ck)) ||
-        (s = read_f32(st, "center", d->center, d->cfg.out_dim, ck)) || (s = read_f32(st, "adam.m", d->opt.m, n, ck)) ||
-        (s = read_f32(st, "adam.v", d->opt.v, n, ck)) || (s = read_f32(st, "head_adam.m", d->hopt.m, nm, ck)) ||
-        (s = read_f32(st, "head_adam.v", d->hopt.v, nm, ck)) || (s = read_f32(st, "last_adam.m", d->lopt.m, nh - nm, ck)) ||
-        (s = read_f32(st, "last_adam.v", d->lopt.v, nh - nm, ck)))
-        return s;
+    dinoc_tensor want[MAX_STATE];
+    const int    nt = dinoc_dino_state_tensors(d, want, MAX_STATE);
+    for (int i = 0; i < nt; i++) {
+        const dinoc_tensor *t = dinoc_safetensors_find(st, want[i].name);
+        const int64_t       n = want[i].shape[0];
+        if (!t) return dinoc_fail(DINOC_ERR_FORMAT, "%s: missing tensor '%s'", ck, want[i].name);
+        if (t->dtype != DINOC_DTYPE_F32 || dinoc_tensor_numel(t) != n)
+            return dinoc_fail(DINOC_ERR_SHAPE, "%s: tensor '%s' is not F32 [%lld]", ck, want[i].name, (long long)n);
+        dinoc_status s = dinoc_tensor_to_f32(t, (float *)want[i].data, n);
+        if (s) return s;
+    }
     const dinoc_tensor *rt = dinoc_safetensors_find(st, "rng");
     if (!rt || rt->dtype != DINOC_DTYPE_U64 || rt->nbytes != 32)
         return dinoc_fail(DINOC_ERR_FORMAT, "%s: missing or malformed 'rng'", ck);
     memcpy(d->rng.s, rt->data, 32);
-    int ok       = 1;
-    r->step      = meta_int(st, "step", &ok);
-    d->opt.step  = meta_int(st, "adam_step", &ok);
-    d->hopt.step = meta_int(st, "head_adam_step", &ok);
-    d->lopt.step = meta_int(st, "last_adam_step", &ok);
-    pos->epoch   = meta_int(st, "loader_epoch", &ok);
-    pos->index   = meta_int(st, "loader_index", &ok);
+    dinoc_counter cnt[MAX_STATE];
+    const int     nc = dinoc_dino_state_counters(d, cnt, MAX_STATE);
+    int           ok = 1;
+    for (int i = 0; i < nc; i++) *cnt[i].v = meta_int(st, cnt[i].name, &ok);
+    r->step    = meta_int(st, "step", &ok);
+    pos->epoch = meta_int(st, "loader_epoch", &ok);
+    pos->index = meta_int(st, "loader_index", &ok);
     if (!ok) return dinoc_fail(DINOC_ERR_FORMAT, "%s: bad step/loader metadata", ck);
     return DINOC_OK;
 }
@@ -300,9 +298,8 @@ static dinoc_status knn_monitor(run *r, double *top1, double *top5) {
     float   *ftr = NULL, *fte = NULL;
     int32_t *ytr = NULL, *yte = NULL;
     int      dim = 0, k = 20;
-    dinoc_feature_spec spec = {1, 0};
-    dinoc_status s = dinoc_extract_features(r->d.teacher, r->mon_train, spec, 256, c->knn_train, &ftr, &ytr, &dim, NULL, NULL);
-    if (!s) s = dinoc_extract_features(r->d.teacher, r->mon_test, spec, 256, c->knn_test, &fte, &yte, &dim, NULL, NULL);
+    dinoc_status s = dinoc_dino_teacher_features(&r->d, r->mon_train, c->knn_train, &ftr, &ytr, &dim);
+    if (!s) s = dinoc_dino_teacher_features(&r->d, r->mon_test, c->knn_test, &fte, &yte, &dim);
     if (!s) {
         int64_t ntr = c->knn_train > 0 && c->knn_train < dinoc_dataset_size(r->mon_train) ? c->knn_train : dinoc_dataset_size(r->mon_train);
         int64_t nte = c->knn_test > 0 && c->knn_test < dinoc_dataset_size(r->mon_test) ? c->knn_test : dinoc_dataset_size(r->mon_test);
