@@ -128,6 +128,7 @@ static int train_dino(int argc, char **argv) {
     float cm = (float)c.center_momentum, budget = 0;
     const opt_spec opts[] = {
         {"data", 'd', OPT_STR, &c.data, "fashion-mnist, or an image folder (DIR/train used if present; labels unused)"},
+        {"arch", 0, OPT_STR, &c.arch, "backbone: vit (--dim --depth --heads --patch), or resnet18, resnet50, resnet_small"},
         {"data-dir", 0, OPT_STR, &data_dir, "Fashion-MNIST IDX folder (default: Debian's /usr/share/datasets/fashion-mnist)"},
         {"out", 'o', OPT_STR, &c.out, "run folder"},
         {"resume", 0, OPT_STR, &resume, "resume the run in this folder exactly where its checkpoint stopped"},

@@ -141,6 +141,8 @@ dinoc_status dinoc_dino_init(dinoc_dino *d, const dinoc_dino_config *cfg) {
     d->cfg                     = *cfg;
     const dinoc_dino_config *c = &d->cfg;
     dinoc_status             s;
+    if (c->arch && strcmp(c->arch, "vit") != 0)
+        return dinoc_fail(DINOC_ERR_ARG, "DINO backbone '%s': only vit is built yet", c->arch);
     if (c->batch < 1 || c->epochs < 1 || c->image < 1 || c->patch < 1 || c->image % c->patch)
         return dinoc_fail(DINOC_ERR_ARG, "batch %d, epochs %d, image %d (a multiple of the patch %d)", c->batch,
                           c->epochs, c->image, c->patch);

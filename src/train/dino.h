@@ -30,6 +30,8 @@
 typedef struct {
     const char *data;        /* "fashion-mnist" or an image folder (labels unused for training) */
     const char *data_dir;    /* IDX directory override for fashion-mnist */
+    const char *arch;        /* backbone: NULL or "vit" (dim, depth, heads, patch below), or a ResNet
+                              * preset of src/nn/resnet.h (resnet18, resnet50, resnet_small) */
     const char *out;         /* run folder */
     const char *resume;      /* run folder to resume from (NULL: fresh) */
     /* backbone: a ViT (DINO v1 / HF "vit" arch) on C x image x image */

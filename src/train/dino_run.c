@@ -90,6 +90,7 @@ static cJSON *config_json(const dinoc_dino_config *c) {
     cJSON_AddStringToObject(o, "objective", "dino");
     cJSON_AddStringToObject(o, "data", c->data);
     if (c->data_dir) cJSON_AddStringToObject(o, "data_dir", c->data_dir);
+    cJSON_AddStringToObject(o, "arch", c->arch ? c->arch : "vit");
     for (int i = 0; i < N_FIELDS; i++) cJSON_AddNumberToObject(o, k_fields[i].name, field_get(c, &k_fields[i]));
     return o;
 }
@@ -101,7 +102,7 @@ static char *config_to_json(const dinoc_dino_config *c) {
     return s;
 }
 
-/* Reads a saved config over *c; strings are duplicated into keep[0..1] (freed by the caller). */
+/* Reads a saved config over *c; strings are duplicated into keep[0..2] (freed by the caller). */
 static dinoc_status config_from_json(dinoc_dino_config *c, const char *json, const char *where, char **keep) {
     cJSON *o = cJSON_Parse(json);
     if (!o) return dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata is not JSON", where);
@@ -113,6 +114,8 @@ static dinoc_status config_from_json(dinoc_dino_config *c, const char *json, con
     c->data = keep[0] = strdup(d->valuestring);
     const cJSON *dd = cJSON_GetObjectItemCaseSensitive(o, "data_dir");
     if (cJSON_IsString(dd)) c->data_dir = keep[1] = strdup(dd->valuestring);
+    const cJSON *ar = cJSON_GetObjectItemCaseSensitive(o, "arch");
+    c->arch = cJSON_IsString(ar) ? (keep[2] = strdup(ar->valuestring)) : NULL;
     for (int i = 0; i < N_FIELDS; i++) {
         const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k_fields[i].name);
         if (!cJSON_IsNumber(it)) {
@@ -132,7 +135,7 @@ typedef struct {
     dinoc_dataset *train, *mon_train, *mon_test;
     dinoc_loader  *ld;
     int64_t        step;
-    char          *keep[2];
+    char          *keep[3];
 } run;
 
 #define MAX_STATE 32
@@ -222,7 +225,7 @@ static void run_free(run *r) {
     dinoc_loader_free(r->ld);
     dinoc_dataset_free(r->train), dinoc_dataset_free(r->mon_train), dinoc_dataset_free(r->mon_test);
     dinoc_dino_free(&r->d);
-    free(r->keep[0]), free(r->keep[1]);
+    free(r->keep[0]), free(r->keep[1]), free(r->keep[2]);
 }
 
 static dinoc_status run_init(run *r, const dinoc_dino_config *cfg) {
