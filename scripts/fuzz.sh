@@ -3,7 +3,7 @@
 # clang + ASan + UBSan and runs each for SECONDS_PER_TARGET (default 10) seconds.
 #   scripts/fuzz.sh                      every target, 10 s each
 #   scripts/fuzz.sh 3600 fuzz_config     a one-hour campaign on one target
-# Targets: fuzz_safetensors fuzz_config fuzz_preprocess_config fuzz_image fuzz_weights_index fuzz_idx.
+# Targets: fuzz_safetensors fuzz_config fuzz_preprocess_config fuzz_image fuzz_weights_index fuzz_idx fuzz_tokenizer.
 # Seeds come from tests/fuzz/corpus/<target>/ and are copied into build-fuzz/corpus/<target>/,
 # which keeps growing across runs (the repo is never written). Crashes, leaks, timeouts and
 # out-of-memory inputs land in build-fuzz/artifacts/<target>/; reproduce one with
@@ -15,7 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 shift $(( $# > 0 ? 1 : 0 ))
-ALL=(fuzz_safetensors fuzz_config fuzz_preprocess_config fuzz_image fuzz_weights_index fuzz_idx)
+ALL=(fuzz_safetensors fuzz_config fuzz_preprocess_config fuzz_image fuzz_weights_index fuzz_idx fuzz_tokenizer)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL[@]}")
 CLANG=${CLANG:-clang}
