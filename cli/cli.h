@@ -59,5 +59,12 @@ int cmd_report(int argc, char **argv);
 int cmd_pca(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_data(int argc, char **argv);
+int cmd_zeroshot(int argc, char **argv);
+int cmd_retrieve(int argc, char **argv);
+/* `dinoc train clip|mlm` and `dinoc eval zeroshot|retrieval|fewshot|mlm` (sub: the eval's name) */
+int cmd_train_clip(int argc, char **argv);
+int cmd_train_mlm(int argc, char **argv);
+int cmd_eval_clip(const char *sub, int argc, char **argv);
+int cmd_eval_mlm(int argc, char **argv);
 
 #endif

@@ -525,12 +525,19 @@ int cmd_eval(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "linear") == 0) return eval_linear(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "classify") == 0) return eval_classify(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "segment") == 0) return eval_segment(argc - 1, argv + 1);
+    if (argc >= 2 && (!strcmp(argv[1], "zeroshot") || !strcmp(argv[1], "retrieval") || !strcmp(argv[1], "fewshot")))
+        return cmd_eval_clip(argv[1], argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "mlm") == 0) return cmd_eval_mlm(argc - 1, argv + 1);
     FILE *f = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? stdout : stderr;
-    fprintf(f, "usage: dinoc eval <knn|linear|classify|segment> --model MODEL [options]\n"
+    fprintf(f, "usage: dinoc eval <knn|linear|classify|segment|zeroshot|retrieval|fewshot|mlm> --model MODEL [options]\n"
                "  knn       weighted k-NN on frozen features (DINO's protocol)\n"
                "  linear    linear probe on frozen features (lr chosen on held-out train rows)\n"
                "  classify  accuracy of a run of `dinoc train supervised`\n"
                "  segment   linear per-patch segmentation probe on frozen patch features (mIoU)\n"
+               "  zeroshot  CLIP zero-shot classification with prompt ensembling\n"
+               "  retrieval CLIP image-text retrieval recall at 1/5/10\n"
+               "  fewshot   k-shot classification: class prototypes and a linear probe\n"
+               "  mlm       masked-token accuracy and perplexity of an MLM text model\n"
                "'dinoc eval <command> --help' lists the options.\n");
     return f == stdout ? 0 : 2;
 }

@@ -221,6 +221,8 @@ static int train_dino(int argc, char **argv) {
 int cmd_train(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "supervised") == 0) return train_supervised(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "dino") == 0) return train_dino(argc - 1, argv + 1);
-    fprintf(stderr, "usage: dinoc train dino|supervised [options]   (see --help of the objective)\n");
+    if (argc >= 2 && strcmp(argv[1], "clip") == 0) return cmd_train_clip(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "mlm") == 0) return cmd_train_mlm(argc - 1, argv + 1);
+    fprintf(stderr, "usage: dinoc train dino|dinov2|clip|mlm|supervised [options]   (see --help of the objective)\n");
     return argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? 0 : 2;
 }

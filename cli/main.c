@@ -15,13 +15,15 @@ static const struct {
     {"embed", cmd_embed, "embed images with a model; write a .npy"},
     {"init", cmd_init, "write a model folder with random weights (tests, benchmarks)"},
     {"bench", cmd_bench, "time the forward pass on random weights"},
-    {"train", cmd_train, "train a model: dino, supervised"},
-    {"eval", cmd_eval, "evaluate a model: knn, linear, classify"},
+    {"train", cmd_train, "train a model: dino, dinov2, clip, mlm, supervised"},
+    {"eval", cmd_eval, "evaluate a model: knn, linear, classify, segment, zeroshot, retrieval, fewshot, mlm"},
     {"attn", cmd_attn, "draw the last block's CLS attention per head over an image"},
     {"report", cmd_report, "write a run folder's report (Markdown with SVG curves)"},
     {"pca", cmd_pca, "picture dense features: three PCA components of patch tokens as RGB"},
     {"tokenize", cmd_tokenize, "print CLIP BPE token ids of texts"},
     {"data", cmd_data, "generate built-in data sets (shapes: image-caption pairs with masks)"},
+    {"zeroshot", cmd_zeroshot, "CLIP zero-shot classification of images"},
+    {"retrieve", cmd_retrieve, "CLIP image-text retrieval over a saved embedding index"},
 };
 
 static void usage(FILE *f) {
