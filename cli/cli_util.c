@@ -169,7 +169,7 @@ static int walk(const char *dir, strvec *out, int depth) {
         if (push(&names, de->d_name)) break;
     }
     closedir(d);
-    qsort(names.v, (size_t)names.n, sizeof(char *), cmp_str);
+    if (names.n) qsort(names.v, (size_t)names.n, sizeof(char *), cmp_str); /* (qsort of NULL is undefined) */
     int rc = 0;
     for (int i = 0; i < names.n && rc == 0; i++) {
         size_t len = strlen(dir) + strlen(names.v[i]) + 2;
