@@ -10,27 +10,12 @@
 # when the IDX files are in $DINOC_FASHION_MNIST or /usr/share/datasets/fashion-mnist.
 # Prints one line per check and "N passed, N failed" last; exits 1 if any failed.
 set -u
+source "$(dirname "$0")/cli_lib.sh"
 DINOC=${DINOC:-./build/dinoc}
 PY=${PY:-/usr/bin/python3}
 FMNIST=${DINOC_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 TESTS_PY=$(cd "$(dirname "$0")/py" && pwd)
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-passed=0 failed=0
 
-ok() { echo "[  OK  ] $1" >&2; passed=$((passed + 1)); }
-bad() { echo "[ FAIL ] $1" >&2; failed=$((failed + 1)); }
-# expect_rc NAME RC CMD...: runs CMD, requires exit status RC
-expect_rc() {
-    local name=$1 want=$2; shift 2
-    "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
-    grep '^    ' "$TMP/err" >&2   # measurements the python checks print
-    if [ "$rc" = "$want" ]; then ok "$name"; else bad "$name (exit $rc, wanted $want)"; sed 's/^/    /' "$TMP/err" | head -8 >&2; fi
-}
-# expect_err NAME TEXT: the last command's stderr contains TEXT
-expect_err() {
-    if grep -qF -- "$2" "$TMP/err"; then ok "$1"; else bad "$1 (stderr lacks '$2')"; sed 's/^/    /' "$TMP/err" | head -5 >&2; fi
-}
 # pycheck NAME ARGS... <<EOF: a python check; exit 0 = pass
 pycheck() { local name=$1; shift; expect_rc "$name" 0 env PYTHONPATH="$TESTS_PY" $PY - "$@"; }
 

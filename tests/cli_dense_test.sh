@@ -8,32 +8,10 @@
 # errors naming their cause. Run by scripts/test.sh with DINOC and PY set.
 # Prints one line per check and "N passed, N failed" last; exits non-zero on any failure.
 set -u
+source "$(dirname "$0")/cli_lib.sh"
 DINOC=${DINOC:-./build/dinoc}
 PY=${PY:-/usr/bin/python3}
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-passed=0 failed=0
 
-ok() { echo "[  OK  ] $1" >&2; passed=$((passed + 1)); }
-bad() { echo "[ FAIL ] $1" >&2; failed=$((failed + 1)); }
-# expect_rc NAME RC CMD...: runs CMD, requires exit status RC
-expect_rc() {
-    local name=$1 want=$2; shift 2
-    "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
-    if [ "$rc" = "$want" ]; then ok "$name"; else bad "$name (exit $rc, wanted $want)"; sed 's/^/    /' "$TMP/err" | tail -5 >&2; fi
-}
-# expect_err NAME TEXT: the last command's stderr contains TEXT
-expect_err() {
-    if grep -qF -- "$2" "$TMP/err"; then ok "$1"; else bad "$1 (stderr lacks '$2')"; sed 's/^/    /' "$TMP/err" | tail -5 >&2; fi
-}
-# expect_json NAME PYTHON-EXPR: the last stdout is one JSON object j for which EXPR holds
-expect_json() {
-    if $PY -c "import json,sys; j = json.load(sys.stdin); sys.exit(0 if ($2) else 1)" <"$TMP/out" 2>/dev/null; then
-        ok "$1"
-    else
-        bad "$1"; sed 's/^/    /' "$TMP/out" | head -5 >&2
-    fi
-}
 # expect_py NAME CODE: python CODE (with numpy as np, PIL.Image as Image) exits 0
 expect_py() {
     if $PY -c "import sys, numpy as np; from PIL import Image

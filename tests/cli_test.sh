@@ -4,27 +4,12 @@
 # bad inputs, and `init`/`bench` smoke runs. Run by scripts/test.sh with DINOC, FIX and PY set.
 # Prints one line per check and "N passed, N failed" last.
 set -u
+source "$(dirname "$0")/cli_lib.sh"
 DINOC=${DINOC:-./build/dinoc}
 FIX=${FIX:-build/fixtures}
 PY=${PY:-/usr/bin/python3}
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
 SK=$($PY -c 'import skimage, os; print(os.path.join(os.path.dirname(skimage.__file__), "data"))')
-passed=0 failed=0
 
-ok() { echo "[  OK  ] $1" >&2; passed=$((passed + 1)); }
-bad() { echo "[ FAIL ] $1" >&2; failed=$((failed + 1)); }
-# expect_rc NAME RC CMD...: runs CMD, requires exit status RC
-expect_rc() {
-    local name=$1 want=$2; shift 2
-    "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
-    grep '^    ' "$TMP/err" >&2   # measurements the checks print
-    if [ "$rc" = "$want" ]; then ok "$name"; else bad "$name (exit $rc, wanted $want)"; sed 's/^/    /' "$TMP/err" | head -5 >&2; fi
-}
-# expect_err NAME TEXT: the last command's stderr contains TEXT
-expect_err() {
-    if grep -qF -- "$2" "$TMP/err"; then ok "$1"; else bad "$1 (stderr lacks '$2')"; sed 's/^/    /' "$TMP/err" | head -5 >&2; fi
-}
 
 M=$FIX/vit/dinov2_s
 expect_rc "no arguments is a usage error" 2 "$DINOC"

@@ -6,29 +6,11 @@
 # Run by scripts/test.sh with DINOC and PY set.
 # Prints one line per check and "N passed, N failed" last; exits non-zero on any failure.
 set -u
+source "$(dirname "$0")/cli_lib.sh"
 DINOC=${DINOC:-./build/dinoc}
 DINOC=$(cd "$(dirname "$DINOC")" && pwd)/$(basename "$DINOC")
 PY=${PY:-/usr/bin/python3}
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-passed=0 failed=0
 
-ok() { echo "[  OK  ] $1" >&2; passed=$((passed + 1)); }
-bad() { echo "[ FAIL ] $1" >&2; failed=$((failed + 1)); }
-# expect_rc NAME RC CMD...: runs CMD, requires exit status RC
-expect_rc() {
-    local name=$1 want=$2; shift 2
-    "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
-    if [ "$rc" = "$want" ]; then ok "$name"; else bad "$name (exit $rc, wanted $want)"; sed 's/^/    /' "$TMP/err" | tail -5 >&2; fi
-}
-# expect_out NAME TEXT: the last command's stdout is exactly TEXT
-expect_out() {
-    if [ "$(cat "$TMP/out")" = "$2" ]; then ok "$1"; else bad "$1 (stdout '$(head -c 300 "$TMP/out")', wanted '$2')"; fi
-}
-# expect_err NAME TEXT: the last command's stderr contains TEXT
-expect_err() {
-    if grep -qF -- "$2" "$TMP/err"; then ok "$1"; else bad "$1 (stderr lacks '$2')"; sed 's/^/    /' "$TMP/err" | tail -5 >&2; fi
-}
 
 expect_rc "tokenize two texts" 0 "$DINOC" tokenize "a photo of a cat" "Hello, World!!"
 expect_out "ids as clip.tokenize (A.6)" "49406 320 1125 539 320 2368 49407
