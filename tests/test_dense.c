@@ -6,7 +6,7 @@
  *   - majority-vote patch labels on hand-made masks;
  *   - the probe learns a planted segmentation (mIoU > 0.9);
  *   - extraction from a shapes-layout folder equals the model's own forward, and bad masks fail
- *     naming the file; Fashion-MNIST masks follow the 0.25 * 255 rule. */
+ *     naming the file; Fashion-MNIST masks follow the pixel > 24 rule (shapes.h). */
 #include "check.h"
 
 #include "../src/eval/dense.h"
@@ -366,7 +366,7 @@ DINOC_TEST(dense_fashion_masks_threshold) {
         if (!mask || !raw.data) continue;
         int fg = 0, bad = 0;
         for (int p = 0; p < raw.w * raw.h; p++) {
-            const int want = raw.data[p] > 0.25 * 255 ? label + 1 : 0;
+            const int want = raw.data[p] > 24 ? label + 1 : 0;
             fg += want != 0, bad += mask[p] != want;
         }
         CHECK_MSG(bad == 0 && fg > 20, "item %lld: %d foreground pixels, %d off the > 0.25 * 255 rule", (long long)i, fg, bad);

@@ -19,11 +19,13 @@
  * Tested by tests/test_dense.c (scores and upsampling vs numpy/torch, planted features, patch
  * labels) and tests/cli_dense_test.sh. */
 #include "dense.h"
+#include "../data/shapes.h"
 
 #include <math.h>
 #include <string.h>
 
-#define SEG_FMNIST_FG    (0.25f * 255.0f) /* Fashion-MNIST foreground: pixel above a quarter of white */
+/* Fashion-MNIST foreground: one rule with the masks `dinoc data fashion-mnist` writes (shapes.h) */
+#define SEG_FMNIST_FG    DINOC_FMNIST_MASK_THRESHOLD
 #define SEG_MOMENTUM     0.9f
 #define SEG_BN_EPS       1e-5
 #define SEG_SEED_INIT    0x5e61ull
