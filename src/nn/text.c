@@ -118,30 +118,15 @@ void dinoc_text_free(dinoc_text_model *m) {
     free(m);
 }
 
-/* ---- QuickGELU (OpenAI CLIP): x * sigmoid(1.702 x) --------------------------------------------- */
-
-static void quick_gelu_forward(float *out, const float *inp, size_t n) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = inp[i] / (1.0f + expf(-1.702f * inp[i]));
-}
-
-/* d/dx x s(1.702 x) = s + 1.702 x s (1 - s) */
-static void quick_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        const float x = inp[i], sg = 1.0f / (1.0f + expf(-1.702f * x));
-        dinp[i] += dout[i] * (sg + 1.702f * x * sg * (1.0f - sg));
-    }
-}
-
+/* QuickGELU lives in src/ops/activation.c (shared with CLIP's image tower). */
 void dinoc_text_act_forward(const dinoc_text_config *c, float *out, const float *inp, size_t n) {
-    if (c->act == DINOC_TEXT_QUICK_GELU) quick_gelu_forward(out, inp, n);
+    if (c->act == DINOC_TEXT_QUICK_GELU) dinoc_quick_gelu_forward(out, inp, n);
     else dinoc_gelu_forward(out, inp, n);
 }
 
 void dinoc_text_act_backward(const dinoc_text_config *c, float *dinp, const float *dout,
                              const float *inp, size_t n) {
-    if (c->act == DINOC_TEXT_QUICK_GELU) quick_gelu_backward(dinp, dout, inp, n);
+    if (c->act == DINOC_TEXT_QUICK_GELU) dinoc_quick_gelu_backward(dinp, dout, inp, n);
     else dinoc_gelu_backward(dinp, dout, inp, n);
 }
 

@@ -1,12 +1,14 @@
 /* vit.c: the Vision Transformer of DINO, DINOv2 (with and without registers) and DINO v1 as
  * published on Hugging Face: parameter layout, random init, and the inference forward pass.
  *
+ * Also CLIP's image tower (DINOC_ARCH_CLIP, vit.h): no patch bias, pre-LN, QuickGELU or GELU.
  * Forward, for images [B, C, H, W] with a gh x gw patch grid (Np = gh*gw):
  *   patches = im2col(images)                      [B*Np, C*P*P]
  *   e       = patches @ patch_w^T + patch_b       [B*Np, D]   (Conv2d with stride P)
  *   e[mask] = mask_token                          (DINOv2: before the position add)
  *   x       = [cls + pos[0], e + pos[1:]]         (pos resized to gh x gw, see pos_embed below)
  *   x       = [x[:, :1], registers, x[:, 1:]]     (registers get no position embedding)
+ *   x       = LN_pre(x)                           (CLIP only: pre_layrnorm)
  *   block:  x += ls1 * proj(attn(LN1(x)));  x += ls2 * fc2(act(fc1(LN2(x))))
  *   out     = LN(x)
  * Tested against PyTorch reference modules in tests/test_vit.c (fixtures by tests/py/gen_vit.py). */
@@ -40,7 +42,12 @@ dinoc_status dinoc_vit_config_check(const dinoc_vit_config *c, const char *where
     REQ(c->n_registers >= 0 && c->n_registers <= 1024, "%d register tokens out of range",
         c->n_registers);
     REQ(c->ln_eps > 0 && c->ln_eps < 1, "layer_norm_eps %g out of range", c->ln_eps);
-    REQ(c->ffn == DINOC_FFN_MLP || c->ffn == DINOC_FFN_SWIGLU, "unknown FFN kind %d", c->ffn);
+    REQ(c->ffn == DINOC_FFN_MLP || c->ffn == DINOC_FFN_SWIGLU || c->ffn == DINOC_FFN_MLP_QUICK_GELU,
+        "unknown FFN kind %d", c->ffn);
+    REQ(c->arch >= DINOC_ARCH_DINOV2 && c->arch <= DINOC_ARCH_CLIP, "unknown architecture %d", c->arch);
+    REQ(c->arch != DINOC_ARCH_CLIP || (c->ffn != DINOC_FFN_SWIGLU && !c->n_registers && !c->mask_token &&
+                                       !c->layerscale),
+        "a CLIP image tower has no SwiGLU, registers, mask token or LayerScale");
     REQ(c->pos_interp >= DINOC_POS_INTERP_SIZE && c->pos_interp <= DINOC_POS_INTERP_ANTIALIAS,
         "unknown position interpolation %d", c->pos_interp);
     size_t m = (size_t)(c->image_size / c->patch);
@@ -49,17 +56,19 @@ dinoc_status dinoc_vit_config_check(const dinoc_vit_config *c, const char *where
     return DINOC_OK;
 }
 
-/* Walks the parameters in layout order. With `entries` NULL it only counts. Shapes are those of
- * the published tensors. */
-int dinoc_vit_param_entries(const dinoc_model *m, dinoc_names names, dinoc_param_entry *e) {
-    const dinoc_vit_config *c  = &m->cfg;
-    const dinoc_vit_params *p  = &m->p;
-    const int64_t           D  = c->dim, F = c->ffn_hidden, P = c->patch, C = c->channels;
-    const int64_t           F1 = c->ffn == DINOC_FFN_SWIGLU ? 2 * F : F;
-    const int               hf = names == DINOC_NAMES_HF;
-    const int               v1 = c->arch == DINOC_ARCH_VIT;
-    int                     n  = 0;
+void dinoc_vit_act_forward(const dinoc_vit_config *c, float *out, const float *inp, size_t n) {
+    if (c->ffn == DINOC_FFN_MLP_QUICK_GELU) dinoc_quick_gelu_forward(out, inp, n);
+    else dinoc_gelu_forward(out, inp, n);
+}
 
+void dinoc_vit_act_backward(const dinoc_vit_config *c, float *dinp, const float *dout,
+                            const float *inp, size_t n) {
+    if (c->ffn == DINOC_FFN_MLP_QUICK_GELU) dinoc_quick_gelu_backward(dinp, dout, inp, n);
+    else dinoc_gelu_backward(dinp, dout, inp, n);
+}
+
+/* Appends one entry (name, data view, decay flag, shape) to e[n++] of the walk below (counts only
+ * when e is NULL). */
 #define ADD(nm, data_, decay_, nd, ...)                                                  \
     do {                                                                                 \
         if (e) {                                                                         \
@@ -72,6 +81,97 @@ int dinoc_vit_param_entries(const dinoc_model *m, dinoc_names names, dinoc_param
         }                                                                                \
         n++;                                                                             \
     } while (0)
+
+/* Name of tensor `what` of a CLIP image tower: HF CLIPVisionTransformer names (without the
+ * "vision_model." prefix) or timm's vit_*_clip names (the ORIG scheme, used for random init).
+ * layer < 0 for the non-block tensors. */
+static const char *clip_name(char *buf, size_t n, int hf, int layer, const char *what) {
+    static const char *map[][3] = {/* key, HF, timm */
+        {"cls", "embeddings.class_embedding", "cls_token"},
+        {"pos", "embeddings.position_embedding.weight", "pos_embed"},
+        {"patch", "embeddings.patch_embedding.weight", "patch_embed.proj.weight"},
+        {"pre.weight", "pre_layrnorm.weight", "norm_pre.weight"}, /* sic: HF's spelling */
+        {"pre.bias", "pre_layrnorm.bias", "norm_pre.bias"},
+        {"post.weight", "post_layernorm.weight", "norm.weight"},
+        {"post.bias", "post_layernorm.bias", "norm.bias"},
+        {"ln1", "layer_norm1", "norm1"}, {"ln2", "layer_norm2", "norm2"},
+        {"proj", "self_attn.out_proj", "attn.proj"}, {"fc1", "mlp.fc1", "mlp.fc1"},
+        {"fc2", "mlp.fc2", "mlp.fc2"},
+    };
+    const char *nm = what;
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(map[i][0], what) == 0) nm = map[i][hf ? 1 : 2];
+    if (layer < 0) snprintf(buf, n, "%s", nm);
+    else snprintf(buf, n, "%s.%d.%s", hf ? "encoder.layers" : "blocks", layer, nm);
+    return buf;
+}
+
+/* The CLIP tower's tensors in layout order (see dinoc_vit_param_entries). */
+static int clip_entries(const dinoc_model *m, int hf, dinoc_param_entry *e) {
+    const dinoc_vit_config *c = &m->cfg;
+    const dinoc_vit_params *p = &m->p;
+    const int64_t           D = c->dim, F = c->ffn_hidden, P = c->patch, C = c->channels;
+    const int64_t           T = 1 + (int64_t)m->pos_m * m->pos_m;
+    int                     n = 0;
+    char                    nm[96], full[96];
+#define NM(l, what) clip_name(nm, sizeof nm, hf, l, what)
+#define BADD(what, sfx, ...)                                                             \
+    do {                                                                                 \
+        snprintf(full, sizeof full, "%s.%s", NM(l, what), sfx);                          \
+        ADD(full, __VA_ARGS__);                                                          \
+    } while (0)
+    /* HF keeps class_embedding [D] and position_embedding [T, D]; timm [1, 1, D] and [1, T, D] */
+    if (hf) ADD(NM(-1, "cls"), p->cls, 0, 1, D);
+    else ADD(NM(-1, "cls"), p->cls, 0, 3, 1, 1, D);
+    ADD(NM(-1, "patch"), p->patch_w, 1, 4, D, C, P, P);
+    if (hf) ADD(NM(-1, "pos"), p->pos, 0, 2, T, D);
+    else ADD(NM(-1, "pos"), p->pos, 0, 3, 1, T, D);
+    ADD(NM(-1, "pre.weight"), p->pre_w, 0, 1, D);
+    ADD(NM(-1, "pre.bias"), p->pre_b, 0, 1, D);
+    for (int l = 0; l < c->depth; l++) {
+        const dinoc_block_params *b = &p->blocks[l];
+        BADD("ln1", "weight", b->ln1_w, 0, 1, D);
+        BADD("ln1", "bias", b->ln1_b, 0, 1, D);
+        if (hf) {
+            static const char *qkv[3] = {"q", "k", "v"};
+            for (int i = 0; i < 3; i++) {
+                snprintf(full, sizeof full, "encoder.layers.%d.self_attn.%s_proj.weight", l, qkv[i]);
+                ADD(full, b->qkv_w ? b->qkv_w + i * D * D : NULL, 1, 2, D, D);
+                snprintf(full, sizeof full, "encoder.layers.%d.self_attn.%s_proj.bias", l, qkv[i]);
+                ADD(full, b->qkv_b ? b->qkv_b + i * D : NULL, 0, 1, D);
+            }
+        } else {
+            BADD("attn.qkv", "weight", b->qkv_w, 1, 2, 3 * D, D);
+            BADD("attn.qkv", "bias", b->qkv_b, 0, 1, 3 * D);
+        }
+        BADD("proj", "weight", b->proj_w, 1, 2, D, D);
+        BADD("proj", "bias", b->proj_b, 0, 1, D);
+        BADD("ln2", "weight", b->ln2_w, 0, 1, D);
+        BADD("ln2", "bias", b->ln2_b, 0, 1, D);
+        BADD("fc1", "weight", b->fc1_w, 1, 2, F, D);
+        BADD("fc1", "bias", b->fc1_b, 0, 1, F);
+        BADD("fc2", "weight", b->fc2_w, 1, 2, D, F);
+        BADD("fc2", "bias", b->fc2_b, 0, 1, D);
+    }
+    ADD(NM(-1, "post.weight"), p->norm_w, 0, 1, D);
+    ADD(NM(-1, "post.bias"), p->norm_b, 0, 1, D);
+#undef BADD
+#undef NM
+    return n;
+}
+
+/* Walks the parameters in layout order. With `entries` NULL it only counts. Shapes are those of
+ * the published tensors. */
+int dinoc_vit_param_entries(const dinoc_model *m, dinoc_names names, dinoc_param_entry *e) {
+    const dinoc_vit_config *c  = &m->cfg;
+    const dinoc_vit_params *p  = &m->p;
+    const int64_t           D  = c->dim, F = c->ffn_hidden, P = c->patch, C = c->channels;
+    const int64_t           F1 = c->ffn == DINOC_FFN_SWIGLU ? 2 * F : F;
+    const int               hf = names == DINOC_NAMES_HF;
+    const int               v1 = c->arch == DINOC_ARCH_VIT;
+    int                     n  = 0;
+    if (c->arch == DINOC_ARCH_CLIP) return clip_entries(m, hf, e);
+
     char nm[96];
     ADD(hf ? "embeddings.cls_token" : "cls_token", p->cls, 0, 3, 1, 1, D);
     if (c->mask_token) ADD(hf ? "embeddings.mask_token" : "mask_token", p->mask_token, 0, 2, 1, D);
@@ -131,16 +231,18 @@ size_t dinoc_vit_carve(const dinoc_vit_config *cfg, float *base, dinoc_vit_param
     /* The one place that fixes the order of parameters in the flat buffer. */
     const size_t D = cfg->dim, F = cfg->ffn_hidden, P = cfg->patch, C = cfg->channels;
     const size_t F1 = cfg->ffn == DINOC_FFN_SWIGLU ? 2 * F : F, M = cfg->image_size / cfg->patch;
-    const int    ls = cfg->layerscale;
+    const int    ls = cfg->layerscale, clip = cfg->arch == DINOC_ARCH_CLIP;
     size_t       off = 0;
     dinoc_vit_params dummy;
     dinoc_block_params bdummy;
     if (!p) p = &dummy;
 #define TAKE(n) (off += (n), base ? base + off - (n) : NULL)
     p->patch_w    = TAKE(D * C * P * P);
-    p->patch_b    = TAKE(D);
+    p->patch_b    = clip ? NULL : TAKE(D);
     p->cls        = TAKE(D);
     p->pos        = TAKE((1 + M * M) * D);
+    p->pre_w      = clip ? TAKE(D) : NULL;
+    p->pre_b      = clip ? TAKE(D) : NULL;
     p->mask_token = cfg->mask_token ? TAKE(D) : NULL;
     p->reg        = cfg->n_registers ? TAKE((size_t)cfg->n_registers * D) : NULL;
     for (int l = 0; l < cfg->depth; l++) {
@@ -449,6 +551,10 @@ dinoc_status dinoc_forward(const dinoc_model *m, dinoc_state *s, const float *im
         }
     }
 
+    if (p->pre_w) { /* CLIP's pre_layrnorm; the LN reads s->ln while writing x */
+        memcpy(s->ln, s->x, sizeof(float) * (size_t)BT * D);
+        dinoc_layernorm_forward(s->x, NULL, NULL, s->ln, p->pre_w, p->pre_b, BT, D, c->ln_eps);
+    }
     for (int l = 0; l < c->depth; l++) {
         const dinoc_block_params *bp   = &p->blocks[l];
         const int                 last = l == c->depth - 1;
@@ -465,7 +571,7 @@ dinoc_status dinoc_forward(const dinoc_model *m, dinoc_state *s, const float *im
             dinoc_swiglu_forward(s->h2, s->h1, BT, s->F);
             act = s->h2;
         } else {
-            dinoc_gelu_forward(s->h1, s->h1, (size_t)BT * s->F);
+            dinoc_vit_act_forward(c, s->h1, s->h1, (size_t)BT * s->F);
         }
         dinoc_linear_forward(s->proj, act, bp->fc2_w, bp->fc2_b, BT, s->F, D);
         add_scaled(s->x, s->proj, bp->ls2, (size_t)BT, D);

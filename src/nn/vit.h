@@ -6,6 +6,19 @@
 
 #include "../internal.h"
 
+/* CLIP's image tower (HF CLIPVisionModel, openai/CLIP VisionTransformer): pre_layrnorm after the
+ * embeddings, no patch-embedding bias, QuickGELU (OpenAI weights) or GELU (hidden_act), and its final
+ * norm is post_layernorm (CLIP applies it to the CLS token only; here to every token, which gives
+ * the same CLS row). These extend dinoc_arch / dinoc_ffn of dinoc.h from inside the library until
+ * the public enums list them (values chosen after the public ones). */
+#define DINOC_ARCH_CLIP          ((dinoc_arch)3)
+#define DINOC_FFN_MLP_QUICK_GELU ((dinoc_ffn)2) /* fc1, QuickGELU, fc2 */
+
+/* QuickGELU x * sigmoid(1.702 x) (src/ops/activation.c): out may alias inp; the backward
+ * accumulates dinp += dout * act'(inp). */
+void dinoc_quick_gelu_forward(float *out, const float *inp, size_t n);
+void dinoc_quick_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
+
 typedef struct {
     float *ln1_w, *ln1_b;   /* [D] */
     float *qkv_w, *qkv_b;   /* [3D, D] [3D]: rows q | k | v */
@@ -19,7 +32,8 @@ typedef struct {
 
 typedef struct {
     float              *patch_w;    /* [D, C*P*P] (Conv2d weight [D, C, P, P] flattened) */
-    float              *patch_b;    /* [D] */
+    float              *patch_b;    /* [D], NULL for CLIP (no bias) */
+    float              *pre_w, *pre_b; /* [D] CLIP pre_layrnorm, NULL otherwise */
     float              *cls;        /* [D] */
     float              *pos;        /* [1 + M*M, D] */
     float              *mask_token; /* [D] or NULL */
@@ -40,7 +54,8 @@ typedef struct {
 
 typedef enum {
     DINOC_NAMES_ORIG = 0, /* facebookresearch/dinov2 and dino names: blocks.0.attn.qkv.weight */
-    DINOC_NAMES_HF   = 1, /* Hugging Face names of the model's arch */
+    DINOC_NAMES_HF   = 1, /* Hugging Face names of the model's arch (CLIP: CLIPVisionTransformer's,
+                           * without the "vision_model." prefix) */
 } dinoc_names;
 
 struct dinoc_model {
@@ -61,7 +76,23 @@ dinoc_status dinoc_vit_config_check(const dinoc_vit_config *cfg, const char *whe
 size_t dinoc_vit_carve(const dinoc_vit_config *cfg, float *base, dinoc_vit_params *p);
 /* Allocates a model with zeroed parameters laid out for cfg. */
 dinoc_status dinoc_vit_alloc(dinoc_model **out, const dinoc_vit_config *cfg);
+/* The MLP activation of cfg (GELU or QuickGELU): out = act(inp) (in place allowed);
+ * dinp += dout * act'(inp). Not for SwiGLU. */
+void dinoc_vit_act_forward(const dinoc_vit_config *cfg, float *out, const float *inp, size_t n);
+void dinoc_vit_act_backward(const dinoc_vit_config *cfg, float *dinp, const float *dout,
+                            const float *inp, size_t n);
 /* Lists the parameter tensors under a naming scheme. entries may be NULL to count; returns count. */
 int dinoc_vit_param_entries(const dinoc_model *m, dinoc_names names, dinoc_param_entry *entries);
+
+/* Checks every tensor of w against m's parameter list (names, shapes, nothing missing, nothing
+ * unexpected) and, with copy = 1, converts them into the parameters. tower NULL: the model's own
+ * folder (naming scheme and a wrapper prefix such as "dinov2." detected); else the HF names under
+ * that prefix (CLIP's "vision_model."), tensors outside it being another tower's and skipped. */
+
+dinoc_status dinoc_vit_match_weights(dinoc_model *m, dinoc_weights *w, const char *where,
+                                     const char *tower, int copy);
+/* Writes pp as a preprocessor_config.json (image_processor_type `type`; NULL: BitImageProcessor
+ * with a center crop, else ViTImageProcessor) atomically. */
+dinoc_status dinoc_preprocess_save(const dinoc_preprocess *pp, const char *path, const char *type);
 
 #endif

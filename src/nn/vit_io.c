@@ -207,11 +207,14 @@ static int ignorable_tensor(const char *name) {
  * missing, nothing unexpected) and, with copy = 1, converts them into the parameters. The check
  * runs first on a model whose views are NULL, so a config.json that asks for a huge model with
  * files that cannot fill it fails before anything is allocated. */
-static dinoc_status load_weights(dinoc_model *m, dinoc_weights *w, const char *where, int copy) {
+dinoc_status dinoc_vit_match_weights(dinoc_model *m, dinoc_weights *w, const char *where,
+                                     const char *tower, int copy) {
     /* Which naming scheme, and is there a wrapper prefix ("dinov2." / "vit." in *ForImageClassification)? */
-    const char *prefix = "";
+    const char *prefix = tower ? tower : "";
     dinoc_names names  = DINOC_NAMES_HF;
-    if (dinoc_weights_find(w, "blocks.0.attn.qkv.weight") || dinoc_weights_find(w, "blocks.0.norm1.weight"))
+    if (tower)
+        ; /* a tower of a larger model (CLIP's vision_model.): HF names under that prefix */
+    else if (dinoc_weights_find(w, "blocks.0.attn.qkv.weight") || dinoc_weights_find(w, "blocks.0.norm1.weight"))
         names = DINOC_NAMES_ORIG;
     else if (dinoc_weights_find(w, "dinov2.embeddings.cls_token"))
         prefix = "dinov2.";
@@ -255,14 +258,14 @@ static dinoc_status load_weights(dinoc_model *m, dinoc_weights *w, const char *w
         const char *un = has_prefix(nm, prefix) ? nm + strlen(prefix) : nm;
         int         found = 0;
         for (int i = 0; i < n && !found; i++) found = has_prefix(nm, prefix) && strcmp(un, e[i].name) == 0;
-        if (found) continue;
-        if (ignorable_tensor(un)) {
+        if (found || (tower && !has_prefix(nm, tower))) continue; /* the other towers' tensors */
+        if (ignorable_tensor(un) || (tower && strstr(un, "position_ids"))) {
             dinoc_log(DINOC_LOG_INFO, "%s: skipping '%s' (not part of the encoder)", where, nm);
             continue;
         }
         s = dinoc_fail(DINOC_ERR_SHAPE, "%s: unexpected tensor '%s' (not in a %s model of this config)",
                        dinoc_weights_file_of(w, dinoc_weights_get(w, j)), nm,
-                       m->cfg.arch == DINOC_ARCH_VIT ? "vit" : "dinov2");
+                       m->cfg.arch == DINOC_ARCH_VIT ? "vit" : m->cfg.arch == DINOC_ARCH_CLIP ? "clip" : "dinov2");
     }
     free(e);
     return s;
@@ -319,7 +322,7 @@ dinoc_status dinoc_model_load(dinoc_model **out, const char *path, const dinoc_l
         }
         shadow.p.blocks = shadow.blocks_storage;
         dinoc_vit_carve(&cfg, NULL, &shadow.p);
-        s = load_weights(&shadow, w, path, 0);
+        s = dinoc_vit_match_weights(&shadow, w, path, NULL, 0);
         free(shadow.blocks_storage);
         if (s) goto done;
     }
@@ -334,7 +337,7 @@ dinoc_status dinoc_model_load(dinoc_model **out, const char *path, const dinoc_l
         for (int i = 0; i < 3; i++) m->pp.mean[i] = m->pp.std[i] = 0.5f;
     }
     if (dinoc_file_exists(pp_path) && (s = dinoc_preprocess_load(&m->pp, pp_path))) goto done;
-    s = load_weights(m, w, path, 1);
+    s = dinoc_vit_match_weights(m, w, path, NULL, 1);
 done:
     dinoc_weights_close(w);
     if (s) {
@@ -393,7 +396,7 @@ static cJSON *config_json(const dinoc_model *m) {
     return root;
 }
 
-static cJSON *preprocess_json(const dinoc_preprocess *pp) {
+static cJSON *preprocess_json(const dinoc_preprocess *pp, const char *type) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddBoolToObject(root, "do_convert_rgb", pp->do_convert_rgb);
     cJSON_AddBoolToObject(root, "do_resize", pp->do_resize);
@@ -423,11 +426,19 @@ static cJSON *preprocess_json(const dinoc_preprocess *pp) {
         cJSON_AddItemToArray(std, cJSON_CreateNumber(strtod(buf, NULL)));
     }
     cJSON_AddStringToObject(root, "image_processor_type",
-                            pp->do_center_crop ? "BitImageProcessor" : "ViTImageProcessor");
+                            type ? type : pp->do_center_crop ? "BitImageProcessor" : "ViTImageProcessor");
     return root;
 }
 
+dinoc_status dinoc_preprocess_save(const dinoc_preprocess *pp, const char *path, const char *type) {
+    cJSON *root = preprocess_json(pp, type);
+    return root ? write_json(path, root) : dinoc_fail(DINOC_ERR_NOMEM, "%s: out of memory", path);
+}
+
 dinoc_status dinoc_model_save_hf(const dinoc_model *m, const char *dir) {
+    if (m->cfg.arch == DINOC_ARCH_CLIP) /* its names only make sense inside a CLIPModel folder */
+        return dinoc_fail(DINOC_ERR_UNSUPPORTED, "%s: a CLIP image tower is saved with its CLIP model "
+                          "(dinoc_clip_save), not as a ViT folder", dir);
     dinoc_status s = dinoc_mkdir(dir);
     if (s) return s;
     int                n  = dinoc_vit_param_entries(m, DINOC_NAMES_HF, NULL);
@@ -453,7 +464,7 @@ dinoc_status dinoc_model_save_hf(const dinoc_model *m, const char *dir) {
     static const char *meta[] = {"format", "pt", NULL};
     if ((s = dinoc_safetensors_write(st_path, ts, n, meta))) goto done;
     if ((s = write_json(cfg, config_json(m)))) goto done;
-    s = write_json(ppj, preprocess_json(&m->pp));
+    s = dinoc_preprocess_save(&m->pp, ppj, NULL);
 done:
     free(e);
     free(ts);

@@ -31,6 +31,7 @@ struct dinoc_train_state {
     float *br2;               /* [L, BT, D] */
     float *dp;                /* [L, 2, B] drop-path factors (0 or 1/(1-p)), 1 without drop path */
     float *out, *out_m, *out_r; /* [BT, D] final norm */
+    float *x_emb, *pre_m, *pre_r; /* CLIP: [BT, D] tokens before pre_layrnorm, its [BT] stats */
     float *patches;           /* [B*Np, K] */
     float *emb;               /* [B*Np, D] patch embeddings */
     float *pos, *pos_a, *pos_b; /* resized patch pos [Np, D] and staging */
@@ -44,7 +45,7 @@ void dinoc_train_state_free(dinoc_train_state *s) {
     if (!s) return;
     float *bufs[] = {s->x_in, s->ln1, s->ln1_m, s->ln1_r, s->qkv, s->att, s->ctx, s->br1, s->x_mid,
                      s->ln2, s->ln2_m, s->ln2_r, s->h1, s->act, s->br2, s->dp, s->out, s->out_m,
-                     s->out_r, s->patches, s->emb, s->pos, s->pos_a, s->pos_b, s->dx, s->dln, s->dbr,
+                     s->out_r, s->x_emb, s->pre_m, s->pre_r, s->patches, s->emb, s->pos, s->pos_a, s->pos_b, s->dx, s->dln, s->dbr,
                      s->dqkv, s->dctx, s->dh1, s->dact, s->dpos, s->dpos_a, s->dpos_b, s->demb,
                      s->att_scratch, s->attb_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dinoc_free(bufs[i]);
@@ -89,6 +90,11 @@ dinoc_status dinoc_train_state_init(dinoc_train_state **out, const dinoc_model *
     ALLOC(s->out, BT * D);
     ALLOC(s->out_m, BT);
     ALLOC(s->out_r, BT);
+    if (c->arch == DINOC_ARCH_CLIP) {
+        ALLOC(s->x_emb, BT * D);
+        ALLOC(s->pre_m, BT);
+        ALLOC(s->pre_r, BT);
+    }
     ALLOC(s->patches, (size_t)B * s->Np * K);
     ALLOC(s->emb, (size_t)B * s->Np * D);
     ALLOC(s->pos, (size_t)s->Np * D);
@@ -190,7 +196,7 @@ dinoc_status dinoc_vit_forward_train(const dinoc_model *m, dinoc_train_state *s,
     } else {
         memcpy(s->pos, p->pos + D, sizeof(float) * (size_t)Np * D);
     }
-    float *x = s->x_in;
+    float *x = p->pre_w ? s->x_emb : s->x_in; /* CLIP: pre_layrnorm maps x_emb to x_in[0] */
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
         float *xb = x + (size_t)b * T * D;
@@ -202,6 +208,8 @@ dinoc_status dinoc_vit_forward_train(const dinoc_model *m, dinoc_train_state *s,
             for (int d = 0; d < D; d++) t[d] = e[d] + s->pos[(size_t)i * D + d];
         }
     }
+    if (p->pre_w)
+        dinoc_layernorm_forward(s->x_in, s->pre_m, s->pre_r, s->x_emb, p->pre_w, p->pre_b, BT, D, c->ln_eps);
     /* drop-path factors, drawn in a fixed order so a seed gives the same run */
     for (int l = 0; l < s->L; l++) {
         float rate = drop_path ? drop_path[l] : 0.0f;
@@ -236,7 +244,7 @@ dinoc_status dinoc_vit_forward_train(const dinoc_model *m, dinoc_train_state *s,
         if (c->ffn == DINOC_FFN_SWIGLU)
             dinoc_swiglu_forward(act, h1, BT, s->F);
         else {
-            dinoc_gelu_forward(s->dact, h1, s->BT * s->F);
+            dinoc_vit_act_forward(c, s->dact, h1, s->BT * s->F);
             a = s->dact;
         }
         dinoc_linear_forward(br2, a, bp->fc2_w, bp->fc2_b, BT, s->F, D);
@@ -294,7 +302,7 @@ dinoc_status dinoc_vit_backward(const dinoc_model *m, dinoc_train_state *s, cons
         if (c->ffn == DINOC_FFN_SWIGLU)
             a = s->act + l * s->BT * s->F;
         else {
-            dinoc_gelu_forward(s->dh1, h1, s->BT * s->F); /* recompute GELU(h1) into scratch */
+            dinoc_vit_act_forward(c, s->dh1, h1, s->BT * s->F); /* recompute act(h1) into scratch */
             a = s->dh1;
         }
         memset(s->dact, 0, sizeof(float) * s->BT * s->F);
@@ -303,7 +311,7 @@ dinoc_status dinoc_vit_backward(const dinoc_model *m, dinoc_train_state *s, cons
         if (c->ffn == DINOC_FFN_SWIGLU)
             dinoc_swiglu_backward(s->dh1, s->dact, h1, BT, s->F);
         else
-            dinoc_gelu_backward(s->dh1, s->dact, h1, s->BT * s->F);
+            dinoc_vit_act_backward(c, s->dh1, s->dact, h1, s->BT * s->F);
         memset(s->dln, 0, sizeof(float) * BTD);
         dinoc_linear_backward(s->dln, gb->fc1_w, gb->fc1_b, s->dh1, s->ln2 + l * BTD, bp->fc1_w, BT, D, s->F1);
         dinoc_layernorm_backward(s->dx, gb->ln2_w, gb->ln2_b, s->dln, s->x_mid + l * BTD, bp->ln2_w,
@@ -320,7 +328,13 @@ dinoc_status dinoc_vit_backward(const dinoc_model *m, dinoc_train_state *s, cons
         dinoc_layernorm_backward(s->dx, gb->ln1_w, gb->ln1_b, s->dln, s->x_in + l * BTD, bp->ln1_w,
                                  s->ln1_m + l * s->BT, s->ln1_r + l * s->BT, BT, D);
     }
-    /* embeddings: dx is now d(x_in[0]). Sums over the batch go channel-parallel (deterministic). */
+    if (p->pre_w) { /* CLIP: through pre_layrnorm to d(x_emb) */
+        memset(s->dln, 0, sizeof(float) * BTD);
+        dinoc_layernorm_backward(s->dln, g.pre_w, g.pre_b, s->dx, s->x_emb, p->pre_w, s->pre_m, s->pre_r,
+                                 BT, D);
+        memcpy(s->dx, s->dln, sizeof(float) * BTD);
+    }
+    /* embeddings: dx is now d(x_in[0]) (CLIP: d(x_emb)). Sums over the batch go channel-parallel (deterministic). */
     memset(s->dpos, 0, sizeof(float) * (size_t)Np * D);
 #pragma omp parallel for schedule(static)
     for (int d = 0; d < D; d++) {

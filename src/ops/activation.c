@@ -153,3 +153,20 @@ void dinoc_swiglu_backward(float *dinp, const float *dout, const float *inp, int
         }
     }
 }
+
+/* ---- QuickGELU (OpenAI CLIP, HF "quick_gelu"): x * sigmoid(1.702 x) ----------------------------
+ * Shared by the CLIP text tower (src/nn/text.c) and CLIP's image tower (src/nn/vit.c). Plain expf:
+ * the op is cheap next to the matrix products around it. Declared in src/nn/vit.h. */
+void dinoc_quick_gelu_forward(float *out, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = inp[i] / (1.0f + expf(-1.702f * inp[i]));
+}
+
+/* d/dx x s(1.702 x) = s + 1.702 x s (1 - s); dinp += dout * that. */
+void dinoc_quick_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        const float x = inp[i], sg = 1.0f / (1.0f + expf(-1.702f * x));
+        dinp[i] += dout[i] * (sg + 1.702f * x * sg * (1.0f - sg));
+    }
+}

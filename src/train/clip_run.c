@@ -1,0 +1,565 @@
+/* clip_run.c: the CLIP training run (dinoc_clip_train, clip_train.h): pairs from a TSV or a
+ * captioned folder, the step of clip_train.c, AdamW on the three buffers, checkpoints, log.jsonl.
+ *
+ * Choices (docs/clip.md):
+ * - Data: every pair is decoded once (8-bit images stay in memory, captions are tokenised once);
+ *   each epoch visits a permutation drawn from (seed, epoch), so a resumed run needs only the step.
+ *   No augmentation: captions of the shapes data name positions, so flips would lie.
+ * - Optimiser: AdamW with open_clip's ViT settings (betas 0.9/0.98, eps 1e-6); weight decay on
+ *   matrices and embedding tables only (not biases, norms, logit_scale); linear warmup then cosine
+ *   to min_lr; logit_scale clamped to [0, ln 100] after every step (open_clip, the CLIP paper).
+ * - Length: epochs x batches per epoch, or with a time budget fitted once from the measured time of
+ *   steps 2-4 (warmup does not depend on the length); the budget also stops the run outright. */
+#include "clip_train.h"
+#include "supervised.h" /* dinoc_train_truncate_log */
+
+#include <math.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <stddef.h>
+#include <time.h>
+
+dinoc_clip_train_config dinoc_clip_train_default(void) {
+    dinoc_clip_train_config c;
+    memset(&c, 0, sizeof c);
+    c.out = "runs/clip", c.preset = "shapes";
+    c.epochs = 30, c.batch = 128, c.warmup_steps = 100, c.ckpt_every = 200;
+    c.lr = 5e-4f, c.min_lr = 1e-5f, c.wd = 0.2f;
+    return c;
+}
+
+/* Model sizes: "shapes" is the small model of the shapes task (64 px, patch 8, width 128, 4 blocks
+ * per tower, context 32, embedding 128); "tiny" is for tests. */
+static dinoc_status preset_configs(const char *name, dinoc_vit_config *v, dinoc_text_config *t, int *embed) {
+    const int tiny = strcmp(name, "tiny") == 0;
+    if (!tiny && strcmp(name, "shapes") != 0)
+        return dinoc_fail(DINOC_ERR_ARG, "unknown CLIP preset '%s' (known: shapes, tiny)", name);
+    const int D = tiny ? 32 : 128, L = tiny ? 1 : 4;
+    dinoc_status st = dinoc_vit_preset(v, "clip-shapes");
+    if (st) return st;
+    memset(t, 0, sizeof *t);
+    if (tiny) v->dim = D, v->depth = L, v->heads = 1, v->ffn_hidden = 4 * D, v->image_size = 32;
+    t->kind = DINOC_TEXT_CLIP, t->vocab = 49408, t->max_pos = tiny ? 16 : 32, t->dim = D, t->layers = L;
+    t->heads = D / 32, t->ffn = 4 * D, t->act = DINOC_TEXT_QUICK_GELU, t->ln_eps = 1e-5f;
+    t->pad_id = 1, t->eot_id = 49407;
+    *embed = tiny ? 16 : 128;
+    return DINOC_OK;
+}
+
+typedef struct {
+    dinoc_clip_train_config cfg;
+    char                   *keep[3]; /* strings restored from a checkpoint */
+    dinoc_clip             *m;
+    dinoc_clip_step        *step_ws;
+    int                     n, S, ctx, locked;
+    int                     T;       /* tokens per step: the longest caption (<= ctx) */
+    dinoc_image            *imgs;    /* [n] */
+    int32_t                *ids, *len; /* [n, ctx], [n] */
+    float                  *gv, *gt, *gh, *x;
+    dinoc_adamw             ov, ot, oh;
+    dinoc_param_group      *grp[3];
+    int                     ngrp[3];
+    int32_t                *perm, *bids, *blen;
+    int64_t                 step, total, perm_epoch;
+    double                  seconds;
+} run;
+
+static void run_free(run *r) {
+    for (int i = 0; i < r->n && r->imgs; i++) dinoc_image_free(&r->imgs[i]);
+    free(r->imgs);
+    dinoc_free(r->ids), dinoc_free(r->len), dinoc_free(r->gv), dinoc_free(r->gt), dinoc_free(r->gh);
+    dinoc_free(r->x), dinoc_free(r->perm), dinoc_free(r->bids), dinoc_free(r->blen);
+    dinoc_adamw_free(&r->ov), dinoc_adamw_free(&r->ot), dinoc_adamw_free(&r->oh);
+    for (int i = 0; i < 3; i++) free(r->grp[i]), free(r->keep[i]);
+    dinoc_clip_step_free(r->step_ws);
+    dinoc_clip_free(r->m);
+}
+
+/* ---- data: a TSV of "image<TAB>caption" or a folder of images with .txt captions ------------- */
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Adds one pair: decodes the image and tokenises the caption. */
+static dinoc_status add_pair(run *r, int cap, const char *img, const char *caption, const char *where) {
+    if (r->n >= cap) return dinoc_fail(DINOC_ERR_ARG, "%s: more pairs than counted", where);
+    dinoc_status s = dinoc_image_load(&r->imgs[r->n], img);
+    if (!s) s = dinoc_clip_tokenize(r->m, &caption, 1, r->ids + (size_t)r->n * r->ctx, r->len + r->n);
+    if (s) return dinoc_fail_prefix(s, "%s: pair %d", where, r->n + 1);
+    r->n++;
+    return DINOC_OK;
+}
+
+static dinoc_status load_tsv(run *r, const char *path) {
+    char  *buf = NULL, *dir = strdup(path);
+    size_t len;
+    dinoc_status s = dir ? dinoc_read_file(path, (size_t)1 << 30, &buf, &len) : dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+    if (s) return free(dir), s;
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    else strcpy(dir, ".");
+    int cap = 0;
+    for (size_t i = 0; i < len; i++) cap += buf[i] == '\n';
+    cap++;
+    r->imgs = calloc((size_t)cap, sizeof *r->imgs);
+    r->ids  = dinoc_calloc((size_t)cap * r->ctx, sizeof(int32_t));
+    r->len  = dinoc_calloc((size_t)cap, sizeof(int32_t));
+    if (!r->imgs || !r->ids || !r->len) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for %d pairs", cap);
+    int lineno = 0;
+    for (char *line = buf, *next; !s && line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        lineno++;
+        size_t l = strlen(line);
+        if (l && line[l - 1] == '\r') line[--l] = 0;
+        if (!l) continue;
+        char *tab = strchr(line, '\t');
+        if (!tab) {
+            s = dinoc_fail(DINOC_ERR_FORMAT, "%s:%d: expected \"image<TAB>caption\"", path, lineno);
+            break;
+        }
+        *tab       = 0;
+        char *full = line[0] == '/' ? strdup(line) : dinoc_path_join(dir, line);
+        s = full ? add_pair(r, cap, full, tab + 1, path) : dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+        free(full);
+    }
+    free(buf), free(dir);
+    return s;
+}
+
+static int is_image_name(const char *n) {
+    const char *e = strrchr(n, '.');
+    static const char *ext[] = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".PNG", ".JPG", ".JPEG", NULL};
+    for (int i = 0; e && ext[i]; i++)
+        if (strcmp(e, ext[i]) == 0) return 1;
+    return 0;
+}
+
+/* A folder of images, each with NAME.txt (the image name without its extension) beside it. */
+static dinoc_status load_folder(run *r, const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return dinoc_fail(DINOC_ERR_IO, "%s: cannot open the folder", dir);
+    char        **names = NULL;
+    int           n = 0, capn = 0;
+    dinoc_status  s = DINOC_OK;
+    for (struct dirent *e; !s && (e = readdir(d));) {
+        if (!is_image_name(e->d_name)) continue;
+        if (n == capn) {
+            char **nn = realloc(names, sizeof *names * (size_t)(capn = capn ? 2 * capn : 256));
+            if (!nn) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+            else names = nn;
+        }
+        if (!s && !(names[n++] = strdup(e->d_name))) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+    }
+    closedir(d);
+    if (!s && !n) s = dinoc_fail(DINOC_ERR_ARG, "%s: no images (.png/.jpg/...) with .txt captions", dir);
+    if (!s) qsort(names, (size_t)n, sizeof *names, cmp_str); /* readdir order is not stable */
+    if (!s) {
+        r->imgs = calloc((size_t)n, sizeof *r->imgs);
+        r->ids  = dinoc_calloc((size_t)n * r->ctx, sizeof(int32_t));
+        r->len  = dinoc_calloc((size_t)n, sizeof(int32_t));
+        if (!r->imgs || !r->ids || !r->len) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for %d pairs", n);
+    }
+    for (int i = 0; i < n && !s; i++) {
+        char *img = dinoc_path_join(dir, names[i]), *txt = NULL, *cap = NULL;
+        size_t len;
+        if (img) txt = malloc(strlen(img) + 5);
+        if (!img || !txt) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+        if (!s) {
+            strcpy(txt, img);
+            strcpy(strrchr(txt, '.'), ".txt");
+            s = dinoc_read_file(txt, 1 << 20, &cap, &len);
+        }
+        if (!s) {
+            for (char *c = cap; *c; c++) /* one caption: line breaks become spaces */
+                if (*c == '\n' || *c == '\r' || *c == '\t') *c = ' ';
+            s = add_pair(r, n, img, cap, dir);
+        }
+        free(img), free(txt), free(cap);
+    }
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    return s;
+}
+
+/* --pairs: a TSV file, a folder holding pairs.tsv or train/pairs.tsv, or a captioned folder. */
+static dinoc_status load_pairs(run *r, const char *p) {
+    if (!p) return dinoc_fail(DINOC_ERR_ARG, "no --pairs given");
+    if (!dinoc_is_dir(p)) {
+        if (!dinoc_file_exists(p)) return dinoc_fail(DINOC_ERR_IO, "%s: no such file or folder", p);
+        return load_tsv(r, p);
+    }
+    static const char *cand[] = {"pairs.tsv", "train/pairs.tsv", NULL};
+    for (int i = 0; cand[i]; i++) {
+        char *t = dinoc_path_join(p, cand[i]);
+        if (!t) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+        if (dinoc_file_exists(t)) {
+            dinoc_status s = load_tsv(r, t);
+            free(t);
+            return s;
+        }
+        free(t);
+    }
+    return load_folder(r, p);
+}
+
+/* ---- optimiser groups ------------------------------------------------------------------------- */
+
+/* One group per named tensor of a list (wd_mult = the entry's decay flag). */
+static dinoc_param_group *groups_of(const dinoc_param_entry *e, int n, const float *base) {
+    dinoc_param_group *g = calloc((size_t)n, sizeof *g);
+    for (int i = 0; g && i < n; i++) {
+        int64_t k = 1;
+        for (int d = 0; d < e[i].ndim; d++) k *= e[i].shape[d];
+        g[i].offset = (size_t)(e[i].data - base), g[i].count = (size_t)k;
+        g[i].lr_mult = 1.0, g[i].wd_mult = e[i].decay;
+        snprintf(g[i].name, sizeof g[i].name, "%s", e[i].name);
+    }
+    return g;
+}
+
+static dinoc_status make_groups(run *r) {
+    dinoc_clip *m  = r->m;
+    int         nv = dinoc_vit_param_entries(m->vision, DINOC_NAMES_HF, NULL);
+    dinoc_param_entry *ev = calloc((size_t)nv, sizeof *ev);
+    if (ev) {
+        dinoc_vit_param_entries(m->vision, DINOC_NAMES_HF, ev);
+        r->grp[0] = groups_of(ev, nv, m->vision->params), r->ngrp[0] = nv;
+    }
+    free(ev);
+    const int nt = dinoc_text_param_groups(m->text, NULL);
+    r->grp[1]    = nt > 0 ? calloc((size_t)nt, sizeof(dinoc_param_group)) : NULL;
+    if (r->grp[1] && dinoc_text_param_groups(m->text, r->grp[1]) == nt) r->ngrp[1] = nt;
+    /* head: the projection is decayed, logit_scale is not (open_clip's exclude rule) */
+    r->grp[2] = calloc(2, sizeof(dinoc_param_group));
+    if (r->grp[2]) {
+        r->grp[2][0] = (dinoc_param_group){0, m->n_head - 1, 1.0, 1.0, 0, "visual_projection.weight"};
+        r->grp[2][1] = (dinoc_param_group){m->n_head - 1, 1, 1.0, 0.0, 0, "logit_scale"};
+        r->ngrp[2]   = 2;
+    }
+    if (!r->ngrp[0] || !r->ngrp[1] || !r->ngrp[2]) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+    return DINOC_OK;
+}
+
+/* ---- checkpoints ------------------------------------------------------------------------------ */
+
+#define CFG_F(name, type) {#name, type, offsetof(dinoc_clip_train_config, name)}
+static const struct {
+    const char *name;
+    char        type; /* i int, f float, d double, u uint64 */
+    size_t      off;
+} k_fields[] = {CFG_F(epochs, 'i'), CFG_F(batch, 'i'), CFG_F(warmup_steps, 'i'), CFG_F(lr, 'f'),
+                CFG_F(min_lr, 'f'), CFG_F(wd, 'f'), CFG_F(time_budget, 'd'), CFG_F(seed, 'u')};
+#undef CFG_F
+static const char *k_strings[3] = {"pairs", "init_image", "preset"};
+
+static const char **string_field(dinoc_clip_train_config *c, int i) {
+    return i == 0 ? &c->pairs : i == 1 ? &c->init_image : &c->preset;
+}
+
+static char *config_json(dinoc_clip_train_config *c) {
+    cJSON *o = cJSON_CreateObject();
+    for (size_t i = 0; o && i < sizeof k_fields / sizeof k_fields[0]; i++) {
+        const char *p = (const char *)c + k_fields[i].off;
+        double      v = k_fields[i].type == 'i' ? *(const int *)p : k_fields[i].type == 'f' ? *(const float *)p
+                        : k_fields[i].type == 'd' ? *(const double *)p : (double)*(const uint64_t *)p;
+        cJSON_AddNumberToObject(o, k_fields[i].name, v);
+    }
+    for (int i = 0; o && i < 3; i++)
+        if (*string_field(c, i)) cJSON_AddStringToObject(o, k_strings[i], *string_field(c, i));
+    char *txt = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return txt;
+}
+
+/* The checkpoint's config over r->cfg (the run continues as it was started). */
+static dinoc_status config_restore(run *r, const char *json, const char *where) {
+    cJSON *o = cJSON_Parse(json);
+    if (!o) return dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata is not JSON", where);
+    dinoc_status s = DINOC_OK;
+    for (size_t i = 0; i < sizeof k_fields / sizeof k_fields[0] && !s; i++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k_fields[i].name);
+        char        *p  = (char *)&r->cfg + k_fields[i].off;
+        if (!cJSON_IsNumber(it)) s = dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata lacks '%s'", where, k_fields[i].name);
+        else if (k_fields[i].type == 'i') *(int *)p = (int)it->valuedouble;
+        else if (k_fields[i].type == 'f') *(float *)p = (float)it->valuedouble;
+        else if (k_fields[i].type == 'd') *(double *)p = it->valuedouble;
+        else *(uint64_t *)p = (uint64_t)it->valuedouble;
+    }
+    for (int i = 0; i < 3 && !s; i++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k_strings[i]);
+        *string_field(&r->cfg, i) = NULL;
+        if (cJSON_IsString(it) && !(r->keep[i] = strdup(it->valuestring))) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+        if (r->keep[i]) *string_field(&r->cfg, i) = r->keep[i];
+    }
+    cJSON_Delete(o);
+    return s;
+}
+
+/* Tensors of the checkpoint: each buffer's parameters and AdamW moments (a locked image tower has
+ * none: its weights are those of --init-image, saved in the model folder). */
+static int ckpt_tensors(run *r, dinoc_tensor *t) {
+    float *bufs[3][3] = {{r->m->vision->params, r->ov.m, r->ov.v},
+                         {r->m->text->params, r->ot.m, r->ot.v},
+                         {r->m->head, r->oh.m, r->oh.v}};
+    const size_t n[3] = {r->m->vision->n_params, r->m->text->n_params, r->m->n_head};
+    static const char *names[3][3] = {{"vision.params", "vision.adam.m", "vision.adam.v"},
+                                      {"text.params", "text.adam.m", "text.adam.v"},
+                                      {"head.params", "head.adam.m", "head.adam.v"}};
+    int k = 0;
+    for (int b = 0; b < 3; b++) {
+        if (b == 0 && r->locked) continue;
+        for (int j = 0; j < 3; j++)
+            t[k++] = (dinoc_tensor){names[b][j], DINOC_DTYPE_F32, 1, {(int64_t)n[b]}, n[b] * sizeof(float), bufs[b][j]};
+    }
+    return k;
+}
+
+static dinoc_status save_checkpoint(run *r) {
+    const dinoc_clip_train_config *c = &r->cfg;
+    dinoc_tensor t[9];
+    const int    nt = ckpt_tensors(r, t);
+    char        *path = dinoc_path_join(c->out, "checkpoint.safetensors"), *cj = config_json(&r->cfg);
+    char         num[4][32];
+    snprintf(num[0], sizeof num[0], "%lld", (long long)r->step);
+    snprintf(num[1], sizeof num[1], "%lld", (long long)r->oh.step);
+    snprintf(num[2], sizeof num[2], "%lld", (long long)r->total);
+    snprintf(num[3], sizeof num[3], "%.3f", r->seconds);
+    const char *meta[] = {"format", "dinoc-clip-1", "step", num[0], "adam_step", num[1], "total_steps", num[2],
+                          "seconds", num[3], "config", cj, NULL};
+    dinoc_status s = path && cj ? dinoc_mkdir(c->out) : dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+    if (!s) s = dinoc_safetensors_write(path, t, nt, meta);
+    if (!s) s = dinoc_clip_save(r->m, c->out); /* the model folder beside it */
+    free(path), free(cj);
+    return s;
+}
+
+static int64_t meta_i64(const dinoc_safetensors *st, const char *key, int *ok) {
+    const char *v = dinoc_safetensors_metadata(st, key);
+    char       *end;
+    long long   x = v ? strtoll(v, &end, 10) : 0;
+    if (!v || *end) *ok = 0;
+    return x;
+}
+
+static dinoc_status load_state(run *r, const dinoc_safetensors *st, const char *ck) {
+    dinoc_tensor t[9];
+    const int    nt = ckpt_tensors(r, t);
+    for (int i = 0; i < nt; i++) {
+        const dinoc_tensor *f = dinoc_safetensors_find(st, t[i].name);
+        if (!f || dinoc_tensor_numel(f) != t[i].shape[0])
+            return dinoc_fail(DINOC_ERR_SHAPE, "%s: tensor '%s' missing or not of %lld floats (the model's)", ck,
+                              t[i].name, (long long)t[i].shape[0]);
+        dinoc_status s = dinoc_tensor_to_f32(f, (float *)t[i].data, t[i].shape[0]);
+        if (s) return s;
+    }
+    int ok   = 1;
+    r->step  = meta_i64(st, "step", &ok);
+    r->total = meta_i64(st, "total_steps", &ok);
+    r->ov.step = r->ot.step = r->oh.step = meta_i64(st, "adam_step", &ok);
+    const char *sec = dinoc_safetensors_metadata(st, "seconds");
+    r->seconds      = sec ? atof(sec) : 0;
+    if (!ok || r->step < 0 || r->total < r->step) return dinoc_fail(DINOC_ERR_FORMAT, "%s: bad step metadata", ck);
+    return DINOC_OK;
+}
+
+/* ---- setup ------------------------------------------------------------------------------------ */
+
+static dinoc_status run_init(run *r, const dinoc_clip_train_config *cfg) {
+    memset(r, 0, sizeof *r);
+    r->cfg                = *cfg;
+    dinoc_safetensors *st = NULL;
+    char              *ck = dinoc_path_join(cfg->out ? cfg->out : ".", "checkpoint.safetensors");
+    dinoc_status       s  = ck ? DINOC_OK : dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+    if (!s && cfg->resume) {
+        if ((s = dinoc_safetensors_open(&st, ck))) goto done;
+        const char *cj = dinoc_safetensors_metadata(st, "config"), *fm = dinoc_safetensors_metadata(st, "format");
+        if (!cj || !fm || strcmp(fm, "dinoc-clip-1") != 0) {
+            s = dinoc_fail(DINOC_ERR_FORMAT, "%s: not a dinoc CLIP checkpoint", ck);
+            goto done;
+        }
+        if ((s = config_restore(r, cj, ck))) goto done;
+    }
+    const dinoc_clip_train_config *c = &r->cfg;
+    if (s || c->batch < 2 || c->epochs <= 0 || c->warmup_steps < 0 || c->time_budget < 0 || !(c->lr > 0) ||
+        c->min_lr < 0 || c->wd < 0) {
+        if (!s) s = dinoc_fail(DINOC_ERR_ARG, "batch %d (>= 2: the loss contrasts pairs), epochs %d, warmup %d, "
+                               "time budget %g, lr %g, min lr %g, wd %g: out of range", c->batch, c->epochs,
+                               c->warmup_steps, c->time_budget, c->lr, c->min_lr, c->wd);
+        goto done;
+    }
+    dinoc_vit_config  vc;
+    dinoc_text_config tc;
+    int               embed = 0;
+    if ((s = preset_configs(c->preset ? c->preset : "shapes", &vc, &tc, &embed))) goto done;
+    if (c->init_image) {
+        /* LiT: a DINO/DINOv2 tower, frozen; its own preprocessing and image size */
+        dinoc_model *v = NULL;
+        if ((s = dinoc_model_load(&v, c->init_image, NULL))) goto done;
+        if ((s = dinoc_clip_init_lit(&r->m, v, &tc, embed, c->seed))) goto done;
+        r->locked = 1;
+    } else if ((s = dinoc_clip_init_random(&r->m, &vc, &tc, embed, c->seed))) {
+        goto done;
+    }
+    r->S = r->m->vision->cfg.image_size, r->ctx = tc.max_pos;
+    if ((s = load_pairs(r, c->pairs))) goto done;
+    if (r->n < c->batch) {
+        s = dinoc_fail(DINOC_ERR_ARG, "%s: %d pairs, fewer than one batch of %d", c->pairs, r->n, c->batch);
+        goto done;
+    }
+    /* the causal mask hides padding from every pooled row, so a step runs only as many positions
+     * as the longest caption needs (shapes captions: ~16 of 32) */
+    r->T = 1;
+    for (int i = 0; i < r->n; i++) r->T = r->len[i] > r->T ? r->len[i] : r->T;
+    if ((s = make_groups(r))) goto done;
+    const dinoc_adamw_config ac = {0.9, 0.98, 1e-6}; /* open_clip's ViT settings (reference A.8) */
+    if (!r->locked && (s = dinoc_adamw_init(&r->ov, r->m->vision->n_params, ac))) goto done;
+    if ((s = dinoc_adamw_init(&r->ot, r->m->text->n_params, ac))) goto done;
+    if ((s = dinoc_adamw_init(&r->oh, r->m->n_head, ac))) goto done;
+    r->gv   = r->locked ? NULL : dinoc_calloc(r->m->vision->n_params, sizeof(float));
+    r->gt   = dinoc_calloc(r->m->text->n_params, sizeof(float));
+    r->gh   = dinoc_calloc(r->m->n_head, sizeof(float));
+    r->x    = dinoc_calloc((size_t)c->batch * 3 * r->S * r->S, sizeof(float));
+    r->perm = dinoc_calloc((size_t)r->n, sizeof(int32_t));
+    r->bids = dinoc_calloc((size_t)c->batch * r->T, sizeof(int32_t));
+    r->blen = dinoc_calloc((size_t)c->batch, sizeof(int32_t));
+    if ((!r->locked && !r->gv) || !r->gt || !r->gh || !r->x || !r->perm || !r->bids || !r->blen) {
+        s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for the training buffers");
+        goto done;
+    }
+    r->perm_epoch = -1;
+    r->total      = (int64_t)c->epochs * (r->n / c->batch);
+    if ((s = dinoc_clip_step_init(&r->step_ws, r->m, c->batch, r->S, r->T, r->locked))) goto done;
+    if (st) s = load_state(r, st, ck);
+done:
+    dinoc_safetensors_close(st);
+    free(ck);
+    return s;
+}
+
+/* ---- the loop --------------------------------------------------------------------------------- */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The batch of step `step`: epoch e = step / spe visits the permutation drawn from (seed, e). */
+static dinoc_status load_batch(run *r, int64_t step) {
+    const int     B = r->cfg.batch, spe = r->n / B;
+    const int64_t e = step / spe;
+    if (e != r->perm_epoch) {
+        dinoc_rng g;
+        dinoc_rng_seed(&g, r->cfg.seed * 0x9E3779B97F4A7C15ull + (uint64_t)e + 1);
+        for (int i = 0; i < r->n; i++) r->perm[i] = i;
+        for (int i = r->n - 1; i > 0; i--) { /* Fisher-Yates */
+            int j = (int)(dinoc_rng_u64(&g) % (uint64_t)(i + 1)), t = r->perm[i];
+            r->perm[i] = r->perm[j], r->perm[j] = t;
+        }
+        r->perm_epoch = e;
+    }
+    const size_t px = (size_t)3 * r->S * r->S;
+    for (int b = 0; b < B; b++) {
+        const int k = r->perm[(step % spe) * B + b];
+        int       w, h;
+        dinoc_preprocess_size(&r->m->vision->pp, r->imgs[k].w, r->imgs[k].h, &w, &h);
+        if (w != r->S || h != r->S)
+            return dinoc_fail(DINOC_ERR_SHAPE, "pair %d: the image preprocesses to %dx%d, the model takes %dx%d",
+                              k + 1, w, h, r->S, r->S);
+        dinoc_status s = dinoc_preprocess_image(&r->m->vision->pp, &r->imgs[k], r->x + b * px, w, h);
+        if (s) return s;
+        memcpy(r->bids + (size_t)b * r->T, r->ids + (size_t)k * r->ctx, sizeof(int32_t) * r->T);
+        r->blen[b] = r->len[k];
+    }
+    return DINOC_OK;
+}
+
+static dinoc_status train_step(run *r, double lr, double *loss, double *acc) {
+    dinoc_clip *m = r->m;
+    dinoc_status s = load_batch(r, r->step);
+    if (s) return s;
+    if (r->gv) memset(r->gv, 0, sizeof(float) * m->vision->n_params);
+    memset(r->gt, 0, sizeof(float) * m->text->n_params);
+    memset(r->gh, 0, sizeof(float) * m->n_head);
+    if ((s = dinoc_clip_step_run(r->step_ws, m, r->x, r->bids, r->blen, r->gv, r->gt, r->gh, loss, acc)))
+        return dinoc_fail_prefix(s, "step %lld (the last checkpoint is intact)", (long long)r->step + 1);
+    const double wd = r->cfg.wd;
+    if (!r->locked) dinoc_adamw_step(&r->ov, m->vision->params, r->gv, r->grp[0], r->ngrp[0], lr, wd);
+    dinoc_adamw_step(&r->ot, m->text->params, r->gt, r->grp[1], r->ngrp[1], lr, wd);
+    dinoc_adamw_step(&r->oh, m->head, r->gh, r->grp[2], r->ngrp[2], lr, wd);
+    float *ls = &m->head[m->n_head - 1]; /* the temperature clamp: s = exp(ls) in [1, 100] */
+    *ls       = fminf(fmaxf(*ls, 0.0f), logf(100.0f));
+    return DINOC_OK;
+}
+
+dinoc_status dinoc_clip_train(const dinoc_clip_train_config *cfg, dinoc_clip_train_result *res) {
+    run          r;
+    const double t0 = now_s();
+    dinoc_status s  = run_init(&r, cfg);
+    FILE        *log = NULL;
+    char        *log_path = NULL, *met = NULL;
+    memset(res, 0, sizeof *res);
+    if (s) goto done;
+    const dinoc_clip_train_config *c = &r.cfg;
+    if ((s = dinoc_mkdir(c->out))) goto done;
+    log_path = dinoc_path_join(c->out, "log.jsonl");
+    met      = dinoc_path_join(c->out, "metrics.json");
+    if (!log_path || !met) {
+        s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if (c->resume) dinoc_train_truncate_log(log_path, r.step);
+    if (!(log = fopen(log_path, c->resume ? "a" : "w"))) {
+        s = dinoc_fail(DINOC_ERR_IO, "%s: cannot write", log_path);
+        goto done;
+    }
+    const double  base = r.seconds;
+    double        loss = 0, acc = 0, t_fit = 0;
+    const int64_t first = r.step;
+    /* --max-steps stops early (tests); the schedule still spans r.total */
+    while (r.step < (c->max_steps > 0 && c->max_steps < r.total ? c->max_steps : r.total)) {
+        const double ts = now_s();
+        const double lr = dinoc_cosine_schedule(c->lr, c->min_lr, r.total, c->warmup_steps, 0.0, r.step);
+        if ((s = train_step(&r, lr, &loss, &acc))) break;
+        r.step++;
+        const double dt = now_s() - ts, el = base + now_s() - t0;
+        r.seconds       = el;
+        /* time budget: fit the schedule once from steps 2-4 of this process (step 1 warms caches) */
+        if (c->time_budget > 0 && r.step - first == 1) t_fit = now_s();
+        if (c->time_budget > 0 && r.step - first == 4 && !c->resume) {
+            const double  per  = (now_s() - t_fit) / 3;
+            const int64_t fit  = r.step + (int64_t)((c->time_budget - el) * 0.97 / per);
+            r.total            = fit < r.step + 1 ? r.step + 1 : fit;
+            dinoc_log(DINOC_LOG_INFO, "time budget %.0f s at %.3f s/step: %lld steps", c->time_budget, per,
+                      (long long)r.total);
+        }
+        fprintf(log, "{\"step\":%lld,\"epoch\":%lld,\"loss\":%.6f,\"batch_acc\":%.4f,\"lr\":%.6g,"
+                     "\"logit_scale\":%.5f,\"img_s\":%.1f,\"seconds\":%.2f}\n",
+                (long long)r.step, (long long)((r.step - 1) / (r.n / c->batch)), loss, acc, lr,
+                expf(r.m->head[r.m->n_head - 1]), c->batch / fmax(dt, 1e-9), el);
+        fflush(log);
+        if (c->progress) c->progress(c->progress_user, r.step, r.total, loss, lr, c->batch / fmax(dt, 1e-9));
+        const int budget_over = c->time_budget > 0 && el >= c->time_budget;
+        if ((c->ckpt_every > 0 && r.step % c->ckpt_every == 0) || budget_over)
+            if ((s = save_checkpoint(&r))) break;
+        if (budget_over) break;
+    }
+    if (!s) s = save_checkpoint(&r);
+    if (!s) {
+        FILE *f = fopen(met, "w");
+        if (!f) s = dinoc_fail(DINOC_ERR_IO, "%s: cannot write", met);
+        else {
+            fprintf(f, "{\"steps\":%lld,\"total_steps\":%lld,\"final_loss\":%.6f,\"seconds\":%.2f,\"pairs\":%d,"
+                       "\"locked_image_tower\":%s}\n", (long long)r.step, (long long)r.total, loss, r.seconds, r.n,
+                    r.locked ? "true" : "false");
+            fclose(f);
+        }
+    }
+    res->steps = r.step, res->final_loss = loss, res->seconds = r.seconds;
+done:
+    if (log) fclose(log);
+    free(log_path), free(met);
+    run_free(&r);
+    return s;
+}

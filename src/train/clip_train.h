@@ -1,0 +1,76 @@
+/* clip_train.h: CLIP's contrastive training: the loss (src/train/clip_loss.c), one step of both
+ * towers (clip_train.c) and the training run (clip_run.c).
+ *
+ * Loss (reference A.8): with I, T the L2-normalised embeddings of N pairs and s = exp(logit_scale),
+ *   L = 1/2 [ CE(s I T^T, y) + CE(s T I^T, y) ],  y = (0, .., N-1),  CE the mean over rows.
+ * Gradients go back through the normalisation to the unnormalised embeddings and to logit_scale.
+ * Tested by tests/test_clip.c (a whole step's gradients against PyTorch, tests/py/gen_clip.py). */
+#ifndef DINOC_CLIP_TRAIN_H
+#define DINOC_CLIP_TRAIN_H
+
+#include "../nn/clip.h"
+#include "../nn/vit_train.h"
+
+/* Workspace of the loss for N pairs of E-wide embeddings (allocated once, reused every step). */
+typedef struct {
+    int      N, E;
+    float   *in, *tn;           /* [N, E] normalised copies */
+    float   *nrm_i, *nrm_t;     /* [N] norms */
+    float   *logits, *logits_t; /* [N, N] s I T^T and its transpose */
+    float   *probs, *probs_t;   /* [N, N] row softmaxes */
+    float   *dlog, *dlog_t;     /* [N, N] */
+    float   *din, *dtn;         /* [N, E] */
+    int32_t *target;            /* [N] 0..N-1 */
+} dinoc_clip_loss_ws;
+
+dinoc_status dinoc_clip_loss_init(dinoc_clip_loss_ws *ws, int N, int E);
+void         dinoc_clip_loss_free(dinoc_clip_loss_ws *ws);
+/* Symmetric InfoNCE of unnormalised img [N, E] and txt [N, E] at logit_scale (the log of s).
+ * Returns the loss; dimg, dtxt [N, E] and *dscale ACCUMULATE its gradients (any may be NULL).
+ * *acc (may be NULL) receives the image-to-text top-1 accuracy within the batch. */
+double dinoc_clip_loss(dinoc_clip_loss_ws *ws, float *dimg, float *dtxt, float *dscale, const float *img,
+                       const float *txt, float logit_scale, double *acc);
+
+/* Activations and gradients scratch of one training step on N pairs of S x S images and
+ * sequences of ctx tokens. locked = 1: the image tower runs in inference mode (LiT, no gradient). */
+typedef struct dinoc_clip_step dinoc_clip_step;
+dinoc_status dinoc_clip_step_init(dinoc_clip_step **out, const dinoc_clip *m, int N, int S, int ctx,
+                                  int locked);
+void         dinoc_clip_step_free(dinoc_clip_step *w);
+/* Forward of both towers, the loss, and the backward: gradients ACCUMULATE into gv (vision,
+ * m->vision->n_params floats; ignored when locked), gt (text) and gh (head: projection and
+ * logit_scale). images [N, 3, S, S] normalised, ids [N, ctx], lengths [N]. */
+dinoc_status dinoc_clip_step_run(dinoc_clip_step *w, const dinoc_clip *m, const float *images,
+                                 const int32_t *ids, const int32_t *lengths, float *gv, float *gt,
+                                 float *gh, double *loss, double *acc);
+
+/* ---- the training run ----------------------------------------------------------------------- */
+
+typedef struct {
+    const char *pairs;      /* a TSV (image path <TAB> caption, paths relative to its folder) or a
+                             * folder of images with a .txt caption beside each */
+    const char *out;        /* run folder */
+    int         resume;     /* 1: continue from out/checkpoint.safetensors */
+    const char *init_image; /* LiT: an HF ViT/Dinov2 folder (dinoc train dino) whose tower is locked */
+    const char *preset;     /* model size: "shapes" (default) or "tiny" (tests) */
+    int         epochs, batch, warmup_steps, max_steps, ckpt_every, workers;
+    float       lr, min_lr, wd;
+    double      time_budget; /* seconds (0: none): the run's length is fitted to it */
+    uint64_t    seed;
+    void (*progress)(void *user, int64_t step, int64_t total, double loss, double lr, double img_s);
+    void       *progress_user;
+} dinoc_clip_train_config;
+
+dinoc_clip_train_config dinoc_clip_train_default(void);
+
+typedef struct {
+    int64_t steps;
+    double  final_loss, seconds;
+} dinoc_clip_train_result;
+
+/* Trains (or resumes) and writes the run folder: the model as a CLIPModel folder (config.json,
+ * model.safetensors, preprocessor_config.json; LiT: its image tower in vision/), checkpoint.safetensors
+ * (weights, AdamW moments, step, total steps: resumes bit for bit), log.jsonl and metrics.json. */
+dinoc_status dinoc_clip_train(const dinoc_clip_train_config *cfg, dinoc_clip_train_result *res);
+
+#endif
