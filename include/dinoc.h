@@ -256,11 +256,13 @@ typedef enum {
     DINOC_ARCH_DINOV2     = 0, /* HF model_type "dinov2" */
     DINOC_ARCH_DINOV2_REG = 1, /* HF model_type "dinov2_with_registers" */
     DINOC_ARCH_VIT        = 2, /* HF model_type "vit": the DINO v1 checkpoints (facebook/dino-vit*) */
+    DINOC_ARCH_CLIP       = 3, /* CLIP's image tower (HF clip_vision_model inside a CLIPModel folder) */
 } dinoc_arch;
 
 typedef enum {
     DINOC_FFN_MLP    = 0, /* fc1, exact (erf) GELU, fc2 */
     DINOC_FFN_SWIGLU = 1, /* w12 -> SiLU(x1) * x2 -> w3 */
+    DINOC_FFN_MLP_QUICK_GELU = 2, /* fc1, QuickGELU x*sigmoid(1.702x) (OpenAI CLIP), fc2 */
 } dinoc_ffn;
 
 /* How position embeddings are resized to another patch grid. The three bicubic variants of the

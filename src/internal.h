@@ -144,6 +144,10 @@ void dinoc_linear_backward(float *dinp, float *dw, float *db, const float *dout,
 void dinoc_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                               const float *inp, const float *w, const float *mean,
                               const float *rstd, int N, int C);
+/* QuickGELU x * sigmoid(1.702 x) (CLIP): out may alias inp; the backward accumulates
+ * dinp += dout * act'(inp). */
+void dinoc_quick_gelu_forward(float *out, const float *inp, size_t n);
+void dinoc_quick_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
 /* Exact GELU: dinp += dout * gelu'(inp). */
 void dinoc_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
 /* SwiGLU: dinp [N, 2F] += d/d[x1|x2] of SiLU(x1) * x2. */

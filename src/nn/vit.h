@@ -6,18 +6,10 @@
 
 #include "../internal.h"
 
-/* CLIP's image tower (HF CLIPVisionModel, openai/CLIP VisionTransformer): pre_layrnorm after the
- * embeddings, no patch-embedding bias, QuickGELU (OpenAI weights) or GELU (hidden_act), and its final
- * norm is post_layernorm (CLIP applies it to the CLS token only; here to every token, which gives
- * the same CLS row). These extend dinoc_arch / dinoc_ffn of dinoc.h from inside the library until
- * the public enums list them (values chosen after the public ones). */
-#define DINOC_ARCH_CLIP          ((dinoc_arch)3)
-#define DINOC_FFN_MLP_QUICK_GELU ((dinoc_ffn)2) /* fc1, QuickGELU, fc2 */
-
-/* QuickGELU x * sigmoid(1.702 x) (src/ops/activation.c): out may alias inp; the backward
- * accumulates dinp += dout * act'(inp). */
-void dinoc_quick_gelu_forward(float *out, const float *inp, size_t n);
-void dinoc_quick_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
+/* CLIP's image tower (DINOC_ARCH_CLIP; HF CLIPVisionModel, openai/CLIP VisionTransformer):
+ * pre_layrnorm after the embeddings, no patch-embedding bias, QuickGELU (OpenAI weights,
+ * DINOC_FFN_MLP_QUICK_GELU) or GELU (hidden_act), and its final norm is post_layernorm (CLIP applies
+ * it to the CLS token only; here to every token, which gives the same CLS row). */
 
 typedef struct {
     float *ln1_w, *ln1_b;   /* [D] */
