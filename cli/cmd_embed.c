@@ -7,8 +7,11 @@
  * Dinov2ForImageClassification head); patch [N, Np, D]; reg: the register tokens [N, R, D].
  * Registers are never part of the mean.
  * --size S evaluates at S x S: shorter side resized to round(S * 256 / 224) and an S x S center crop
- * for processors that crop (DINOv2's 224/256 ratio), an S x S resize for those that do not. */
+ * for processors that crop (DINOv2's 224/256 ratio), an S x S resize for those that do not.
+ * A ResNet folder (config.json model_type "resnet") gives its pooled feature [N, F] (eval-mode BN,
+ * fc dropped) for --pool cls or mean; the token pools, --layer and --no-norm are the ViT's. */
 #include "cli.h"
+#include "../src/eval/eval.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -114,14 +117,25 @@ int cmd_embed(int argc, char **argv) {
     dinoc_load_params lp = dinoc_load_default_params();
     lp.strict_config     = !lenient;
     if (interp_s) lp.set_pos_interp = 1, lp.pos_interp = interp;
-    dinoc_model *m = NULL;
-    dinoc_status s = dinoc_model_load(&m, model, &lp);
+    dinoc_backbone      bb;
+    dinoc_status        s  = dinoc_backbone_load(&bb, model, &lp);
+    const dinoc_model  *m  = bb.vit;
+    const dinoc_resnet *rn = bb.resnet;
+    if (!s && rn && (layer != -1 || no_norm || (pool != POOL_CLS && pool != POOL_MEAN))) {
+        fprintf(stderr, "error: %s is a ResNet: it has one pooled feature (--pool cls or mean); --pool "
+                        "cls+mean|patch|reg, --layer and --no-norm are for ViTs\n", model);
+        dinoc_backbone_free(&bb);
+        cli_free_list(files, n);
+        return 2;
+    }
     if (s) {
         cli_free_list(files, n);
         return cli_fail("embed", s);
     }
-    const dinoc_vit_config *c  = dinoc_model_config(m);
-    dinoc_preprocess        pp = *dinoc_model_preprocess(m);
+    const dinoc_vit_config *c  = m ? dinoc_model_config(m) : NULL;
+    dinoc_preprocess        pp = m ? *dinoc_model_preprocess(m) : bb.pp;
+    const int               C  = m ? c->channels : rn->cfg.in_channels;
+    dinoc_resnet_ws        *ws = NULL;
     if (size) {
         if (pp.do_center_crop) {
             pp.resize_mode   = DINOC_RESIZE_SHORTEST_EDGE;
@@ -132,9 +146,9 @@ int cmd_embed(int argc, char **argv) {
             pp.resize_w = pp.resize_h = size;
         }
     }
-    const int D = c->dim, R = c->n_registers;
+    const int D = m ? c->dim : dinoc_resnet_feat_dim(rn), R = m ? c->n_registers : 0;
     int       ow = 0, oh = 0;
-    float    *x = NULL, *rows = NULL, *tok = NULL;
+    float    *x = NULL, *rows = NULL, *tok = NULL, *pre = NULL; /* pre: [batch, 3, oh, ow] (1-channel models) */
     int      *sizes = calloc((size_t)n * 2, sizeof(int));
     dinoc_image *imgs  = calloc((size_t)batch, sizeof(dinoc_image));
     dinoc_state *st    = NULL;
@@ -174,8 +188,8 @@ int cmd_embed(int argc, char **argv) {
             }
         }
         if (s) break;
-        if (!st || i0 == 0 || ow != sizes[0] || oh != sizes[1]) {
-            int same = st && ow == sizes[0] && oh == sizes[1];
+        if (!x || ow != sizes[0] || oh != sizes[1]) {
+            int same = x && ow == sizes[0] && oh == sizes[1];
             if (!same) {
                 if (rows && (pool == POOL_PATCH || pool == POOL_REG)) {
                     fprintf(stderr, "dinoc embed: --pool patch needs every image at one size (use --size)\n");
@@ -183,24 +197,32 @@ int cmd_embed(int argc, char **argv) {
                     break;
                 }
                 dinoc_state_free(st);
-                st = NULL;
+                dinoc_resnet_ws_free(ws);
+                st = NULL, ws = NULL;
                 free(x);
                 free(tok);
-                x   = malloc(sizeof(float) * (size_t)batch * c->channels * ow * oh);
-                tok = malloc(sizeof(float) * (size_t)batch * (1 + R + (ow / c->patch) * (oh / c->patch)) * D);
-                if (!x || !tok) {
+                free(pre);
+                x   = malloc(sizeof(float) * (size_t)batch * C * ow * oh);
+                /* tokens of a batch; a ResNet's batch of pooled features */
+                tok = malloc(sizeof(float) * (size_t)batch * (m ? 1 + R + (ow / c->patch) * (oh / c->patch) : 1) * D);
+                /* dinoc_preprocess_image always writes 3 planes: a 1-channel model's images go
+                 * through this buffer and keep the first plane (writing 3 planes into x's one
+                 * overran it: the "double free or corruption" abort after the .npy was written) */
+                pre = C == 3 ? NULL : malloc(sizeof(float) * (size_t)batch * 3 * ow * oh);
+                if (!x || !tok || (C != 3 && !pre)) {
                     s = DINOC_ERR_NOMEM;
                     break;
                 }
-                if ((s = dinoc_state_init(&st, m, batch, oh, ow, layer == -1 || layer == c->depth - 1 ? 0 : DINOC_STATE_HIDDEN))) {
+                if (rn ? (s = dinoc_resnet_ws_init(&ws, rn, batch, oh, ow, 0))
+                       : (s = dinoc_state_init(&st, m, batch, oh, ow, layer == -1 || layer == c->depth - 1 ? 0 : DINOC_STATE_HIDDEN))) {
                     cli_fail("embed", s);
                     break;
                 }
                 sizes[0] = ow, sizes[1] = oh;
             }
         }
-        int T, gh, gw;
-        dinoc_state_dims(st, NULL, &T, NULL, &gh, &gw);
+        int T = 1, gh = 1, gw = 1; /* a ResNet: one pooled row per image */
+        if (st) dinoc_state_dims(st, NULL, &T, NULL, &gh, &gw);
         if (!rows) {
             row_w = pool == POOL_PATCH      ? (size_t)gh * gw * D
                     : pool == POOL_REG      ? (size_t)R * D
@@ -217,10 +239,14 @@ int cmd_embed(int argc, char **argv) {
                 break;
             }
         }
-        const size_t per = (size_t)c->channels * ow * oh;
+        const size_t per = (size_t)C * ow * oh;
         dinoc_status perr[b];
 #pragma omp parallel for schedule(dynamic)
-        for (int i = 0; i < b; i++) perr[i] = dinoc_preprocess_image(&pp, &imgs[i], x + i * per, ow, oh);
+        for (int i = 0; i < b; i++) {
+            float *dst = pre ? pre + (size_t)i * 3 * ow * oh : x + i * per;
+            perr[i]    = dinoc_preprocess_image(&pp, &imgs[i], dst, ow, oh);
+            if (pre) memcpy(x + i * per, dst, sizeof(float) * per);
+        }
         for (int i = 0; i < b && !s; i++)
             if (perr[i]) {
                 fprintf(stderr, "dinoc embed: %s: preprocessing failed\n", files[i0 + i]);
@@ -230,6 +256,15 @@ int cmd_embed(int argc, char **argv) {
         if (s) break;
         /* a short last batch: pad with copies of the first image so the state's batch size holds */
         for (int i = b; i < batch; i++) memcpy(x + i * per, x, per * sizeof(float));
+        if (rn) {
+            if ((s = dinoc_resnet_forward(rn, x, batch, oh, ow, tok, ws))) {
+                cli_fail("embed", s);
+                break;
+            }
+            memcpy(rows + (size_t)i0 * D, tok, sizeof(float) * (size_t)b * D);
+            if (!quiet) cli_progress_update(&prog, i0 + b, n, i0 + b == n);
+            continue;
+        }
         if ((s = dinoc_forward(m, st, x, NULL))) {
             cli_fail("embed", s);
             break;
@@ -288,9 +323,11 @@ done:
     free(sizes);
     free(x);
     free(tok);
+    free(pre);
     free(rows);
     dinoc_state_free(st);
-    dinoc_model_free(m);
+    dinoc_resnet_ws_free(ws);
+    dinoc_backbone_free(&bb);
     cli_free_list(files, n);
     return s ? 1 : 0;
 }

@@ -4,7 +4,9 @@
  *   dinoc eval classify -m RUN   accuracy of a classifier trained by `dinoc train supervised`
  *   dinoc eval segment -m MODEL  linear per-patch segmentation probe (mIoU; --data shapes:DIR or
  *                                fashion-mnist; src/eval/segment.c, tests/cli_dense_test.sh)
- * MODEL is anything dinoc_model_load accepts (a Hugging Face folder, a run folder). Data:
+ * MODEL for knn and linear is anything dinoc_backbone_load accepts: a Hugging Face ViT folder, a
+ * ResNet folder (config.json model_type "resnet", e.g. a `train dino --arch resnet_small` run), a
+ * run folder. Data:
  * fashion-mnist (train split = bank / training rows, test split = evaluation) or a folder DIR with
  * DIR/train and DIR/test class subfolders. Results on stdout (--json: one object), progress on
  * stderr. Exit codes: 0 ok, 1 runtime error, 2 usage error. Tested by tests/cli_eval_test.sh. */
@@ -69,7 +71,7 @@ typedef struct {
     int          k_max;              /* knn: checked against the train rows before extracting */
     dinoc_feature_spec spec;
     /* results */
-    dinoc_model *m;
+    dinoc_backbone bb;
     float       *xtr, *xte;
     int32_t     *ytr, *yte;
     int64_t      ntr, nte;
@@ -98,7 +100,7 @@ static dinoc_status extract(eval_run *r, const dinoc_dataset *ds, int64_t limit,
                             int32_t **y, int64_t *n) {
     cli_progress p;
     cli_progress_start(&p, label);
-    dinoc_status s = dinoc_extract_features(r->m, ds, r->spec, r->batch, limit, x, y, &r->dim,
+    dinoc_status s = dinoc_backbone_features(&r->bb, ds, r->spec, r->batch, limit, x, y, &r->dim,
                                             r->quiet ? NULL : on_progress, &p);
     if (!s) *n = limit > 0 && limit < dinoc_dataset_size(ds) ? limit : dinoc_dataset_size(ds);
     return s;
@@ -109,7 +111,7 @@ static int eval_prepare(eval_run *r) {
     dinoc_dataset *tr = NULL, *te = NULL;
     dinoc_status   s;
     double         t0 = cli_now();
-    if ((s = dinoc_model_load(&r->m, r->model, NULL)) || (s = open_split(&tr, r->data, r->data_dir, 1)) ||
+    if ((s = dinoc_backbone_load(&r->bb, r->model, NULL)) || (s = open_split(&tr, r->data, r->data_dir, 1)) ||
         (s = open_split(&te, r->data, r->data_dir, 0)))
         goto done;
     r->classes = dinoc_dataset_num_classes(tr);
@@ -140,7 +142,7 @@ done:
 }
 
 static void eval_release(eval_run *r) {
-    dinoc_model_free(r->m);
+    dinoc_backbone_free(&r->bb);
     free(r->xtr), free(r->xte), free(r->ytr), free(r->yte);
 }
 
@@ -198,8 +200,8 @@ static int eval_knn(int argc, char **argv) {
         {"data-dir", 0, OPT_STR, &r.data_dir, "Fashion-MNIST IDX folder (default: Debian's)"},
         {"k", 'k', OPT_STR, &klist, "neighbours; a comma list (10,20,100,200) evaluates each"},
         {"temperature", 'T', OPT_FLOAT, &T, "vote weight exp(sim / T)"},
-        {"n-last-blocks", 0, OPT_INT, &r.spec.n_last_blocks, "features: CLS of the last n blocks (normed)"},
-        {"avgpool", 0, OPT_FLAG, &r.spec.avgpool, "features: append the mean of the patch tokens"},
+        {"n-last-blocks", 0, OPT_INT, &r.spec.n_last_blocks, "features: CLS of the last n blocks (normed; a ResNet: its pooled feature)"},
+        {"avgpool", 0, OPT_FLAG, &r.spec.avgpool, "features: append the mean of the patch tokens (ViT only)"},
         {"batch", 'b', OPT_INT, &r.batch, "images per forward"},
         {"limit-train", 0, OPT_INT, &r.limit_train, "use only the first N train images (0: all)"},
         {"limit-test", 0, OPT_INT, &r.limit_test, "use only the first N test images (0: all)"},
@@ -270,8 +272,8 @@ static int eval_linear(int argc, char **argv) {
         {"model", 'm', OPT_STR, &r.model, "model folder (Hugging Face layout, or a training run)"},
         {"data", 'd', OPT_STR, &r.data, "fashion-mnist, or a folder with train/ and test/ class subfolders"},
         {"data-dir", 0, OPT_STR, &r.data_dir, "Fashion-MNIST IDX folder (default: Debian's)"},
-        {"n-last-blocks", 0, OPT_INT, &r.spec.n_last_blocks, "features: CLS of the last n blocks (normed)"},
-        {"avgpool", 0, OPT_FLAG, &r.spec.avgpool, "features: append the mean of the patch tokens"},
+        {"n-last-blocks", 0, OPT_INT, &r.spec.n_last_blocks, "features: CLS of the last n blocks (normed; a ResNet: its pooled feature)"},
+        {"avgpool", 0, OPT_FLAG, &r.spec.avgpool, "features: append the mean of the patch tokens (ViT only)"},
         {"epochs", 'e', OPT_INT, &c.epochs, "epochs of SGD per probe"},
         {"lrs", 0, OPT_STR, &lrlist, "learning rates to try, comma separated, before the batch/256 scaling "
                                      "(default 1e-4,3e-4,1e-3,3e-3,0.01,0.03,0.1,0.3,1)"},
@@ -330,10 +332,13 @@ static int eval_linear(int argc, char **argv) {
                c.epochs, c.batch, c.val_fraction, seed, r.spec.n_last_blocks, r.spec.avgpool ? "true" : "false",
                (long long)r.ntr, (long long)r.nte, r.dim, r.classes, r.feat_s, probe_s, cli_now() - t0);
     } else {
+        char what[64];
+        if (r.bb.resnet) snprintf(what, sizeof what, "the ResNet's pooled feature");
+        else snprintf(what, sizeof what, "CLS of the last %d blocks%s", r.spec.n_last_blocks,
+                      r.spec.avgpool ? " + mean patch token" : "");
         printf("linear probe on %s: %lld train (%.0f%% held out to pick the lr), %lld test, %d classes, "
-               "features %d wide (CLS of the last %d blocks%s)\n",
-               r.data, (long long)r.ntr, 100 * c.val_fraction, (long long)r.nte, r.classes, r.dim,
-               r.spec.n_last_blocks, r.spec.avgpool ? " + mean patch token" : "");
+               "features %d wide (%s)\n",
+               r.data, (long long)r.ntr, 100 * c.val_fraction, (long long)r.nte, r.classes, r.dim, what);
         for (int j = 0; j < c.n_lrs; j++)
             printf("lr %-8g (x %g): val top-1 %6.2f%%%s\n", c.lrs[j], c.batch / 256.0, 100 * res.val_by_lr[j],
                    c.lrs[j] == res.best_lr ? "  <- chosen" : "");

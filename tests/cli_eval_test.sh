@@ -3,35 +3,16 @@
 # models: a 1-channel 28-px ViT on Fashion-MNIST (limited to a few hundred images) and a 3-channel
 # 224-px DINO ViT on an image folder with train/ and test/ splits. Checks --json output (exactly one
 # JSON object on stdout), human output, exit codes (0 ok, 1 runtime error, 2 usage error) and that
-# errors name their cause. Run by scripts/test.sh with DINOC and PY set.
+# errors name their cause. Also a random 1-channel resnet_small folder (written by torch through
+# tests/py/gen_resnet.py's ResNet): eval knn / linear / embed take it like a ViT; and the 1-channel
+# `embed` regression (a 3-plane preprocess overran the 1-plane batch: "double free or corruption").
+# Run by scripts/test.sh with DINOC and PY set.
 # Prints one line per check and "N passed, N failed" last; exits non-zero on any failure.
 set -u
+source "$(dirname "$0")/cli_lib.sh"
 DINOC=${DINOC:-./build/dinoc}
 PY=${PY:-/usr/bin/python3}
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-passed=0 failed=0
 
-ok() { echo "[  OK  ] $1" >&2; passed=$((passed + 1)); }
-bad() { echo "[ FAIL ] $1" >&2; failed=$((failed + 1)); }
-# expect_rc NAME RC CMD...: runs CMD, requires exit status RC
-expect_rc() {
-    local name=$1 want=$2; shift 2
-    "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
-    if [ "$rc" = "$want" ]; then ok "$name"; else bad "$name (exit $rc, wanted $want)"; sed 's/^/    /' "$TMP/err" | tail -5 >&2; fi
-}
-# expect_err NAME TEXT: the last command's stderr contains TEXT
-expect_err() {
-    if grep -qF -- "$2" "$TMP/err"; then ok "$1"; else bad "$1 (stderr lacks '$2')"; sed 's/^/    /' "$TMP/err" | tail -5 >&2; fi
-}
-# expect_json NAME PYTHON-EXPR: the last stdout is one JSON object j for which EXPR holds
-expect_json() {
-    if $PY -c "import json,sys; j = json.load(sys.stdin); sys.exit(0 if ($2) else 1)" <"$TMP/out" 2>/dev/null; then
-        ok "$1"
-    else
-        bad "$1"; sed 's/^/    /' "$TMP/out" | head -5 >&2
-    fi
-}
 
 # a 1-channel 28-px model with the Fashion-MNIST processor (no resize, no crop, FMNIST mean/std)
 FM=$TMP/fm
@@ -131,6 +112,42 @@ mkdir -p "$TMP/onlytrain/train/a" "$TMP/onlytrain/train/b"
 cp "$TMP/imgs/train/cat/0.ppm" "$TMP/onlytrain/train/a/" && cp "$TMP/imgs/train/dog/0.ppm" "$TMP/onlytrain/train/b/"
 expect_rc "a folder without test/ fails" 1 "$DINOC" eval knn -m "$RGB" --data "$TMP/onlytrain" -k 1 -q
 expect_err "error asks for train/ and test/" "train/ and test/"
+
+# ---- a ResNet folder (config.json model_type "resnet") and 1-channel embed ----------------------
+HERE=$(cd "$(dirname "$0")" && pwd)
+RN=$TMP/rn
+$PY - "$RN" "$HERE/py" <<'PYEOF'
+import json, os, sys
+sys.path.insert(0, sys.argv[2])
+import torch, gen_resnet, st
+torch.manual_seed(0)
+m = gen_resnet.ResNet(False, [2, 2, 2], [16, 32, 64], 16, 1, 0, True)
+gen_resnet.randomize(m)
+os.makedirs(sys.argv[1])
+st.save(os.path.join(sys.argv[1], "model.safetensors"), {k: v.clone() for k, v in m.state_dict().items()}, {"format": "pt"})
+json.dump({"model_type": "resnet", "arch": "resnet_small", "in_channels": 1, "num_classes": 0},
+          open(os.path.join(sys.argv[1], "config.json"), "w"))
+PYEOF
+cp "$FM/preprocessor_config.json" "$RN/"
+expect_rc "eval knn on a ResNet folder" 0 "$DINOC" eval knn -m "$RN" "${LIM[@]}" --json -q
+expect_json "ResNet knn: pooled 64-wide features" "j['dim'] == 64 and j['n_train'] == 300 and 0.1 < j['top1'] <= 1"
+expect_rc "eval linear on a ResNet folder" 0 "$DINOC" eval linear -m "$RN" "${LIM[@]}" --epochs 2 --json -q
+expect_json "ResNet linear: 64 wide whatever --n-last-blocks" "j['dim'] == 64 and 0 <= j['top1'] <= 1"
+$PY - "$TMP/png" <<'PYEOF'
+import os, sys
+from PIL import Image
+os.makedirs(sys.argv[1])
+for i in range(5):
+    Image.new("L", (28, 28), 40 * i).save(os.path.join(sys.argv[1], "%d.png" % i))
+PYEOF
+expect_rc "embed a ResNet" 0 "$DINOC" embed -q -m "$RN" -b 2 -o "$TMP/rn.npy" "$TMP/png"
+expect_rc "ResNet embeddings are [5, 64]" 0 $PY -c "import numpy as np, sys; sys.exit(0 if np.load('$TMP/rn.npy').shape == (5, 64) else 1)"
+expect_rc "embed a ResNet with --pool patch is a usage error" 2 "$DINOC" embed -q -m "$RN" -p patch -o "$TMP/rn.npy" "$TMP/png"
+expect_err "the error says why" "is a ResNet"
+for b in 1 5; do
+    expect_rc "1-channel ViT embed -p patch -b $b (was: double free)" 0 "$DINOC" embed -q -m "$FM" -p patch -b $b -o "$TMP/p.npy" "$TMP/png"
+done
+expect_rc "patch embeddings are [5, 49, 192]" 0 $PY -c "import numpy as np, sys; sys.exit(0 if np.load('$TMP/p.npy').shape == (5, 49, 192) else 1)"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

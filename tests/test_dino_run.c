@@ -18,6 +18,58 @@ static dinoc_dino_config tiny(const char *out) {
     return c;
 }
 
+/* Shared with tests/test_dinov2_run.c (declared there): the run folders a (straight) and b
+ * (resumed) hold bitwise equal checkpoint tensors `names` and equal logs (speed removed). */
+void dinoc_test_same_runs(const char *a, const char *b, const char *const *names, int n) {
+    for (int i = 0; i < n; i++) {
+        int64_t na = 0, nb = 0;
+        float  *xa = read_tensor(a, names[i], &na), *xb = read_tensor(b, names[i], &nb);
+        CHECK_MSG(xa && xb && na == nb && memcmp(xa, xb, sizeof(float) * na) == 0,
+                  "'%s' differs between the straight and the resumed run", names[i]);
+        free(xa), free(xb);
+    }
+    char *la = read_text(a, "log.jsonl"), *lb = read_text(b, "log.jsonl");
+    CHECK(la && lb);
+    if (la && lb) {
+        strip_speed(la), strip_speed(lb);
+        CHECK_MSG(strcmp(la, lb) == 0, "logged values differ:\n%s\nvs\n%s", la, lb);
+    }
+    free(la), free(lb);
+}
+
+/* Shared with tests/test_dinov2_run.c: writes DST/checkpoint.safetensors, a copy of
+ * DIR/checkpoint.safetensors with metadata `keys` (at most 12) whose "student" holds an inf in
+ * its middle element; returns the poisoned student (malloc'ed, *np floats; NULL on failure). */
+float *dinoc_test_poison_checkpoint(const char *dir, const char *dst, const char *const *keys, int nkeys, int64_t *np) {
+    char path[800];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
+    dinoc_safetensors *st = NULL;
+    CHECK_OK(dinoc_safetensors_open(&st, path));
+    if (!st || nkeys > 12) return NULL;
+    int           n = dinoc_safetensors_count(st);
+    dinoc_tensor *t = calloc((size_t)n, sizeof *t);
+    float        *poison = NULL;
+    for (int i = 0; i < n; i++) {
+        t[i] = *dinoc_safetensors_get(st, i);
+        if (!strcmp(t[i].name, "student")) {
+            *np    = dinoc_tensor_numel(&t[i]);
+            poison = malloc(sizeof(float) * *np);
+            CHECK_OK(dinoc_tensor_to_f32(&t[i], poison, *np));
+            poison[*np / 2] = INFINITY;
+            t[i].data       = poison;
+        }
+    }
+    const char *meta[25];
+    for (int i = 0; i < nkeys; i++) meta[2 * i] = keys[i], meta[2 * i + 1] = dinoc_safetensors_metadata(st, keys[i]);
+    meta[2 * nkeys] = NULL;
+    CHECK_OK(dinoc_mkdir(dst));
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", dst);
+    CHECK_OK(dinoc_safetensors_write(path, t, n, meta));
+    dinoc_safetensors_close(st);
+    free(t);
+    return poison;
+}
+
 DINOC_TEST(dino_run_resume_is_exact) {
     char a[512], b[512];
     snprintf(a, sizeof a, "%s/dino_a", dinoc_test_tmpdir());
@@ -37,19 +89,7 @@ DINOC_TEST(dino_run_resume_is_exact) {
     CHECK(res.steps == 2 * N);
     const char *names[] = {"student", "teacher", "student_head", "teacher_head", "center", "adam.m", "adam.v",
                            "head_adam.m", "last_adam.v"};
-    for (int i = 0; i < 9; i++) {
-        int64_t na = 0, nb = 0;
-        float  *xa = read_tensor(a, names[i], &na), *xb = read_tensor(b, names[i], &nb);
-        CHECK_MSG(xa && xb && na == nb && memcmp(xa, xb, sizeof(float) * na) == 0,
-                  "'%s' differs between the straight and the resumed run", names[i]);
-        free(xa), free(xb);
-    }
-    char *la = read_text(a, "log.jsonl"), *lb = read_text(b, "log.jsonl");
-    if (la && lb) {
-        strip_speed(la), strip_speed(lb);
-        CHECK_MSG(strcmp(la, lb) == 0, "logged values differ:\n%s\nvs\n%s", la, lb);
-    }
-    free(la), free(lb);
+    dinoc_test_same_runs(a, b, names, 9);
     /* the run folder's model is the teacher, loadable, with the Fashion-MNIST preprocessing */
     dinoc_model *m = NULL;
     CHECK_OK(dinoc_model_load(&m, a, NULL));
@@ -65,46 +105,23 @@ DINOC_TEST(dino_run_resume_is_exact) {
 }
 
 DINOC_TEST(dino_run_nan_stops_and_keeps_checkpoint) {
-    char d[512], p2[600], path[800];
+    char d[512], p2[600];
     snprintf(d, sizeof d, "%s/dino_nan", dinoc_test_tmpdir());
+    snprintf(p2, sizeof p2, "%s/dino_nan2", dinoc_test_tmpdir());
     dinoc_dino_result res;
     dinoc_dino_config c = tiny(d);
     c.max_steps = 2, c.ckpt_every = 2;
     CHECK_OK(dinoc_dino_train(&c, &res));
-    snprintf(path, sizeof path, "%s/checkpoint.safetensors", d);
-    dinoc_safetensors *st = NULL;
-    CHECK_OK(dinoc_safetensors_open(&st, path));
-    if (!st) return;
-    /* a copy of the checkpoint whose student weights hold an inf */
-    int           n = dinoc_safetensors_count(st);
-    dinoc_tensor *t = calloc((size_t)n, sizeof *t);
-    float        *poison = NULL;
-    int64_t       np = 0;
-    for (int i = 0; i < n; i++) {
-        t[i] = *dinoc_safetensors_get(st, i);
-        if (!strcmp(t[i].name, "student")) {
-            np     = dinoc_tensor_numel(&t[i]);
-            poison = malloc(sizeof(float) * np);
-            CHECK_OK(dinoc_tensor_to_f32(&t[i], poison, np));
-            poison[np / 2] = INFINITY;
-            t[i].data      = poison;
-        }
-    }
     const char *keys[] = {"format", "step", "adam_step", "head_adam_step", "last_adam_step", "loader_epoch",
                           "loader_index", "config"};
-    const char *meta[17];
-    for (int i = 0; i < 8; i++) meta[2 * i] = keys[i], meta[2 * i + 1] = dinoc_safetensors_metadata(st, keys[i]);
-    meta[16] = NULL;
-    snprintf(p2, sizeof p2, "%s/dino_nan2", dinoc_test_tmpdir());
-    CHECK_OK(dinoc_mkdir(p2));
-    snprintf(path, sizeof path, "%s/checkpoint.safetensors", p2);
-    CHECK_OK(dinoc_safetensors_write(path, t, n, meta));
-    dinoc_safetensors_close(st);
+    int64_t     np     = 0;
+    float      *poison = dinoc_test_poison_checkpoint(d, p2, keys, 8, &np);
+    if (!poison) return;
     dinoc_dino_config r = dinoc_dino_default();
     r.resume = p2, r.out = p2, r.max_steps = 10;
     CHECK_ERR(dinoc_dino_train(&r, &res), DINOC_ERR_NUMERIC, "step 2");
     int64_t n1 = 0;
     float  *after = read_tensor(p2, "student", &n1);
     CHECK(after && n1 == np && isinf(after[np / 2]) && memcmp(after, poison, sizeof(float) * (np / 2)) == 0);
-    free(after), free(poison), free(t);
+    free(after), free(poison);
 }

@@ -5,6 +5,7 @@
 #define DINOC_EVAL_H
 
 #include "../data/data.h"
+#include "../nn/resnet.h"
 
 /* Which features of a ViT to take per image. */
 typedef struct {
@@ -13,6 +14,35 @@ typedef struct {
                           normed CLS of the backbone output */
     int avgpool;       /* 1: append the mean of the last block's normed patch tokens (D floats) */
 } dinoc_feature_spec;
+
+/* A frozen encoder: a ViT or a ResNet (exactly one is set). pp is the ResNet's preprocessing; a
+ * ViT uses its own (dinoc_model_preprocess). */
+typedef struct {
+    const dinoc_model  *vit;
+    const dinoc_resnet *resnet;
+    dinoc_preprocess    pp;
+} dinoc_backbone;
+
+/* Loads a model folder (or a .safetensors file with config.json beside it) by config.json's
+ * "model_type": "resnet" through dinoc_resnet_load, with preprocessor_config.json read over
+ * dinoc_preprocess_default() when the folder has one (without it: torchvision's evaluation
+ * transform, shorter side 256, center crop 224, ImageNet mean/std, which the default equals);
+ * anything else through dinoc_model_load with lp (NULL: its defaults). The backbone owns the
+ * model: dinoc_backbone_free (also after a failed load). */
+dinoc_status dinoc_backbone_load(dinoc_backbone *b, const char *path, const dinoc_load_params *lp);
+void         dinoc_backbone_free(dinoc_backbone *b);
+/* Input channels of the backbone's images (1 or 3). */
+int          dinoc_backbone_channels(const dinoc_backbone *b);
+
+/* dinoc_extract_features for either backbone. A ResNet's feature is its pooled last stage (fc
+ * dropped: DINO's eval_knn / eval_linear take model(x) with fc = Identity) with eval-mode BN;
+ * spec is the ViT's and is ignored for a ResNet (as DINO's eval_linear ignores n_last_blocks and
+ * avgpool for ResNets). */
+dinoc_status dinoc_backbone_features(const dinoc_backbone *b, const dinoc_dataset *ds,
+                                     dinoc_feature_spec spec, int batch, int64_t limit,
+                                     float **feats, int32_t **labels, int *dim,
+                                     void (*progress)(void *user, int64_t done, int64_t total),
+                                     void *user);
 
 /* Features of every item of ds (in index order) with the model's own preprocessing
  * (preprocessor_config.json: resize, crop, normalise; grey images replicate into RGB; a

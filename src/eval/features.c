@@ -1,8 +1,9 @@
-/* features.c: frozen-encoder features of a whole data set (dinoc_extract_features): decode and
- * preprocess a batch on the OpenMP threads, one dinoc_forward, then take the CLS tokens of the
+/* features.c: frozen-encoder features of a whole data set (dinoc_backbone_features): decode and
+ * preprocess a batch on the OpenMP threads, one forward, then for a ViT take the CLS tokens of the
  * last n blocks through the final LayerNorm (DINO's get_intermediate_layers, concatenated in block
  * order) and optionally the mean of the last block's normed patch tokens (registers excluded, as
- * DINOv2's create_linear_input).
+ * DINOv2's create_linear_input); for a ResNet the pooled feature of the eval-mode network.
+ * dinoc_backbone_load picks the loader from config.json's model_type.
  *
  * Preprocessing is the model's own (preprocessor_config.json) through dinoc_preprocess_image,
  * which yields [3, H, W]; a 1-channel model takes the first plane. When the pipeline leaves the
@@ -15,10 +16,68 @@
  * dinoc_preprocess_image). */
 #include "eval.h"
 
+#include <cjson/cJSON.h>
 #include <string.h>
 
+/* ---- loading either backbone ------------------------------------------------------------------ */
+
+dinoc_status dinoc_backbone_load(dinoc_backbone *b, const char *path, const dinoc_load_params *lp) {
+    memset(b, 0, sizeof *b);
+    /* the folder holding config.json: path itself, or a weights file's folder */
+    char *dir = NULL;
+    if (dinoc_is_dir(path)) {
+        dir = strdup(path);
+    } else if ((dir = strdup(path))) {
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = 0;
+        else strcpy(dir, ".");
+    }
+    char        *cfg = dir ? dinoc_path_join(dir, "config.json") : NULL;
+    char        *ppj = dir ? dinoc_path_join(dir, "preprocessor_config.json") : NULL;
+    cJSON       *root = NULL;
+    dinoc_status s    = DINOC_OK;
+    int          resnet = 0;
+    if (!cfg || !ppj) {
+        s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if (dinoc_file_exists(cfg)) { /* a missing config.json is dinoc_model_load's error to give */
+        if ((s = dinoc_json_load(&root, cfg))) goto done;
+        const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+        resnet          = cJSON_IsString(mt) && strcmp(mt->valuestring, "resnet") == 0;
+    }
+    if (!resnet) {
+        dinoc_model *m = NULL;
+        s = dinoc_model_load(&m, path, lp);
+        b->vit = m;
+        goto done;
+    }
+    dinoc_resnet *r = NULL;
+    if ((s = dinoc_resnet_load(&r, path))) goto done;
+    b->resnet = r;
+    b->pp     = dinoc_preprocess_default();
+    b->pp.do_convert_rgb = r->cfg.in_channels == 3;
+    if (dinoc_file_exists(ppj)) s = dinoc_preprocess_load(&b->pp, ppj);
+done:
+    cJSON_Delete(root);
+    free(dir), free(cfg), free(ppj);
+    if (s) dinoc_backbone_free(b);
+    return s;
+}
+
+void dinoc_backbone_free(dinoc_backbone *b) {
+    dinoc_model_free((dinoc_model *)b->vit);
+    dinoc_resnet_free((dinoc_resnet *)b->resnet);
+    memset(b, 0, sizeof *b);
+}
+
+int dinoc_backbone_channels(const dinoc_backbone *b) {
+    return b->resnet ? b->resnet->cfg.in_channels : dinoc_model_config(b->vit)->channels;
+}
+
+/* ---- features --------------------------------------------------------------------------------- */
+
 typedef struct {
-    const dinoc_model      *m;
     const dinoc_dataset    *ds;
     const dinoc_preprocess *pp;
     int                     C, H, W; /* model input */
@@ -132,52 +191,71 @@ dinoc_status dinoc_extract_features(const dinoc_model *m, const dinoc_dataset *d
                                     float **feats, int32_t **labels, int *dim,
                                     void (*progress)(void *user, int64_t done, int64_t total),
                                     void *user) {
-    if (!m || !ds || !feats || !labels || !dim)
-        return dinoc_fail(DINOC_ERR_ARG, "dinoc_extract_features: NULL argument");
+    dinoc_backbone b;
+    memset(&b, 0, sizeof b);
+    b.vit = m;
+    if (!m) return dinoc_fail(DINOC_ERR_ARG, "dinoc_extract_features: NULL argument");
+    return dinoc_backbone_features(&b, ds, spec, batch, limit, feats, labels, dim, progress, user);
+}
+
+dinoc_status dinoc_backbone_features(const dinoc_backbone *bb, const dinoc_dataset *ds,
+                                     dinoc_feature_spec spec, int batch, int64_t limit,
+                                     float **feats, int32_t **labels, int *dim,
+                                     void (*progress)(void *user, int64_t done, int64_t total),
+                                     void *user) {
+    if (!bb || (!bb->vit == !bb->resnet) || !ds || !feats || !labels || !dim)
+        return dinoc_fail(DINOC_ERR_ARG, "dinoc_backbone_features: NULL argument (or not exactly one model)");
     *feats = NULL, *labels = NULL, *dim = 0;
-    const dinoc_vit_config *cfg = dinoc_model_config(m);
-    if (spec.n_last_blocks < 1 || spec.n_last_blocks > cfg->depth)
+    const dinoc_model      *m   = bb->vit;
+    const dinoc_resnet     *rn  = bb->resnet;
+    const dinoc_vit_config *cfg = m ? dinoc_model_config(m) : NULL;
+    if (m && (spec.n_last_blocks < 1 || spec.n_last_blocks > cfg->depth))
         return dinoc_fail(DINOC_ERR_ARG, "n_last_blocks %d: must be in 1..%d (the model's depth)",
                           spec.n_last_blocks, cfg->depth);
+    if (rn) spec.n_last_blocks = 1, spec.avgpool = 0; /* the pooled feature is the only one */
     if (batch < 1) return dinoc_fail(DINOC_ERR_ARG, "feature batch %d: must be >= 1", batch);
-    if (cfg->channels != 1 && cfg->channels != 3)
-        return dinoc_fail(DINOC_ERR_UNSUPPORTED, "models of %d input channels (1 or 3 supported)",
-                          cfg->channels);
+    const int C = dinoc_backbone_channels(bb);
+    if (C != 1 && C != 3)
+        return dinoc_fail(DINOC_ERR_UNSUPPORTED, "models of %d input channels (1 or 3 supported)", C);
     int64_t N = dinoc_dataset_size(ds);
     if (limit > 0 && limit < N) N = limit;
     if (N < 1) return dinoc_fail(DINOC_ERR_ARG, "the data set is empty");
-    const int B = N < batch ? (int)N : batch, D = cfg->dim;
+    const int B = N < batch ? (int)N : batch, D = m ? cfg->dim : dinoc_resnet_feat_dim(rn);
     const int F = (spec.n_last_blocks + (spec.avgpool ? 1 : 0)) * D;
 
-    extractor ex = {.m = m, .ds = ds, .pp = dinoc_model_preprocess(m), .C = cfg->channels};
+    extractor ex = {.ds = ds, .pp = m ? dinoc_model_preprocess(m) : &bb->pp, .C = C};
     dinoc_status s;
     if ((s = make_lut(&ex)) || (s = input_size(&ex))) return s;
-    if (ex.W > cfg->image_size || ex.H > cfg->image_size)
+    if (m && (ex.W > cfg->image_size || ex.H > cfg->image_size))
         dinoc_log(DINOC_LOG_WARN, "preprocessing gives %d x %d images, larger than the model's %d "
                                   "(position embeddings are interpolated); check preprocessor_config.json",
                   ex.W, ex.H, cfg->image_size);
-    const int    nt    = dinoc_get_threads();
-    const size_t plane = (size_t)ex.H * ex.W, per = plane * ex.C;
-    dinoc_state *st    = NULL;
-    float       *x = NULL, *tok = NULL, *out = NULL;
-    int32_t     *lab = NULL;
-    dinoc_status *errs = NULL;
-    size_t       nf;
-    if ((s = dinoc_state_init(&st, m, B, ex.H, ex.W, spec.n_last_blocks > 1 ? DINOC_STATE_HIDDEN : 0)))
+    const int        nt    = dinoc_get_threads();
+    const size_t     plane = (size_t)ex.H * ex.W, per = plane * ex.C;
+    dinoc_state     *st    = NULL;
+    dinoc_resnet_ws *ws    = NULL;
+    float           *x = NULL, *tok = NULL, *out = NULL;
+    int32_t         *lab = NULL;
+    dinoc_status    *errs = NULL;
+    size_t           nf;
+    int              T = 0;
+    if (m && (s = dinoc_state_init(&st, m, B, ex.H, ex.W, spec.n_last_blocks > 1 ? DINOC_STATE_HIDDEN : 0)))
         goto done;
-    int T;
-    dinoc_state_dims(st, NULL, &T, NULL, NULL, NULL);
+    if (rn && (s = dinoc_resnet_ws_init(&ws, rn, B, ex.H, ex.W, 0))) goto done;
+    if (m) dinoc_state_dims(st, NULL, &T, NULL, NULL, NULL);
     if (!dinoc_mul_size((size_t)N, (size_t)F, &nf)) {
         s = dinoc_fail(DINOC_ERR_NOMEM, "%lld x %d features overflow", (long long)N, F);
         goto done;
     }
     x      = malloc(sizeof(float) * per * B);
     ex.pre = ex.C == 3 ? NULL : malloc(sizeof(float) * 3 * plane * nt);
-    tok    = spec.n_last_blocks > 1 ? malloc(sizeof(float) * (size_t)B * T * D) : NULL;
+    /* scratch: the ViT's hidden tokens of earlier blocks, or the ResNet's batch of features */
+    const size_t ntok = m ? (spec.n_last_blocks > 1 ? (size_t)B * T * D : 0) : (size_t)B * F;
+    tok    = ntok ? malloc(sizeof(float) * ntok) : NULL;
     out    = malloc(sizeof(float) * nf);
     lab    = malloc(sizeof(int32_t) * (size_t)N);
     errs   = malloc(sizeof(dinoc_status) * B);
-    if (!x || (ex.C != 3 && !ex.pre) || (spec.n_last_blocks > 1 && !tok) || !out || !lab || !errs) {
+    if (!x || (ex.C != 3 && !ex.pre) || (ntok && !tok) || !out || !lab || !errs) {
         s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for %lld x %d features", (long long)N, F);
         goto done;
     }
@@ -192,13 +270,20 @@ dinoc_status dinoc_extract_features(const dinoc_model *m, const dinoc_dataset *d
                 if (!s) s = dinoc_fail(errs[i], "item %lld: %s", (long long)(i0 + i), dinoc_status_str(errs[i]));
             }
         if (s) break;
-        /* a short last batch: the state's other rows keep their old inputs, their outputs unused */
-        if ((s = dinoc_forward(m, st, x, NULL))) break;
-        s = take_features(m, st, spec, b, tok, out + (size_t)i0 * F, F);
+        /* a short last batch: the other rows keep their old inputs, their outputs unused (each
+         * row's output depends on its own input alone: eval-mode BN, per-image attention) */
+        if (rn) {
+            if ((s = dinoc_resnet_forward(rn, x, B, ex.H, ex.W, tok, ws))) break;
+            memcpy(out + (size_t)i0 * F, tok, sizeof(float) * (size_t)b * F);
+        } else {
+            if ((s = dinoc_forward(m, st, x, NULL))) break;
+            s = take_features(m, st, spec, b, tok, out + (size_t)i0 * F, F);
+        }
         if (!s && progress) progress(user, i0 + b, N);
     }
 done:
     dinoc_state_free(st);
+    dinoc_resnet_ws_free(ws);
     free(x), free(ex.pre), free(tok), free(errs);
     if (s) {
         free(out), free(lab);

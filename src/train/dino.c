@@ -5,6 +5,7 @@
 
 #include "../core/dist.h"
 #include "../eval/eval.h"
+#include "supervised.h"
 
 #include <math.h>
 #include <string.h>
@@ -69,27 +70,35 @@ static dinoc_vit_config backbone_config(const dinoc_dino_config *c) {
     return v;
 }
 
-/* One group per backbone tensor with DINO v1's weight-decay rule (no decay for biases and 1-D). */
+/* One group per backbone tensor with DINO v1's weight-decay rule (no decay for biases and 1-D):
+ * the ViT's tensors under DINO's names, or the ResNet's parameters (BN running statistics are
+ * buffers, outside the optimiser, as torch's named_parameters leaves them out). */
 static dinoc_status backbone_groups(dinoc_dino *d) {
-    const dinoc_model *m = d->student;
-    int                n = dinoc_vit_param_entries(m, DINOC_NAMES_ORIG, NULL);
-    dinoc_param_entry *e = calloc((size_t)n, sizeof *e);
+    const dinoc_model        *m  = d->student;
+    const dinoc_resnet_param *re = NULL;
+    const int          n = m ? dinoc_vit_param_entries(m, DINOC_NAMES_ORIG, NULL) : dinoc_resnet_n_param_entries(d->rs);
+    dinoc_param_entry *e = m ? calloc((size_t)n, sizeof *e) : NULL;
     const char       **names = calloc((size_t)n, sizeof *names);
     size_t            *off = calloc((size_t)n, sizeof *off), *cnt = calloc((size_t)n, sizeof *cnt);
     int               *nd = calloc((size_t)n, sizeof *nd);
     d->groups          = calloc((size_t)n, sizeof *d->groups);
     dinoc_status s     = DINOC_OK;
-    if (!e || !names || !off || !cnt || !nd || !d->groups) {
+    if ((m && !e) || !names || !off || !cnt || !nd || !d->groups) {
         s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
         goto done;
     }
-    dinoc_vit_param_entries(m, DINOC_NAMES_ORIG, e);
+    if (m) dinoc_vit_param_entries(m, DINOC_NAMES_ORIG, e);
+    else dinoc_resnet_entries(d->rs, &re);
     for (int i = 0; i < n; i++) {
-        int64_t k = 1;
-        for (int j = 0; j < e[i].ndim; j++) k *= e[i].shape[j];
-        names[i] = e[i].name, off[i] = (size_t)(e[i].data - m->params), cnt[i] = (size_t)k, nd[i] = e[i].ndim;
+        if (m) {
+            int64_t k = 1;
+            for (int j = 0; j < e[i].ndim; j++) k *= e[i].shape[j];
+            names[i] = e[i].name, off[i] = (size_t)(e[i].data - m->params), cnt[i] = (size_t)k, nd[i] = e[i].ndim;
+        } else {
+            names[i] = re[i].name, off[i] = re[i].offset, cnt[i] = re[i].count, nd[i] = re[i].ndim;
+        }
     }
-    s          = dinoc_param_groups_default(d->groups, names, off, cnt, nd, n, 1.0, m->cfg.depth, 1.0, 1);
+    s          = dinoc_param_groups_default(d->groups, names, off, cnt, nd, n, 1.0, m ? m->cfg.depth : 0, 1.0, 1);
     d->ngroups = n;
 done:
     free(e), free(names), free(off), free(cnt), free(nd);
@@ -124,6 +133,8 @@ static dinoc_status head_groups(dinoc_dino *d) {
 
 void dinoc_dino_free(dinoc_dino *d) {
     dinoc_model_free(d->student), dinoc_model_free(d->teacher);
+    dinoc_resnet_free(d->rs), dinoc_resnet_free(d->rt);
+    dinoc_resnet_ws_free(d->rwg), dinoc_resnet_ws_free(d->rwl), dinoc_resnet_ws_free(d->rwt);
     dinoc_free(d->shead), dinoc_free(d->thead), dinoc_free(d->g), dinoc_free(d->ghead), dinoc_free(d->center);
     dinoc_adamw_free(&d->opt), dinoc_adamw_free(&d->hopt), dinoc_adamw_free(&d->lopt);
     free(d->groups), free(d->hgroups);
@@ -136,20 +147,67 @@ void dinoc_dino_free(dinoc_dino *d) {
     memset(d, 0, sizeof *d);
 }
 
+/* The student and teacher backbones. ViT: DINO v1's (backbone_config). ResNet: the preset on the
+ * data's channels without fc (DINO sets fc to Identity), torchvision's init; the teacher starts
+ * as the student's copy, BN running statistics included (DINO loads the student's state_dict). */
+static dinoc_status backbone_init(dinoc_dino *d) {
+    const dinoc_dino_config *c = &d->cfg;
+    dinoc_status             s;
+    if (!c->arch || strcmp(c->arch, "vit") == 0) {
+        dinoc_vit_config vc = backbone_config(c);
+        if ((s = dinoc_model_init_random(&d->student, &vc, c->seed)) || (s = dinoc_vit_alloc(&d->teacher, &vc)))
+            return s;
+        memcpy(d->teacher->params, d->student->params, sizeof(float) * d->student->n_params);
+        d->student->pp = d->teacher->pp = d->pp;
+        d->sp = d->student->params, d->tp = d->teacher->params, d->np = d->student->n_params, d->D = c->dim;
+    } else {
+        dinoc_resnet_config rc;
+        if ((s = dinoc_resnet_preset(&rc, c->arch))) return dinoc_fail_prefix(s, "DINO backbone (vit or a ResNet)");
+        if (rc.stem == DINOC_RESNET_STEM_CLIP)
+            return dinoc_fail(DINOC_ERR_UNSUPPORTED, "DINO backbone '%s': CLIP's ResNets are inference only", c->arch);
+        rc.in_channels = c->channels, rc.num_classes = 0;
+        if ((s = dinoc_resnet_init_random(&d->rs, &rc, c->seed)) || (s = dinoc_resnet_alloc(&d->rt, &rc))) return s;
+        memcpy(d->rt->params, d->rs->params, sizeof(float) * d->rs->n_params);
+        memcpy(d->rt->buffers, d->rs->buffers, sizeof(float) * d->rs->n_buffers);
+        d->sp = d->rs->params, d->tp = d->rt->params, d->np = d->rs->n_params, d->D = dinoc_resnet_feat_dim(d->rs);
+    }
+    return DINOC_OK;
+}
+
+/* Activation buffers of the three backbone passes. A ResNet's teacher runs BN in training mode
+ * (batch statistics): DINO never calls teacher.eval(), so torch's default train mode holds, and
+ * its forward under no_grad still updates the teacher's running statistics. The EMA covers
+ * parameters only (main_dino.py zips parameters()), so the teacher's running statistics follow
+ * its own forwards, not the student's. That needs the training workspace (it keeps activations
+ * that no backward reads: memory traded for using the tested forward_train as it is). */
+static dinoc_status backbone_states(dinoc_dino *d) {
+    const int    B = d->B, NT = d->nG * B;
+    dinoc_status s;
+    if (d->rs) {
+        if ((s = dinoc_resnet_ws_init(&d->rwg, d->rs, NT, d->G, d->G, 1)) ||
+            (d->nL && (s = dinoc_resnet_ws_init(&d->rwl, d->rs, d->nL * B, d->L, d->L, 1))))
+            return s;
+        return dinoc_resnet_ws_init(&d->rwt, d->rt, NT, d->G, d->G, 1);
+    }
+    if ((s = dinoc_train_state_init(&d->tsg, d->student, NT, d->G, d->G))) return s;
+    if (d->nL && (s = dinoc_train_state_init(&d->tsl, d->student, d->nL * B, d->L, d->L))) return s;
+    return dinoc_state_init(&d->tst, d->teacher, NT, d->G, d->G, 0);
+}
+
 dinoc_status dinoc_dino_init(dinoc_dino *d, const dinoc_dino_config *cfg) {
     memset(d, 0, sizeof *d);
     d->cfg                     = *cfg;
     const dinoc_dino_config *c = &d->cfg;
     dinoc_status             s;
-    if (c->arch && strcmp(c->arch, "vit") != 0)
-        return dinoc_fail(DINOC_ERR_ARG, "DINO backbone '%s': only vit is built yet", c->arch);
-    if (c->batch < 1 || c->epochs < 1 || c->image < 1 || c->patch < 1 || c->image % c->patch)
+    const int                vit = !c->arch || strcmp(c->arch, "vit") == 0;
+    /* a ResNet takes any crop size (global pooling); the patch rules are the ViT's */
+    if (c->batch < 1 || c->epochs < 1 || c->image < 1 || (vit && (c->patch < 1 || c->image % c->patch)))
         return dinoc_fail(DINOC_ERR_ARG, "batch %d, epochs %d, image %d (a multiple of the patch %d)", c->batch,
                           c->epochs, c->image, c->patch);
     if (c->crops.channels != c->channels)
         return dinoc_fail(DINOC_ERR_ARG, "crops have %d channels, the model %d", c->crops.channels, c->channels);
     if ((s = dinoc_multicrop_check(&c->crops))) return s;
-    if (c->crops.global_size % c->patch || (c->crops.n_local > 0 && c->crops.local_size % c->patch))
+    if (vit && (c->crops.global_size % c->patch || (c->crops.n_local > 0 && c->crops.local_size % c->patch)))
         return dinoc_fail(DINOC_ERR_ARG, "crop sizes %d and %d must be multiples of the patch %d",
                           c->crops.global_size, c->crops.local_size, c->patch);
     if (!(c->student_temp > 0) || !(c->teacher_temp > 0) || !(c->warmup_teacher_temp > 0))
@@ -161,14 +219,12 @@ dinoc_status dinoc_dino_init(dinoc_dino *d, const dinoc_dino_config *cfg) {
         return dinoc_fail(DINOC_ERR_ARG, "batch %d is not a multiple of the %d ranks", c->batch, d->world);
     d->B = c->batch / d->world, d->nG = c->crops.n_global, d->nL = c->crops.n_local;
     d->G = c->crops.global_size, d->L = c->crops.local_size;
-    dinoc_vit_config vc = backbone_config(c);
-    if ((s = dinoc_model_init_random(&d->student, &vc, c->seed)) || (s = dinoc_vit_alloc(&d->teacher, &vc))) goto fail;
-    memcpy(d->teacher->params, d->student->params, sizeof(float) * d->student->n_params);
-    d->student->pp.do_convert_rgb = d->teacher->pp.do_convert_rgb = c->channels == 3;
-    dinoc_dino_head_config hc = {c->dim, c->head_hidden, c->head_bottleneck, c->out_dim, c->head_layers};
+    dinoc_train_preprocess(&d->pp, c->data ? c->data : "", c->image, c->channels);
+    if ((s = backbone_init(d))) goto fail;
+    dinoc_dino_head_config hc = {d->D, c->head_hidden, c->head_bottleneck, c->out_dim, c->head_layers};
     if ((s = dinoc_dino_head_layout_init(&d->hl, &hc))) goto fail;
-    const size_t np = d->student->n_params, nh = d->hl.n;
-    const int    K = c->out_dim, D = c->dim, B = d->B, NS = (d->nG + d->nL) * B, NT = d->nG * B;
+    const size_t np = d->np, nh = d->hl.n;
+    const int    K = c->out_dim, D = d->D, B = d->B, NS = (d->nG + d->nL) * B, NT = d->nG * B;
     d->shead  = dinoc_calloc(nh, sizeof(float));
     d->thead  = dinoc_calloc(nh, sizeof(float));
     d->g      = dinoc_calloc(np, sizeof(float));
@@ -183,13 +239,11 @@ dinoc_status dinoc_dino_init(dinoc_dino *d, const dinoc_dino_config *cfg) {
         (s = dinoc_adamw_init(&d->lopt, nh - d->hl.last_off, ac)))
         goto fail;
     if ((s = backbone_groups(d)) || (s = head_groups(d))) goto fail;
-    if ((s = dinoc_train_state_init(&d->tsg, d->student, NT, d->G, d->G))) goto fail;
-    if (d->nL && (s = dinoc_train_state_init(&d->tsl, d->student, d->nL * B, d->L, d->L))) goto fail;
-    if ((s = dinoc_state_init(&d->tst, d->teacher, NT, d->G, d->G, 0))) goto fail;
+    if ((s = backbone_states(d))) goto fail;
     if ((s = dinoc_dino_head_acts_init(&d->sha, &d->hl, NS)) || (s = dinoc_dino_head_acts_init(&d->tha, &d->hl, NT)))
         goto fail;
-    int Tg, Tl = 0;
-    dinoc_train_state_dims(d->tsg, NULL, &Tg, NULL);
+    int Tg = 0, Tl = 0; /* ViT tokens per crop (the ResNet needs no token buffers) */
+    if (d->tsg) dinoc_train_state_dims(d->tsg, NULL, &Tg, NULL);
     if (d->tsl) dinoc_train_state_dims(d->tsl, NULL, &Tl, NULL);
     const size_t C = (size_t)c->channels;
     d->xg       = dinoc_calloc((size_t)NT * C * d->G * d->G, sizeof(float));
@@ -200,16 +254,16 @@ dinoc_status dinoc_dino_init(dinoc_dino *d, const dinoc_dino_config *cfg) {
     d->dlogits  = dinoc_calloc((size_t)NS * K, sizeof(float));
     d->t_logits = dinoc_calloc((size_t)NT * K, sizeof(float));
     d->t_probs  = dinoc_calloc((size_t)NT * K, sizeof(float));
-    d->doutg    = dinoc_calloc((size_t)NT * Tg * D, sizeof(float));
+    d->doutg    = dinoc_calloc((size_t)NT * Tg * D + 1, sizeof(float));
     d->doutl    = dinoc_calloc((size_t)d->nL * B * Tl * D + 1, sizeof(float));
-    d->dpr      = dinoc_calloc((size_t)c->depth, sizeof(float));
+    d->dpr      = dinoc_calloc((size_t)c->depth + 1, sizeof(float));
     d->row_loss = dinoc_calloc((size_t)(NS + NT), sizeof(double));
     d->red      = dinoc_calloc(2 * (size_t)K + 2, sizeof(double));
     if (!d->xg || !d->xl || !d->cls || !d->dcls || !d->s_logits || !d->dlogits || !d->t_logits || !d->t_probs ||
         !d->doutg || !d->doutl || !d->dpr || !d->row_loss || !d->red)
         goto nomem;
     /* DINO's stochastic depth: linspace(0, drop_path, depth) over the blocks */
-    for (int l = 0; l < c->depth; l++) d->dpr[l] = c->depth > 1 ? (float)(c->drop_path * l / (c->depth - 1)) : 0;
+    for (int l = 0; vit && l < c->depth; l++) d->dpr[l] = c->depth > 1 ? (float)(c->drop_path * l / (c->depth - 1)) : 0;
     return DINOC_OK;
 nomem:
     s = dinoc_fail(DINOC_ERR_NOMEM, "DINO: out of memory for batch %d", c->batch);
@@ -223,6 +277,43 @@ fail:
 /* Copies the CLS rows of tokens [N, T, D] into dst [N, D]. */
 static void take_cls(float *dst, const float *tokens, int N, int T, int D) {
     for (int n = 0; n < N; n++) memcpy(dst + (size_t)n * D, tokens + (size_t)n * T * D, sizeof(float) * D);
+}
+
+/* The backbone passes of a step, for either backbone; feats are [rows, D] (the ViT's normed CLS,
+ * the ResNet's pooled feature). Pass p: 0 the global crops, 1 the local crops; each crop size
+ * goes through the network once (MultiCropWrapper), both sizes through the same ResNet. */
+static dinoc_status teacher_forward(dinoc_dino *d, float *feats) {
+    const int NT = d->nG * d->B;
+    if (d->rt) return dinoc_resnet_forward_train(d->rt, d->xg, NT, d->G, d->G, feats, d->rwt);
+    int          T;
+    dinoc_status s = dinoc_forward(d->teacher, d->tst, d->xg, NULL);
+    dinoc_state_dims(d->tst, NULL, &T, NULL, NULL, NULL);
+    if (!s) take_cls(feats, dinoc_state_output(d->tst), NT, T, d->D);
+    return s;
+}
+
+static dinoc_status student_forward(dinoc_dino *d, int p, float *feats) {
+    const int    n = (p ? d->nL : d->nG) * d->B, side = p ? d->L : d->G;
+    const float *x = p ? d->xl : d->xg;
+    if (d->rs) return dinoc_resnet_forward_train(d->rs, x, n, side, side, feats, p ? d->rwl : d->rwg);
+    dinoc_train_state *ts = p ? d->tsl : d->tsg;
+    int                T;
+    dinoc_status       s = dinoc_vit_forward_train(d->student, ts, x, NULL, d->dpr, &d->rng);
+    dinoc_train_state_dims(ts, NULL, &T, NULL);
+    if (!s) take_cls(feats, dinoc_train_state_output(ts), n, T, d->D);
+    return s;
+}
+
+/* Accumulates the student's parameter gradients of pass p into d->g from dfeats [rows, D]. */
+static dinoc_status student_backward(dinoc_dino *d, int p, const float *dfeats) {
+    const int n = (p ? d->nL : d->nG) * d->B, D = d->D;
+    if (d->rs) return dinoc_resnet_backward(d->rs, dfeats, d->g, p ? d->rwl : d->rwg);
+    dinoc_train_state *ts   = p ? d->tsl : d->tsg;
+    float             *dout = p ? d->doutl : d->doutg; /* [n, T, D], zero outside the CLS rows */
+    int                T;
+    dinoc_train_state_dims(ts, NULL, &T, NULL);
+    for (int r = 0; r < n; r++) memcpy(dout + (size_t)r * T * D, dfeats + (size_t)r * D, sizeof(float) * D);
+    return dinoc_vit_backward(d->student, ts, dout, d->g);
 }
 
 /* DINOLoss on this rank's rows: teacher rows t [nG*B, K] (raw), student rows s [(nG+nL)*B, K], of
@@ -290,7 +381,7 @@ static double dino_loss(float *q, float *ds, double *row_loss, double *red, cons
 
 dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sched *sc, dinoc_dino_stats *st) {
     const dinoc_dino_config *c = &d->cfg;
-    const int    B = d->B, nG = d->nG, nL = d->nL, nS = nG + nL, D = c->dim, K = c->out_dim;
+    const int    B = d->B, nG = d->nG, nL = d->nL, nS = nG + nL, D = d->D, K = c->out_dim;
     const size_t C = (size_t)c->channels, gsz = C * d->G * d->G, lsz = C * d->L * d->L;
     const size_t item = nG * gsz + nL * lsz;
     dinoc_status s;
@@ -304,12 +395,8 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
             memcpy(d->xl + ((size_t)i * B + b) * lsz, xi + nG * gsz + i * lsz, sizeof(float) * lsz);
     }
     /* teacher on the global crops */
-    int Tg, Tl = 0;
-    dinoc_train_state_dims(d->tsg, NULL, &Tg, NULL);
-    if (d->tsl) dinoc_train_state_dims(d->tsl, NULL, &Tl, NULL);
-    if ((s = dinoc_forward(d->teacher, d->tst, d->xg, NULL))) return s;
-    take_cls(d->cls, dinoc_state_output(d->tst), nG * B, Tg, D);
-    {   /* feature spread of the teacher's CLS */
+    if ((s = teacher_forward(d, d->cls))) return s;
+    {   /* feature spread of the teacher's features */
         double acc = 0;
         for (int j = 0; j < D; j++) {
             double m1 = 0, m2 = 0;
@@ -322,12 +409,8 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
     dinoc_dino_head_forward(&d->tha, d->thead, d->cls, nG * B, d->t_logits);
     t1 = now_s(), st->t_teacher = t1 - t0, t0 = t1;
     /* student on every crop, one pass per crop size */
-    if ((s = dinoc_vit_forward_train(d->student, d->tsg, d->xg, NULL, d->dpr, &d->rng))) return s;
-    take_cls(d->cls, dinoc_train_state_output(d->tsg), nG * B, Tg, D);
-    if (nL) {
-        if ((s = dinoc_vit_forward_train(d->student, d->tsl, d->xl, NULL, d->dpr, &d->rng))) return s;
-        take_cls(d->cls + (size_t)nG * B * D, dinoc_train_state_output(d->tsl), nL * B, Tl, D);
-    }
+    if ((s = student_forward(d, 0, d->cls)) || (nL && (s = student_forward(d, 1, d->cls + (size_t)nG * B * D))))
+        return s;
     t1 = now_s(), st->t_student = t1 - t0, t0 = t1;
     dinoc_dino_head_forward(&d->sha, d->shead, d->cls, nS * B, d->s_logits);
     /* the loss and the teacher's statistics of the global batch: this rank's sums, summed over ranks */
@@ -345,19 +428,14 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
     if (!isfinite(st->loss)) return dinoc_fail(DINOC_ERR_NUMERIC, "DINO loss is %g", st->loss);
     t1 = now_s(), st->t_loss = t1 - t0, t0 = t1;
     /* backward: head, then the two backbone passes */
-    memset(d->g, 0, sizeof(float) * d->student->n_params);
+    memset(d->g, 0, sizeof(float) * d->np);
     memset(d->ghead, 0, sizeof(float) * d->hl.n);
     memset(d->dcls, 0, sizeof(float) * (size_t)nS * B * D);
     dinoc_dino_head_backward(&d->sha, d->shead, d->dlogits, d->ghead, d->dcls);
-    for (int r = 0; r < nG * B; r++) memcpy(d->doutg + (size_t)r * Tg * D, d->dcls + (size_t)r * D, sizeof(float) * D);
-    if ((s = dinoc_vit_backward(d->student, d->tsg, d->doutg, d->g))) return s;
-    if (nL) {
-        for (int r = 0; r < nL * B; r++)
-            memcpy(d->doutl + (size_t)r * Tl * D, d->dcls + ((size_t)nG * B + r) * D, sizeof(float) * D);
-        if ((s = dinoc_vit_backward(d->student, d->tsl, d->doutl, d->g))) return s;
-    }
+    if ((s = student_backward(d, 0, d->dcls)) || (nL && (s = student_backward(d, 1, d->dcls + (size_t)nG * B * D))))
+        return s;
     /* data parallel: the global batch's gradient is the sum of the ranks' (each scaled by 1/Bg) */
-    if ((s = dinoc_dist_sum_f32(d->g, d->student->n_params)) || (s = dinoc_dist_sum_f32(d->ghead, d->hl.n))) return s;
+    if ((s = dinoc_dist_sum_f32(d->g, d->np)) || (s = dinoc_dist_sum_f32(d->ghead, d->hl.n))) return s;
     t1 = now_s(), st->t_backward = t1 - t0, t0 = t1;
     /* global norm for the log (frozen weight_g excluded: torch has no grad for it) */
     const size_t lo = d->hl.last_off;
@@ -371,14 +449,15 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
         dinoc_clip_grad_per_param(d->ghead, d->hgroups, d->nhgroups, c->clip_grad);
         dinoc_clip_grad_per_param(d->ghead + lo, d->lgroups, 2, c->clip_grad);
     }
-    dinoc_adamw_step(&d->opt, d->student->params, d->g, d->groups, d->ngroups, sc->lr, sc->wd);
+    dinoc_adamw_step(&d->opt, d->sp, d->g, d->groups, d->ngroups, sc->lr, sc->wd);
     dinoc_adamw_step(&d->hopt, d->shead, d->ghead, d->hgroups, d->nhgroups, sc->lr, sc->wd);
     if (!sc->freeze_last_layer) dinoc_adamw_step(&d->lopt, d->shead + lo, d->ghead + lo, d->lgroups, 2, sc->lr, sc->wd);
-    /* EMA teacher: param_k.mul_(m).add_((1 - m) * param_q), each in float32 as torch does */
+    /* EMA teacher: param_k.mul_(m).add_((1 - m) * param_q), each in float32 as torch does; over
+     * parameters only (a ResNet teacher's BN running statistics follow its own forwards) */
     const float mf = (float)sc->momentum, omf = (float)(1.0 - sc->momentum);
-    float      *tp = d->teacher->params;
-    const float *sp = d->student->params;
-    const int64_t np = (int64_t)d->student->n_params, nh = (int64_t)d->hl.n;
+    float      *tp = d->tp;
+    const float *sp = d->sp;
+    const int64_t np = (int64_t)d->np, nh = (int64_t)d->hl.n;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < np; i++) tp[i] = tp[i] * mf + omf * sp[i];
 #pragma omp parallel for schedule(static)
@@ -400,38 +479,56 @@ dinoc_status dinoc_dino_step(dinoc_dino *d, const float *x, const dinoc_dino_sch
 /* ---- what a checkpoint holds ------------------------------------------------------------------ */
 
 int dinoc_dino_state_tensors(dinoc_dino *d, dinoc_tensor *t, int max) {
-    const int64_t n = (int64_t)d->student->n_params, nh = (int64_t)d->hl.n, nm = (int64_t)d->hl.last_off;
+    const int64_t n = (int64_t)d->np, nh = (int64_t)d->hl.n, nm = (int64_t)d->hl.last_off;
+    const int64_t nb = d->rs ? (int64_t)d->rs->n_buffers : 0;
     const struct {
         const char *name;
         float      *p;
         int64_t     cnt;
     } k[] = {
-        {"student", d->student->params, n}, {"teacher", d->teacher->params, n}, {"student_head", d->shead, nh},
+        {"student", d->sp, n}, {"teacher", d->tp, n}, {"student_head", d->shead, nh},
         {"teacher_head", d->thead, nh},     {"center", d->center, d->cfg.out_dim}, {"adam.m", d->opt.m, n},
         {"adam.v", d->opt.v, n},            {"head_adam.m", d->hopt.m, nm},       {"head_adam.v", d->hopt.v, nm},
         {"last_adam.m", d->lopt.m, nh - nm}, {"last_adam.v", d->lopt.v, nh - nm},
+        /* a ResNet's BN running statistics (its buffers layout), the student's and the teacher's */
+        {"student_bn", d->rs ? d->rs->buffers : NULL, nb}, {"teacher_bn", d->rt ? d->rt->buffers : NULL, nb},
     };
     int c = 0;
-    for (size_t i = 0; i < sizeof k / sizeof k[0] && c < max; i++, c++) {
+    for (size_t i = 0; i < sizeof k / sizeof k[0] && c < max; i++) {
+        if (!k[i].p) continue; /* the ViT has no buffers */
         memset(&t[c], 0, sizeof t[c]);
         t[c].name = k[i].name, t[c].dtype = DINOC_DTYPE_F32, t[c].ndim = 1, t[c].shape[0] = k[i].cnt;
         t[c].nbytes = (size_t)k[i].cnt * sizeof(float), t[c].data = k[i].p;
+        c++;
     }
     return c;
 }
 
 int dinoc_dino_state_counters(dinoc_dino *d, dinoc_counter *c, int max) {
     const dinoc_counter k[] = {{"adam_step", &d->opt.step}, {"head_adam_step", &d->hopt.step},
-                               {"last_adam_step", &d->lopt.step}};
+                               {"last_adam_step", &d->lopt.step},
+                               {"student_bn_batches", d->rs ? &d->rs->num_batches_tracked : NULL},
+                               {"teacher_bn_batches", d->rt ? &d->rt->num_batches_tracked : NULL}};
     int n = 0;
-    for (size_t i = 0; i < sizeof k / sizeof k[0] && n < max; i++) c[n++] = k[i];
+    for (size_t i = 0; i < sizeof k / sizeof k[0] && n < max; i++)
+        if (k[i].v) c[n++] = k[i];
     return n;
 }
 
-dinoc_status dinoc_dino_save_teacher(const dinoc_dino *d, const char *dir) { return dinoc_model_save_hf(d->teacher, dir); }
+dinoc_status dinoc_dino_save_teacher(const dinoc_dino *d, const char *dir) {
+    if (!d->rt) return dinoc_model_save_hf(d->teacher, dir);
+    dinoc_status s = dinoc_resnet_save(d->rt, dir);
+    if (s) return s;
+    char *path = dinoc_path_join(dir, "preprocessor_config.json");
+    if (!path) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+    s = dinoc_preprocess_save(&d->pp, path, NULL);
+    free(path);
+    return s;
+}
 
 dinoc_status dinoc_dino_teacher_features(const dinoc_dino *d, const dinoc_dataset *ds, int64_t limit, float **feats,
                                          int32_t **labels, int *dim) {
-    dinoc_feature_spec spec = {1, 0}; /* the last block's CLS through the final norm */
-    return dinoc_extract_features(d->teacher, ds, spec, 256, limit, feats, labels, dim, NULL, NULL);
+    dinoc_feature_spec spec = {1, 0}; /* the last block's CLS through the final norm; a ResNet's pooled feature */
+    dinoc_backbone     bb   = {d->teacher, d->rt, d->pp};
+    return dinoc_backbone_features(&bb, ds, spec, 256, limit, feats, labels, dim, NULL, NULL);
 }

@@ -17,13 +17,21 @@
  *
  * Choice: position embeddings of local crops are resized like Hugging Face's ViTModel (bicubic to
  * the target size, DINOC_POS_INTERP_SIZE) rather than DINO's scale-factor form, so the saved model
- * behaves the same under Hugging Face; at the training resolution the two are the same. */
+ * behaves the same under Hugging Face; at the training resolution the two are the same.
+ *
+ * ResNet backbones (cfg.arch = a preset of src/nn/resnet.h; docs/resnet.md): the same step with
+ * the pooled feature in place of the CLS, both crop sizes through the one network; BN in
+ * training mode for the student and the teacher (DINO never calls teacher.eval()), so the teacher's
+ * running statistics follow its own forwards while the EMA covers parameters only (main_dino.py);
+ * BN statistics are per rank (DINO converts to SyncBatchNorm: not done). Kept from the ViT recipe:
+ * AdamW (DINO's ResNet-50 recipe uses SGD or LARS) and a head without BN (use_bn_in_head). */
 #ifndef DINOC_DINO_H
 #define DINOC_DINO_H
 
 #include "../data/data.h"
 #include "../data/multicrop.h"
 #include "../nn/dino_head.h"
+#include "../nn/resnet.h"
 #include "../nn/vit_train.h"
 #include "optim.h"
 
@@ -108,6 +116,16 @@ typedef struct {
                                                * column sums, loss, entropy sum (see dist.h) */
     int                    world;             /* ranks sharing each batch (B = batch / world) */
     dinoc_rng              rng;
+    /* The backbone: a ViT (student, teacher above) or, when cfg.arch names a ResNet preset, a
+     * ResNet (rs, rt; student and teacher are then NULL). The step reaches either through sp/tp. */
+    dinoc_resnet          *rs, *rt;           /* ResNet student, teacher (NULL for a ViT) */
+    dinoc_resnet_ws       *rwg, *rwl, *rwt;   /* their training workspaces: student globals, locals;
+                                               * teacher globals (batch-statistics BN, see dino.c) */
+    float                 *sp, *tp;           /* student / teacher flat parameters, either backbone */
+    size_t                 np;                /* floats in sp, tp and g */
+    int                    D;                 /* backbone feature width: ViT dim, ResNet F */
+    dinoc_preprocess       pp;                /* evaluation preprocessing saved with the teacher
+                                               * (dinoc_train_preprocess of cfg's data) */
 } dinoc_dino;
 
 /* Builds student (random init from seed), teacher (a copy), heads, optimisers and buffers for
@@ -131,9 +149,11 @@ typedef struct {
 int dinoc_dino_state_tensors(dinoc_dino *d, dinoc_tensor *t, int max);
 int dinoc_dino_state_counters(dinoc_dino *d, dinoc_counter *c, int max);
 /* Writes the teacher backbone, the model DINO evaluates, as a model folder (config.json +
- * model.safetensors + preprocessor_config.json). */
+ * model.safetensors + preprocessor_config.json): a Hugging Face ViT, or a ResNet folder
+ * (dinoc_resnet_save: torchvision names, BN running statistics included) for a ResNet. */
 dinoc_status dinoc_dino_save_teacher(const dinoc_dino *d, const char *dir);
-/* Normed CLS features of the teacher over the first `limit` items of ds (k-NN monitor). */
+/* Features of the teacher over the first `limit` items of ds (k-NN monitor): the normed CLS of a
+ * ViT, the pooled feature of a ResNet (eval-mode BN: running statistics). */
 dinoc_status dinoc_dino_teacher_features(const dinoc_dino *d, const dinoc_dataset *ds, int64_t limit, float **feats,
                                          int32_t **labels, int *dim);
 

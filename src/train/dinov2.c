@@ -4,6 +4,7 @@
 #include "dinov2.h"
 
 #include <math.h>
+#include <time.h>
 #include <string.h>
 
 dinoc_dinov2_config dinoc_dinov2_default(void) {
@@ -38,7 +39,8 @@ dinoc_dinov2_config dinoc_dinov2_default(void) {
 
 dinoc_dinov2_sched dinoc_dinov2_schedule(const dinoc_dinov2_config *c, int64_t it, int64_t ipe) {
     dinoc_dinov2_sched s;
-    const int64_t      total = (int64_t)c->epochs * ipe, W = (int64_t)c->warmup_teacher_temp_epochs * ipe;
+    const int64_t      W     = (int64_t)c->warmup_teacher_temp_epochs * ipe;
+    const int64_t      total = c->sched_steps > 0 ? c->sched_steps : (int64_t)c->epochs * ipe;
     /* sqrt_wrt_1024 scaling of the base lr */
     s.lr = dinoc_cosine_schedule(c->lr * sqrt(c->batch / 1024.0), c->min_lr, total, (int64_t)c->warmup_epochs * ipe,
                                  0, it);
@@ -282,7 +284,11 @@ dinoc_status dinoc_dinov2_step(dinoc_dinov2 *d, const float *x, const uint8_t *m
     st->n_masked = M;
     const int *idx = d->mb.index;
     /* teacher: no mask, no drop path; CLS rows then the masked patch rows */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     if ((s = dinoc_forward(d->teacher, d->tst, d->xg, NULL))) return s;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    st->t_teacher = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     const float *tout = dinoc_state_output(d->tst);
     gather_cls(d->tin, tout, NT, Tg, D);
     for (int m = 0; m < M; m++)

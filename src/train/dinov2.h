@@ -32,6 +32,7 @@
 #include "../nn/vit_train.h"
 #include "dinov2_loss.h"
 #include "optim.h"
+#include "run.h"
 
 typedef enum {
     DINOC_TARGETS_CENTERING = 0, /* softmax((t - center) / tau_t), center EMA */
@@ -58,10 +59,13 @@ typedef struct {
     double momentum_teacher, final_momentum_teacher, teacher_temp, warmup_teacher_temp, student_temp;
     double center_momentum;
     int    warmup_teacher_temp_epochs;
-    int    max_steps;
-    double time_budget;
+    int    max_steps;       /* stop after this many steps in total (0: all epochs) */
+    double time_budget;     /* > 0: wall-clock seconds for the run (as dinoc_dino_config) */
+    int    sched_steps;     /* > 0: schedule length in steps (set by time_budget); 0: epochs x ipe */
     uint64_t seed;
     int    workers, ckpt_every, knn_every_epoch, knn_train, knn_test;
+    void (*progress)(void *user, int64_t step, int64_t total, int epoch, double loss, double img_s);
+    void  *progress_user;
 } dinoc_dinov2_config;
 
 /* DINOv2's values sized for the Fashion-MNIST main job (the model and crops of
@@ -77,6 +81,7 @@ typedef struct {
     double grad_norm;     /* backbone gradient norm before clipping */
     double head_grad_norm, ibot_head_grad_norm;
     int    n_masked;      /* masked tokens this step */
+    double t_teacher;     /* wall seconds of the teacher forward */
 } dinoc_dinov2_stats;
 
 typedef struct {
@@ -123,6 +128,21 @@ dinoc_status dinoc_dinov2_step(dinoc_dinov2 *d, const float *x, const uint8_t *m
 /* Masks for the next step from the config and d->rng (a run loop's helper; writes d->mb.masks,
  * which dinoc_dinov2_step accepts as its masks argument). */
 dinoc_status dinoc_dinov2_draw_masks(dinoc_dinov2 *d);
+/* The schedules at step `it`: cosine over sched_steps when set, else epochs x iters_per_epoch. */
 dinoc_dinov2_sched dinoc_dinov2_schedule(const dinoc_dinov2_config *c, int64_t it, int64_t iters_per_epoch);
+
+/* ---- the run (src/train/dinov2_run.c over src/train/run.c) --------------------------------------
+ * Trains (or resumes from cfg->resume) and writes the run folder as dinoc_dino_train does: the
+ * TEACHER backbone as a Hugging Face Dinov2 folder (LayerScale, mask token, registers), log.jsonl,
+ * metrics.json and checkpoint.safetensors (format "dinoc-dinov2-1": the tensors and counters below,
+ * the generator the masks and drop path draw from, the loader position, the config): resumes bit
+ * for bit on the same thread count. One process only (refuses an MPI world size > 1). */
+typedef dinoc_run_result dinoc_dinov2_result;
+dinoc_status dinoc_dinov2_train(const dinoc_dinov2_config *cfg, dinoc_dinov2_result *res);
+/* What a checkpoint holds: student, teacher, {dino,ibot}_head.{student,teacher,adam.m,adam.v},
+ * center, ibot_center, adam.{m,v} (F32 tensors; the iBOT head's only when separate), and the AdamW
+ * step counters. Returns the count written (at most max); pointers stay valid while d lives. */
+int dinoc_dinov2_state_tensors(dinoc_dinov2 *d, dinoc_tensor *t, int max);
+int dinoc_dinov2_state_counters(dinoc_dinov2 *d, dinoc_run_counter *c, int max);
 
 #endif
