@@ -240,8 +240,9 @@ static int train_dino(int argc, char **argv) {
         {"freeze-last-layer", 0, OPT_INT, &c.freeze_last_layer, "epochs during which the head's last layer is frozen"},
         {NULL, 0, 0, NULL, NULL},
     };
-    const char *use = "usage: dinoc train dino [options]\n\nSelf-supervised DINO pretraining of a ViT (student, EMA teacher, "
-                      "multi-crop).\nThe run folder gets the teacher backbone as a Hugging Face ViT, checkpoint, log.jsonl "
+    const char *use = "usage: dinoc train dino [options]\n\nSelf-supervised DINO pretraining of a ViT or a ResNet (student, EMA "
+                      "teacher, multi-crop).\nThe run folder gets the teacher backbone (an HF ViT or a torchvision-named "
+                      "ResNet folder), checkpoint, log.jsonl "
                       "and metrics.json.";
     int rc = ssl_parse(argc, argv, opts, use, "dino", &x, c.data, c.channels);
     if (rc) return rc < 0 ? 0 : rc;
