@@ -60,6 +60,12 @@ const char *dinoc_test_tmpdir(void);
 /* Compares n floats: passes iff |got - want| <= atol + rtol * |want| everywhere (and no NaN).
  * Prints max abs / rel error and the first mismatches; returns 1 if it passed. The max abs
  * error is stored in *max_abs if not NULL. */
+/* Opens the fixture file rel (under dinoc_test_fixtures()); a missing one FAILS the calling test,
+ * naming the generator that writes it (tests/py/<gen>), and gives NULL. */
+dinoc_safetensors *dinoc_test_fixture_open(const char *rel, const char *gen);
+/* A fixture tensor's raw bytes in its own dtype, malloc'ed (free()); *n its element count (n may be
+ * NULL). A missing tensor fails the calling test and gives NULL. */
+void *dinoc_test_fixture_tensor(const dinoc_safetensors *st, const char *name, int64_t *n);
 int dinoc_check_close(const float *got, const float *want, size_t n, double atol, double rtol,
                       const char *label, double *max_abs);
 #define CHECK_CLOSE(got, want, n, atol, rtol, label)                              \

@@ -1,6 +1,7 @@
 /* run.c: test runner. ./build/dinoc_tests [substring]; prints one line per case and a final
  * "N passed, N failed"; the exit status is 0 only if nothing failed. */
 #include "check.h"
+#include "../src/internal.h"
 
 #include <stdarg.h>
 #include <sys/stat.h>
@@ -39,6 +40,34 @@ const char *dinoc_test_fixtures(void) {
 const char *dinoc_test_tmpdir(void) {
     const char *d = getenv("DINOC_TMP");
     return d && d[0] ? d : "build/tmp";
+}
+
+dinoc_safetensors *dinoc_test_fixture_open(const char *rel, const char *gen) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dinoc_test_fixtures(), rel);
+    dinoc_safetensors *st = NULL;
+    if (!dinoc_file_exists(path)) {
+        dinoc_test_fail_here(__FILE__, __LINE__, "fixture %s missing: run /usr/bin/python3 tests/py/%s %s", path, gen,
+                             dinoc_test_fixtures());
+        return NULL;
+    }
+    if (dinoc_safetensors_open(&st, path) != DINOC_OK) {
+        dinoc_test_fail_here(__FILE__, __LINE__, "%s", dinoc_last_error());
+        return NULL;
+    }
+    return st;
+}
+
+void *dinoc_test_fixture_tensor(const dinoc_safetensors *st, const char *name, int64_t *n) {
+    const dinoc_tensor *t = st ? dinoc_safetensors_find(st, name) : NULL;
+    if (!t) {
+        dinoc_test_fail_here(__FILE__, __LINE__, "fixture tensor '%s' missing", name);
+        return NULL;
+    }
+    if (n) *n = dinoc_tensor_numel(t);
+    void *p = malloc(t->nbytes ? t->nbytes : 1);
+    if (p) memcpy(p, t->data, t->nbytes);
+    return p;
 }
 
 int dinoc_check_close(const float *got, const float *want, size_t n, double atol, double rtol,

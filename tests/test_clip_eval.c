@@ -10,28 +10,9 @@
 #include <stb/stb_image_write.h>
 
 static dinoc_safetensors *open_fixture(void) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/clip_eval/clip_eval.safetensors", dinoc_test_fixtures());
-    dinoc_safetensors *st = NULL;
-    if (!dinoc_file_exists(path)) {
-        CHECK_MSG(0, "fixture %s missing: run /usr/bin/python3 tests/py/gen_clip_eval.py %s", path,
-                  dinoc_test_fixtures());
-        return NULL;
-    }
-    CHECK_OK(dinoc_safetensors_open(&st, path));
-    return st;
+    return dinoc_test_fixture_open("clip_eval/clip_eval.safetensors", "gen_clip_eval.py");
 }
-
-/* A fixture tensor's raw bytes (F32 / I32 / F64), malloc'ed; *n its element count. */
-static void *tensor(dinoc_safetensors *st, const char *name, int64_t *n) {
-    const dinoc_tensor *t = dinoc_safetensors_find(st, name);
-    CHECK_MSG(t != NULL, "fixture tensor '%s' missing", name);
-    if (!t) return NULL;
-    if (n) *n = dinoc_tensor_numel(t);
-    void *p = malloc(t->nbytes ? t->nbytes : 1);
-    memcpy(p, t->data, t->nbytes);
-    return p;
-}
+#define tensor dinoc_test_fixture_tensor
 
 static int64_t dim0(dinoc_safetensors *st, const char *name) {
     const dinoc_tensor *t = dinoc_safetensors_find(st, name);

@@ -20,28 +20,13 @@
 
 #define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
 
+/* fixtures of tests/py/gen_eval.py */
 static dinoc_safetensors *open_fixture(const char *name) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/eval/%s", dinoc_test_fixtures(), name);
-    dinoc_safetensors *st = NULL;
-    if (!dinoc_file_exists(path)) {
-        CHECK_MSG(0, "fixture %s missing: run /usr/bin/python3 tests/py/gen_eval.py %s", path, dinoc_test_fixtures());
-        return NULL;
-    }
-    CHECK_OK(dinoc_safetensors_open(&st, path));
-    return st;
+    char rel[256];
+    snprintf(rel, sizeof rel, "eval/%s", name);
+    return dinoc_test_fixture_open(rel, "gen_eval.py");
 }
-
-/* A fixture tensor as a malloc'ed buffer of its own dtype's bytes (F32 / I32 / I64 / F64). */
-static void *tensor(dinoc_safetensors *st, const char *name, int64_t *n) {
-    const dinoc_tensor *t = dinoc_safetensors_find(st, name);
-    CHECK_MSG(t != NULL, "fixture tensor '%s' missing", name);
-    if (!t) return NULL;
-    if (n) *n = dinoc_tensor_numel(t);
-    void *p = malloc(t->nbytes ? t->nbytes : 1);
-    memcpy(p, t->data, t->nbytes);
-    return p;
-}
+#define tensor dinoc_test_fixture_tensor
 
 /* ---- k-NN -------------------------------------------------------------------------------------- */
 
