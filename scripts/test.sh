@@ -64,6 +64,7 @@ run_part "attn/report CLI tests" $BUILD/attn_report.log env DINOC=./$BUILD/dinoc
 run_part "tokenize CLI tests" $BUILD/cli_tokenize.log env DINOC=./$BUILD/dinoc PY=$PY bash tests/cli_tokenize_test.sh
 run_part "data CLI tests" $BUILD/cli_data.log env DINOC=./$BUILD/dinoc PY=$PY bash tests/cli_data_test.sh
 run_part "CLIP uses CLI tests" $BUILD/cli_clip_eval.log env DINOC=./$BUILD/dinoc FIX=$FIX PY=$PY bash tests/cli_clip_eval_test.sh
+run_part "MLM CLI tests" $BUILD/cli_mlm.log env DINOC=./$BUILD/dinoc PY=$PY bash tests/cli_mlm_test.sh
 run_part "dense CLI tests" $BUILD/cli_dense.log env DINOC=./$BUILD/dinoc PY=$PY bash tests/cli_dense_test.sh
 run_part "kill/resume tests" $BUILD/kill_resume.log env DINOC=./$BUILD/dinoc KILL_TMP=$BUILD/tmp bash tests/kill_resume.sh
 # data-parallel DINO on 2 ranks (build/dinoc-mpi shares every object but src/core/dist.c)
