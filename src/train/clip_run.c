@@ -334,14 +334,6 @@ static dinoc_status save_checkpoint(run *r) {
     return s;
 }
 
-static int64_t meta_i64(const dinoc_safetensors *st, const char *key, int *ok) {
-    const char *v = dinoc_safetensors_metadata(st, key);
-    char       *end;
-    long long   x = v ? strtoll(v, &end, 10) : 0;
-    if (!v || *end) *ok = 0;
-    return x;
-}
-
 static dinoc_status load_state(run *r, const dinoc_safetensors *st, const char *ck) {
     dinoc_tensor t[9];
     const int    nt = ckpt_tensors(r, t);
@@ -354,9 +346,9 @@ static dinoc_status load_state(run *r, const dinoc_safetensors *st, const char *
         if (s) return s;
     }
     int ok   = 1;
-    r->step  = meta_i64(st, "step", &ok);
-    r->total = meta_i64(st, "total_steps", &ok);
-    r->ov.step = r->ot.step = r->oh.step = meta_i64(st, "adam_step", &ok);
+    r->step  = dinoc_train_meta_int(st, "step", &ok);
+    r->total = dinoc_train_meta_int(st, "total_steps", &ok);
+    r->ov.step = r->ot.step = r->oh.step = dinoc_train_meta_int(st, "adam_step", &ok);
     const char *sec = dinoc_safetensors_metadata(st, "seconds");
     r->seconds      = sec ? atof(sec) : 0;
     if (!ok || r->step < 0 || r->total < r->step) return dinoc_fail(DINOC_ERR_FORMAT, "%s: bad step metadata", ck);

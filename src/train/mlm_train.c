@@ -176,14 +176,6 @@ static dinoc_status load_data(run *r) {
     return s;
 }
 
-static int64_t meta_i64(const dinoc_safetensors *st, const char *key, int *ok) {
-    const char *v = dinoc_safetensors_metadata(st, key);
-    char       *end;
-    long long   x = v ? strtoll(v, &end, 10) : 0;
-    if (!v || *end) *ok = 0;
-    return x;
-}
-
 /* Reads the checkpoint's tensors and counters into the run (its config was read before). */
 static dinoc_status load_state(run *r, const dinoc_safetensors *st, const char *ck) {
     const int64_t n = (int64_t)r->m->n_params;
@@ -202,11 +194,11 @@ static dinoc_status load_state(run *r, const dinoc_safetensors *st, const char *
         return dinoc_fail(DINOC_ERR_FORMAT, "%s: missing or malformed 'rng'", ck);
     memcpy(r->rng.s, rt->data, 32);
     int ok = 1;
-    r->step     = meta_i64(st, "step", &ok);
-    r->opt.step = meta_i64(st, "adam_step", &ok);
-    r->total    = meta_i64(st, "total_steps", &ok);
-    r->ld.epoch = meta_i64(st, "loader_epoch", &ok);
-    r->ld.index = meta_i64(st, "loader_index", &ok);
+    r->step     = dinoc_train_meta_int(st, "step", &ok);
+    r->opt.step = dinoc_train_meta_int(st, "adam_step", &ok);
+    r->total    = dinoc_train_meta_int(st, "total_steps", &ok);
+    r->ld.epoch = dinoc_train_meta_int(st, "loader_epoch", &ok);
+    r->ld.index = dinoc_train_meta_int(st, "loader_index", &ok);
     const char *sec = dinoc_safetensors_metadata(st, "seconds");
     r->seconds      = sec ? atof(sec) : 0;
     if (!ok || r->step < 0 || r->ld.index % r->cfg.batch || r->ld.index + r->cfg.batch > r->train.n_seq)

@@ -141,15 +141,6 @@ static dinoc_status save_checkpoint(run *r) {
     return s;
 }
 
-static int64_t meta_int(const dinoc_safetensors *st, const char *key, int *ok) {
-    const char *v = dinoc_safetensors_metadata(st, key);
-    char       *end;
-    if (!v) return *ok = 0, 0;
-    long long x = strtoll(v, &end, 10);
-    if (*end || x < 0) *ok = 0;
-    return x;
-}
-
 static dinoc_status load_checkpoint(run *r, const dinoc_safetensors *st, const char *ck, dinoc_loader_pos *pos) {
     dinoc_tensor want[MAX_STATE];
     const int    nt = r->m->state_tensors(r->obj, want, MAX_STATE);
@@ -169,10 +160,10 @@ static dinoc_status load_checkpoint(run *r, const dinoc_safetensors *st, const c
     dinoc_run_counter cnt[MAX_STATE];
     const int         nc = r->m->state_counters(r->obj, cnt, MAX_STATE);
     int               ok = 1;
-    for (int i = 0; i < nc; i++) *cnt[i].v = meta_int(st, cnt[i].name, &ok);
-    r->step    = meta_int(st, "step", &ok);
-    pos->epoch = meta_int(st, "loader_epoch", &ok);
-    pos->index = meta_int(st, "loader_index", &ok);
+    for (int i = 0; i < nc; i++) *cnt[i].v = dinoc_train_meta_int(st, cnt[i].name, &ok);
+    r->step    = dinoc_train_meta_int(st, "step", &ok);
+    pos->epoch = dinoc_train_meta_int(st, "loader_epoch", &ok);
+    pos->index = dinoc_train_meta_int(st, "loader_index", &ok);
     if (!ok) return dinoc_fail(DINOC_ERR_FORMAT, "%s: bad step/loader metadata", ck);
     return DINOC_OK;
 }

@@ -288,15 +288,6 @@ static dinoc_status read_f32_into(const dinoc_safetensors *st, const char *name,
     return dinoc_tensor_to_f32(t, dst, n);
 }
 
-static int64_t meta_int(const dinoc_safetensors *st, const char *key, int *ok) {
-    const char *v = dinoc_safetensors_metadata(st, key);
-    char       *end;
-    if (!v) return *ok = 0, 0;
-    long long x = strtoll(v, &end, 10);
-    if (*end) *ok = 0;
-    return x;
-}
-
 /* Sets up model, head, optimiser, data; loads the checkpoint when resuming. */
 static dinoc_status run_init(run *r, const dinoc_sup_config *cfg, char **keep) {
     memset(r, 0, sizeof *r);
@@ -386,11 +377,11 @@ static dinoc_status run_init(run *r, const dinoc_sup_config *cfg, char **keep) {
             goto done;
         }
         memcpy(r->rng.s, rt->data, 32);
-        r->step          = meta_int(st, "step", &ok);
-        r->opt.step      = r->hopt.step = meta_int(st, "adam_step", &ok);
-        pos.epoch        = meta_int(st, "loader_epoch", &ok);
-        pos.index        = meta_int(st, "loader_index", &ok);
-        if (!ok || meta_int(st, "classes", &ok) != r->K) {
+        r->step          = dinoc_train_meta_int(st, "step", &ok);
+        r->opt.step      = r->hopt.step = dinoc_train_meta_int(st, "adam_step", &ok);
+        pos.epoch        = dinoc_train_meta_int(st, "loader_epoch", &ok);
+        pos.index        = dinoc_train_meta_int(st, "loader_index", &ok);
+        if (!ok || dinoc_train_meta_int(st, "classes", &ok) != r->K) {
             s = dinoc_fail(DINOC_ERR_FORMAT, "%s: bad step/loader/classes metadata", ck);
             goto done;
         }
@@ -419,6 +410,15 @@ done:
     dinoc_safetensors_close(st);
     free(ck);
     return s;
+}
+
+int64_t dinoc_train_meta_int(const dinoc_safetensors *st, const char *key, int *ok) {
+    const char *v = dinoc_safetensors_metadata(st, key);
+    char       *end;
+    if (!v) return *ok = 0, 0;
+    long long x = strtoll(v, &end, 10);
+    if (*end || x < 0) *ok = 0;
+    return x;
 }
 
 void dinoc_train_truncate_log(const char *path, int64_t step) {
@@ -592,7 +592,7 @@ dinoc_status dinoc_sup_eval(const char *run_dir, const char *data, const char *d
         goto done;
     }
     if ((err = config_from_json(&c, cj, ck, keep))) goto done;
-    int ok = 1, K = (int)meta_int(st, "classes", &ok), D = c.dim;
+    int ok = 1, K = (int)dinoc_train_meta_int(st, "classes", &ok), D = c.dim;
     if (!ok || K < 2 || K > 100000) {
         err = dinoc_fail(DINOC_ERR_FORMAT, "%s: bad 'classes' metadata", ck);
         goto done;

@@ -61,5 +61,8 @@ void dinoc_train_preprocess(dinoc_preprocess *pp, const char *data, int image, i
 /* Keeps the lines of a log.jsonl whose "step" is <= step: a resumed run rewrites what came after
  * its checkpoint. */
 void dinoc_train_truncate_log(const char *path, int64_t step);
+/* A checkpoint's integer metadata (step, optimiser steps, loader position): a missing, malformed or
+ * negative value clears *ok. */
+int64_t dinoc_train_meta_int(const dinoc_safetensors *st, const char *key, int *ok);
 
 #endif
