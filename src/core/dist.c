@@ -1,6 +1,9 @@
 /* dist.c: the only file that knows whether MPI is there (see dist.h). */
 #include "dist.h"
 
+#include <limits.h>
+#include <string.h>
+
 #ifdef DINOC_MPI
 #include <mpi.h>
 
@@ -47,6 +50,17 @@ static dinoc_status sum(void *buf, size_t n, size_t elem, MPI_Datatype t, const 
 dinoc_status dinoc_dist_sum_f32(float *buf, size_t n) { return sum(buf, n, sizeof(float), MPI_FLOAT, "floats"); }
 dinoc_status dinoc_dist_sum_f64(double *buf, size_t n) { return sum(buf, n, sizeof(double), MPI_DOUBLE, "doubles"); }
 
+dinoc_status dinoc_dist_allgather_f32(const float *send, float *out, size_t n) {
+    if (g_size <= 1) {
+        if (out != send) memmove(out, send, n * sizeof(float));
+        return DINOC_OK;
+    }
+    if (n > (size_t)INT_MAX) return dinoc_fail(DINOC_ERR_ARG, "allgather of %zu floats per rank: too many", n);
+    if (MPI_Allgather(send, (int)n, MPI_FLOAT, out, (int)n, MPI_FLOAT, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return dinoc_fail(DINOC_ERR_IO, "MPI_Allgather of %zu floats per rank failed", n);
+    return DINOC_OK;
+}
+
 dinoc_status dinoc_dist_bcast_i64(int64_t *buf, int n, int root) {
     if (g_size <= 1) return DINOC_OK;
     if (MPI_Bcast(buf, n, MPI_INT64_T, root, MPI_COMM_WORLD) != MPI_SUCCESS)
@@ -72,6 +86,10 @@ int          dinoc_dist_size(void) { return 1; }
 int          dinoc_dist_available(void) { return 0; }
 dinoc_status dinoc_dist_sum_f32(float *buf, size_t n) { return (void)buf, (void)n, DINOC_OK; }
 dinoc_status dinoc_dist_sum_f64(double *buf, size_t n) { return (void)buf, (void)n, DINOC_OK; }
+dinoc_status dinoc_dist_allgather_f32(const float *send, float *out, size_t n) {
+    if (out != send) memmove(out, send, n * sizeof(float));
+    return DINOC_OK;
+}
 dinoc_status dinoc_dist_bcast_i64(int64_t *buf, int n, int root) { return (void)buf, (void)n, (void)root, DINOC_OK; }
 dinoc_status dinoc_dist_barrier(void) { return DINOC_OK; }
 
