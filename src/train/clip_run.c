@@ -12,11 +12,11 @@
  *   steps 2-4 (warmup does not depend on the length); the budget also stops the run outright. */
 #include "clip_train.h"
 #include "supervised.h" /* dinoc_train_truncate_log */
+#include "../data/pairs.h"
 
 #include <math.h>
 #include <string.h>
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -76,131 +76,25 @@ static void run_free(run *r) {
     dinoc_clip_free(r->m);
 }
 
-/* ---- data: a TSV of "image<TAB>caption" or a folder of images with .txt captions ------------- */
+/* ---- data: the pair list (src/data/pairs.c), decoded and tokenised once -------------------- */
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* Adds one pair: decodes the image and tokenises the caption. */
-static dinoc_status add_pair(run *r, int cap, const char *img, const char *caption, const char *where) {
-    if (r->n >= cap) return dinoc_fail(DINOC_ERR_ARG, "%s: more pairs than counted", where);
-    dinoc_status s = dinoc_image_load(&r->imgs[r->n], img);
-    if (!s) s = dinoc_clip_tokenize(r->m, &caption, 1, r->ids + (size_t)r->n * r->ctx, r->len + r->n);
-    if (s) return dinoc_fail_prefix(s, "%s: pair %d", where, r->n + 1);
-    r->n++;
-    return DINOC_OK;
-}
-
-static dinoc_status load_tsv(run *r, const char *path) {
-    char  *buf = NULL, *dir = strdup(path);
-    size_t len;
-    dinoc_status s = dir ? dinoc_read_file(path, (size_t)1 << 30, &buf, &len) : dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
-    if (s) return free(dir), s;
-    char *slash = strrchr(dir, '/');
-    if (slash) *slash = 0;
-    else strcpy(dir, ".");
-    int cap = 0;
-    for (size_t i = 0; i < len; i++) cap += buf[i] == '\n';
-    cap++;
-    r->imgs = calloc((size_t)cap, sizeof *r->imgs);
-    r->ids  = dinoc_calloc((size_t)cap * r->ctx, sizeof(int32_t));
-    r->len  = dinoc_calloc((size_t)cap, sizeof(int32_t));
-    if (!r->imgs || !r->ids || !r->len) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for %d pairs", cap);
-    int lineno = 0;
-    for (char *line = buf, *next; !s && line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next) *next++ = 0;
-        lineno++;
-        size_t l = strlen(line);
-        if (l && line[l - 1] == '\r') line[--l] = 0;
-        if (!l) continue;
-        char *tab = strchr(line, '\t');
-        if (!tab) {
-            s = dinoc_fail(DINOC_ERR_FORMAT, "%s:%d: expected \"image<TAB>caption\"", path, lineno);
-            break;
-        }
-        *tab       = 0;
-        char *full = line[0] == '/' ? strdup(line) : dinoc_path_join(dir, line);
-        s = full ? add_pair(r, cap, full, tab + 1, path) : dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
-        free(full);
-    }
-    free(buf), free(dir);
-    return s;
-}
-
-static int is_image_name(const char *n) {
-    const char *e = strrchr(n, '.');
-    static const char *ext[] = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".PNG", ".JPG", ".JPEG", NULL};
-    for (int i = 0; e && ext[i]; i++)
-        if (strcmp(e, ext[i]) == 0) return 1;
-    return 0;
-}
-
-/* A folder of images, each with NAME.txt (the image name without its extension) beside it. */
-static dinoc_status load_folder(run *r, const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return dinoc_fail(DINOC_ERR_IO, "%s: cannot open the folder", dir);
-    char        **names = NULL;
-    int           n = 0, capn = 0;
-    dinoc_status  s = DINOC_OK;
-    for (struct dirent *e; !s && (e = readdir(d));) {
-        if (!is_image_name(e->d_name)) continue;
-        if (n == capn) {
-            char **nn = realloc(names, sizeof *names * (size_t)(capn = capn ? 2 * capn : 256));
-            if (!nn) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
-            else names = nn;
-        }
-        if (!s && !(names[n++] = strdup(e->d_name))) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
-    }
-    closedir(d);
-    if (!s && !n) s = dinoc_fail(DINOC_ERR_ARG, "%s: no images (.png/.jpg/...) with .txt captions", dir);
-    if (!s) qsort(names, (size_t)n, sizeof *names, cmp_str); /* readdir order is not stable */
-    if (!s) {
-        r->imgs = calloc((size_t)n, sizeof *r->imgs);
-        r->ids  = dinoc_calloc((size_t)n * r->ctx, sizeof(int32_t));
-        r->len  = dinoc_calloc((size_t)n, sizeof(int32_t));
-        if (!r->imgs || !r->ids || !r->len) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for %d pairs", n);
-    }
-    for (int i = 0; i < n && !s; i++) {
-        char *img = dinoc_path_join(dir, names[i]), *txt = NULL, *cap = NULL;
-        size_t len;
-        if (img) txt = malloc(strlen(img) + 5);
-        if (!img || !txt) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
-        if (!s) {
-            strcpy(txt, img);
-            strcpy(strrchr(txt, '.'), ".txt");
-            s = dinoc_read_file(txt, 1 << 20, &cap, &len);
-        }
-        if (!s) {
-            for (char *c = cap; *c; c++) /* one caption: line breaks become spaces */
-                if (*c == '\n' || *c == '\r' || *c == '\t') *c = ' ';
-            s = add_pair(r, n, img, cap, dir);
-        }
-        free(img), free(txt), free(cap);
-    }
-    for (int i = 0; i < n; i++) free(names[i]);
-    free(names);
-    return s;
-}
-
-/* --pairs: a TSV file, a folder holding pairs.tsv or train/pairs.tsv, or a captioned folder. */
 static dinoc_status load_pairs(run *r, const char *p) {
-    if (!p) return dinoc_fail(DINOC_ERR_ARG, "no --pairs given");
-    if (!dinoc_is_dir(p)) {
-        if (!dinoc_file_exists(p)) return dinoc_fail(DINOC_ERR_IO, "%s: no such file or folder", p);
-        return load_tsv(r, p);
+    dinoc_pair_list l;
+    dinoc_status    s = dinoc_pairs_load(&l, p);
+    if (s) return s;
+    r->imgs = calloc((size_t)l.n, sizeof *r->imgs);
+    r->ids  = dinoc_calloc((size_t)l.n * r->ctx, sizeof(int32_t));
+    r->len  = dinoc_calloc((size_t)l.n, sizeof(int32_t));
+    if (!r->imgs || !r->ids || !r->len) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for %d pairs", l.n);
+    for (int i = 0; i < l.n && !s; i++) {
+        const char *cap = l.caption[i];
+        s = dinoc_image_load(&r->imgs[r->n], l.image[i]);
+        if (!s) s = dinoc_clip_tokenize(r->m, &cap, 1, r->ids + (size_t)r->n * r->ctx, r->len + r->n);
+        if (s) s = dinoc_fail_prefix(s, "%s: pair %d", p, r->n + 1);
+        else r->n++;
     }
-    static const char *cand[] = {"pairs.tsv", "train/pairs.tsv", NULL};
-    for (int i = 0; cand[i]; i++) {
-        char *t = dinoc_path_join(p, cand[i]);
-        if (!t) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
-        if (dinoc_file_exists(t)) {
-            dinoc_status s = load_tsv(r, t);
-            free(t);
-            return s;
-        }
-        free(t);
-    }
-    return load_folder(r, p);
+    dinoc_pairs_free(&l);
+    return s;
 }
 
 /* ---- optimiser groups ------------------------------------------------------------------------- */
