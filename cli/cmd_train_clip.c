@@ -4,6 +4,7 @@
  * result as one JSON line on stdout; the run folder holds the CLIPModel folder (loadable by
  * dinoc_clip_load and the zero-shot / retrieval commands), checkpoint, log.jsonl, metrics.json. */
 #include "cli.h"
+#include "../src/core/dist.h"
 #include "../src/train/clip_train.h"
 
 #include <math.h>
@@ -79,7 +80,8 @@ int cmd_train_clip(int argc, char **argv) {
     dinoc_status            s = dinoc_clip_train(&c, &res);
     fprintf(stderr, "\n");
     if (s) return cli_fail("train clip", s);
-    printf("{\"steps\":%lld,\"final_loss\":%.5f,\"seconds\":%.1f,\"threads\":%d,\"out\":\"%s\"}\n",
-           (long long)res.steps, res.final_loss, res.seconds, dinoc_get_threads(), c.out);
+    if (dinoc_dist_rank() == 0) /* one summary per job, not per rank */
+        printf("{\"steps\":%lld,\"final_loss\":%.5f,\"seconds\":%.1f,\"threads\":%d,\"ranks\":%d,\"out\":\"%s\"}\n",
+               (long long)res.steps, res.final_loss, res.seconds, dinoc_get_threads(), dinoc_dist_size(), c.out);
     return 0;
 }

@@ -9,10 +9,18 @@
  *   matrices and embedding tables only (not biases, norms, logit_scale); linear warmup then cosine
  *   to min_lr; logit_scale clamped to [0, ln 100] after every step (open_clip, the CLIP paper).
  * - Length: epochs x batches per epoch, or with a time budget fitted once from the measured time of
- *   steps 2-4 (warmup does not depend on the length); the budget also stops the run outright. */
+ *   steps 2-4 (warmup does not depend on it); the budget also stops the run outright.
+ * - Data parallel (mpirun, src/core/dist.h): rank r of W takes rows r*B/W .. (r+1)*B/W - 1 of every
+ *   global batch of B (the same permutation on every rank, so the union is the 1-process batch);
+ *   the loss is the global batch's (clip_train.c gathers the embeddings); one allreduce sums the
+ *   three gradient buffers, which sit back to back in one allocation. Rank 0 alone writes the
+ *   checkpoint, the model folder, log.jsonl and metrics.json, and decides the fitted length and the
+ *   time-budget stop (broadcast, so every rank runs the same number of steps). With no random
+ *   augmentation the batch of a step does not depend on W: a run may resume at another world size. */
 #include "clip_train.h"
 #include "supervised.h" /* dinoc_train_truncate_log */
 #include "../data/pairs.h"
+#include "../core/dist.h"
 
 #include <math.h>
 #include <string.h>
@@ -56,7 +64,10 @@ typedef struct {
     int                     T;       /* tokens per step: the longest caption (<= ctx) */
     dinoc_image            *imgs;    /* [n] */
     int32_t                *ids, *len; /* [n, ctx], [n] */
+    float                  *g;          /* one allocation: gv | gt | gh (one allreduce) */
     float                  *gv, *gt, *gh, *x;
+    size_t                  ng;
+    int                     nloc, rank; /* this rank's pairs per step (batch / world size) */
     dinoc_adamw             ov, ot, oh;
     dinoc_param_group      *grp[3];
     int                     ngrp[3];
@@ -68,7 +79,7 @@ typedef struct {
 static void run_free(run *r) {
     for (int i = 0; i < r->n && r->imgs; i++) dinoc_image_free(&r->imgs[i]);
     free(r->imgs);
-    dinoc_free(r->ids), dinoc_free(r->len), dinoc_free(r->gv), dinoc_free(r->gt), dinoc_free(r->gh);
+    dinoc_free(r->ids), dinoc_free(r->len), dinoc_free(r->g);
     dinoc_free(r->x), dinoc_free(r->perm), dinoc_free(r->bids), dinoc_free(r->blen);
     dinoc_adamw_free(&r->ov), dinoc_adamw_free(&r->ot), dinoc_adamw_free(&r->oh);
     for (int i = 0; i < 3; i++) free(r->grp[i]), free(r->keep[i]);
@@ -211,6 +222,7 @@ static int ckpt_tensors(run *r, dinoc_tensor *t) {
 
 static dinoc_status save_checkpoint(run *r) {
     const dinoc_clip_train_config *c = &r->cfg;
+    if (r->rank != 0) return DINOC_OK; /* rank 0 writes; every rank holds the same weights */
     dinoc_tensor t[9];
     const int    nt = ckpt_tensors(r, t);
     char        *path = dinoc_path_join(c->out, "checkpoint.safetensors"), *cj = config_json(&r->cfg);
@@ -289,6 +301,13 @@ static dinoc_status run_init(run *r, const dinoc_clip_train_config *cfg) {
     }
     r->S = r->m->vision->cfg.image_size, r->ctx = tc.max_pos;
     if ((s = load_pairs(r, c->pairs))) goto done;
+    const int world = dinoc_dist_size();
+    r->rank = dinoc_dist_rank();
+    if (c->batch % world) {
+        s = dinoc_fail(DINOC_ERR_ARG, "batch %d does not divide among %d ranks", c->batch, world);
+        goto done;
+    }
+    r->nloc = c->batch / world;
     if (r->n < c->batch) {
         s = dinoc_fail(DINOC_ERR_ARG, "%s: %d pairs, fewer than one batch of %d", c->pairs, r->n, c->batch);
         goto done;
@@ -302,20 +321,23 @@ static dinoc_status run_init(run *r, const dinoc_clip_train_config *cfg) {
     if (!r->locked && (s = dinoc_adamw_init(&r->ov, r->m->vision->n_params, ac))) goto done;
     if ((s = dinoc_adamw_init(&r->ot, r->m->text->n_params, ac))) goto done;
     if ((s = dinoc_adamw_init(&r->oh, r->m->n_head, ac))) goto done;
-    r->gv   = r->locked ? NULL : dinoc_calloc(r->m->vision->n_params, sizeof(float));
-    r->gt   = dinoc_calloc(r->m->text->n_params, sizeof(float));
-    r->gh   = dinoc_calloc(r->m->n_head, sizeof(float));
-    r->x    = dinoc_calloc((size_t)c->batch * 3 * r->S * r->S, sizeof(float));
+    const size_t nv = r->locked ? 0 : r->m->vision->n_params, ntx = r->m->text->n_params;
+    r->ng   = nv + ntx + r->m->n_head;
+    r->g    = dinoc_calloc(r->ng, sizeof(float));
+    r->gv   = r->locked || !r->g ? NULL : r->g;
+    r->gt   = r->g ? r->g + nv : NULL;
+    r->gh   = r->g ? r->g + nv + ntx : NULL;
+    r->x    = dinoc_calloc((size_t)r->nloc * 3 * r->S * r->S, sizeof(float));
     r->perm = dinoc_calloc((size_t)r->n, sizeof(int32_t));
-    r->bids = dinoc_calloc((size_t)c->batch * r->T, sizeof(int32_t));
-    r->blen = dinoc_calloc((size_t)c->batch, sizeof(int32_t));
-    if ((!r->locked && !r->gv) || !r->gt || !r->gh || !r->x || !r->perm || !r->bids || !r->blen) {
+    r->bids = dinoc_calloc((size_t)r->nloc * r->T, sizeof(int32_t));
+    r->blen = dinoc_calloc((size_t)r->nloc, sizeof(int32_t));
+    if (!r->g || !r->x || !r->perm || !r->bids || !r->blen) {
         s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for the training buffers");
         goto done;
     }
     r->perm_epoch = -1;
     r->total      = (int64_t)c->epochs * (r->n / c->batch);
-    if ((s = dinoc_clip_step_init(&r->step_ws, r->m, c->batch, r->S, r->T, r->locked))) goto done;
+    if ((s = dinoc_clip_step_init(&r->step_ws, r->m, r->nloc, r->S, r->T, r->locked))) goto done;
     if (st) s = load_state(r, st, ck);
 done:
     dinoc_safetensors_close(st);
@@ -346,8 +368,8 @@ static dinoc_status load_batch(run *r, int64_t step) {
         r->perm_epoch = e;
     }
     const size_t px = (size_t)3 * r->S * r->S;
-    for (int b = 0; b < B; b++) {
-        const int k = r->perm[(step % spe) * B + b];
+    for (int b = 0; b < r->nloc; b++) { /* this rank's rows of the global batch */
+        const int k = r->perm[(step % spe) * B + r->rank * r->nloc + b];
         int       w, h;
         dinoc_preprocess_size(&r->m->vision->pp, r->imgs[k].w, r->imgs[k].h, &w, &h);
         if (w != r->S || h != r->S)
@@ -365,10 +387,9 @@ static dinoc_status train_step(run *r, double lr, double *loss, double *acc) {
     dinoc_clip *m = r->m;
     dinoc_status s = load_batch(r, r->step);
     if (s) return s;
-    if (r->gv) memset(r->gv, 0, sizeof(float) * m->vision->n_params);
-    memset(r->gt, 0, sizeof(float) * m->text->n_params);
-    memset(r->gh, 0, sizeof(float) * m->n_head);
-    if ((s = dinoc_clip_step_run(r->step_ws, m, r->x, r->bids, r->blen, r->gv, r->gt, r->gh, loss, acc)))
+    memset(r->g, 0, sizeof(float) * r->ng);
+    if ((s = dinoc_clip_step_run(r->step_ws, m, r->x, r->bids, r->blen, r->gv, r->gt, r->gh, loss, acc)) ||
+        (s = dinoc_dist_sum_f32(r->g, r->ng))) /* the ranks' shares sum to the global batch's gradient */
         return dinoc_fail_prefix(s, "step %lld (the last checkpoint is intact)", (long long)r->step + 1);
     const double wd = r->cfg.wd;
     if (!r->locked) dinoc_adamw_step(&r->ov, m->vision->params, r->gv, r->grp[0], r->ngrp[0], lr, wd);
@@ -395,8 +416,9 @@ dinoc_status dinoc_clip_train(const dinoc_clip_train_config *cfg, dinoc_clip_tra
         s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if (c->resume) dinoc_train_truncate_log(log_path, r.step);
-    if (!(log = fopen(log_path, c->resume ? "a" : "w"))) {
+    const int lead = r.rank == 0; /* rank 0 logs and writes */
+    if (lead && c->resume) dinoc_train_truncate_log(log_path, r.step);
+    if (lead && !(log = fopen(log_path, c->resume ? "a" : "w"))) {
         s = dinoc_fail(DINOC_ERR_IO, "%s: cannot write", log_path);
         goto done;
     }
@@ -414,25 +436,27 @@ dinoc_status dinoc_clip_train(const dinoc_clip_train_config *cfg, dinoc_clip_tra
         /* time budget: fit the schedule once from steps 2-4 of this process (step 1 warms caches) */
         if (c->time_budget > 0 && r.step - first == 1) t_fit = now_s();
         if (c->time_budget > 0 && r.step - first == 4 && !c->resume) {
-            const double  per  = (now_s() - t_fit) / 3;
-            const int64_t fit  = r.step + (int64_t)((c->time_budget - el) * 0.97 / per);
-            r.total            = fit < r.step + 1 ? r.step + 1 : fit;
+            const double per = (now_s() - t_fit) / 3;
+            int64_t      fit = r.step + (int64_t)((c->time_budget - el) * 0.97 / per);
+            if ((s = dinoc_dist_bcast_i64(&fit, 1, 0))) break; /* rank 0's fit for all */
+            r.total = fit < r.step + 1 ? r.step + 1 : fit;
             dinoc_log(DINOC_LOG_INFO, "time budget %.0f s at %.3f s/step: %lld steps", c->time_budget, per,
                       (long long)r.total);
         }
-        fprintf(log, "{\"step\":%lld,\"epoch\":%lld,\"loss\":%.6f,\"batch_acc\":%.4f,\"lr\":%.6g,"
+        if (log) fprintf(log, "{\"step\":%lld,\"epoch\":%lld,\"loss\":%.6f,\"batch_acc\":%.4f,\"lr\":%.6g,"
                      "\"logit_scale\":%.5f,\"img_s\":%.1f,\"seconds\":%.2f}\n",
                 (long long)r.step, (long long)((r.step - 1) / (r.n / c->batch)), loss, acc, lr,
                 expf(r.m->head[r.m->n_head - 1]), c->batch / fmax(dt, 1e-9), el);
-        fflush(log);
-        if (c->progress) c->progress(c->progress_user, r.step, r.total, loss, lr, c->batch / fmax(dt, 1e-9));
-        const int budget_over = c->time_budget > 0 && el >= c->time_budget;
+        if (log) fflush(log);
+        if (lead && c->progress) c->progress(c->progress_user, r.step, r.total, loss, lr, c->batch / fmax(dt, 1e-9));
+        int64_t budget_over = c->time_budget > 0 && el >= c->time_budget;
+        if (c->time_budget > 0 && (s = dinoc_dist_bcast_i64(&budget_over, 1, 0))) break; /* rank 0 decides */
         if ((c->ckpt_every > 0 && r.step % c->ckpt_every == 0) || budget_over)
             if ((s = save_checkpoint(&r))) break;
         if (budget_over) break;
     }
     if (!s) s = save_checkpoint(&r);
-    if (!s) {
+    if (!s && lead) {
         FILE *f = fopen(met, "w");
         if (!f) s = dinoc_fail(DINOC_ERR_IO, "%s: cannot write", met);
         else {

@@ -5,18 +5,30 @@
  * The image embedding is visual_projection applied to the CLS row of the tower's final normed
  * tokens, so its gradient enters the tower's backward as a [N, T, Dv] tensor that is zero except on
  * the CLS rows. With the image tower locked (LiT, Zhai et al. 2022) the tower runs its inference
- * forward (no activations kept) and only the new projection behind it learns. */
+ * forward (no activations kept) and only the new projection behind it learns.
+ *
+ * Data parallel (src/core/dist.h): each of W ranks runs its towers on its N local pairs, the
+ * embeddings of all ranks are gathered into the global batch of W*N rows (rank r's at rows r*N..),
+ * and every rank computes the same loss over that global batch, with every global row contrasted
+ * against every other (the 1-process loss of the same batch). Each rank back-propagates only its
+ * own rows' embedding gradients through its towers; the ranks' gradients then SUM to the
+ * 1-process gradient (the trainer allreduces them). The gradient of logit_scale is already the
+ * whole batch's on every rank, so only rank 0 adds it. One process: W = 1, the gather is a copy. */
 #include "clip_train.h"
+#include "../core/dist.h"
 
 #include <math.h>
 #include <string.h>
 
 struct dinoc_clip_step {
     int                N, S, ctx, locked, T;
+    int                world, rank;         /* data parallel: W ranks of N pairs each */
     dinoc_train_state *vts; /* image tower, training (NULL when locked) */
     dinoc_state       *vis; /* image tower, inference (locked only) */
     dinoc_text_state  *tts;
-    float             *img, *dimg, *dtxt; /* [N, E] */
+    float             *img, *txt;         /* [N, E] this rank's embeddings */
+    float             *gimg, *gtxt;       /* [W N, E] the global batch's */
+    float             *dimg, *dtxt;       /* [W N, E] the loss's gradients (this rank's rows used) */
     float             *dtok;              /* [N, T, Dv] gradient of the image tower's output */
     dinoc_clip_loss_ws loss;
 };
@@ -27,6 +39,9 @@ void dinoc_clip_step_free(dinoc_clip_step *w) {
     dinoc_state_free(w->vis);
     dinoc_text_state_free(w->tts);
     dinoc_free(w->img);
+    dinoc_free(w->txt);
+    dinoc_free(w->gimg);
+    dinoc_free(w->gtxt);
     dinoc_free(w->dimg);
     dinoc_free(w->dtxt);
     dinoc_free(w->dtok);
@@ -40,19 +55,23 @@ dinoc_status dinoc_clip_step_init(dinoc_clip_step **out, const dinoc_clip *m, in
     dinoc_clip_step *w = calloc(1, sizeof *w);
     if (!w) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
     w->N = N, w->S = S, w->ctx = ctx, w->locked = locked;
-    const int    E = m->embed_dim, Dv = m->vision->cfg.dim;
+    w->world = dinoc_dist_size(), w->rank = dinoc_dist_rank();
+    const int    E = m->embed_dim, Dv = m->vision->cfg.dim, NG = N * w->world;
     dinoc_status s = locked ? dinoc_state_init(&w->vis, m->vision, N, S, S, 0)
                             : dinoc_train_state_init(&w->vts, m->vision, N, S, S);
     if (!s) s = dinoc_text_state_init(&w->tts, m->text, N, ctx, 1);
-    if (!s) s = dinoc_clip_loss_init(&w->loss, N, E);
+    if (!s) s = dinoc_clip_loss_init(&w->loss, NG, E);
     if (!s) {
         if (locked) dinoc_state_dims(w->vis, NULL, &w->T, NULL, NULL, NULL);
         else dinoc_train_state_dims(w->vts, NULL, &w->T, NULL);
         w->img  = dinoc_calloc((size_t)N * E, sizeof(float));
-        w->dimg = dinoc_calloc((size_t)N * E, sizeof(float));
-        w->dtxt = dinoc_calloc((size_t)N * E, sizeof(float));
+        w->txt  = dinoc_calloc((size_t)N * E, sizeof(float));
+        w->gimg = dinoc_calloc((size_t)NG * E, sizeof(float));
+        w->gtxt = dinoc_calloc((size_t)NG * E, sizeof(float));
+        w->dimg = dinoc_calloc((size_t)NG * E, sizeof(float));
+        w->dtxt = dinoc_calloc((size_t)NG * E, sizeof(float));
         w->dtok = locked ? NULL : dinoc_calloc((size_t)N * w->T * Dv, sizeof(float));
-        if (!w->img || !w->dimg || !w->dtxt || (!locked && !w->dtok))
+        if (!w->img || !w->txt || !w->gimg || !w->gtxt || !w->dimg || !w->dtxt || (!locked && !w->dtok))
             s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for a CLIP step of %d pairs", N);
     }
     if (s) dinoc_clip_step_free(w);
@@ -70,17 +89,24 @@ dinoc_status dinoc_clip_step_run(dinoc_clip_step *w, const dinoc_clip *m, const 
     if (s) return s;
     const float *tok = w->locked ? dinoc_state_output(w->vis) : dinoc_train_state_output(w->vts);
     dinoc_clip_project_images(m, w->img, tok, N, T);
-    memset(w->dimg, 0, sizeof(float) * (size_t)N * E);
-    memset(w->dtxt, 0, sizeof(float) * (size_t)N * E);
+    memcpy(w->txt, dinoc_text_state_pooled(w->tts), sizeof(float) * (size_t)N * E);
+    if ((s = dinoc_dist_allgather_f32(w->img, w->gimg, (size_t)N * E)) ||
+        (s = dinoc_dist_allgather_f32(w->txt, w->gtxt, (size_t)N * E)))
+        return s;
+    const size_t NGE = (size_t)N * w->world * E;
+    memset(w->dimg, 0, sizeof(float) * NGE);
+    memset(w->dtxt, 0, sizeof(float) * NGE);
     const float ls = m->head[m->n_head - 1];
-    *loss = dinoc_clip_loss(&w->loss, w->dimg, w->dtxt, gh + m->n_head - 1, w->img,
-                            dinoc_text_state_pooled(w->tts), ls, acc);
+    float       dls = 0; /* the whole batch's d loss / d logit_scale, the same on every rank */
+    *loss = dinoc_clip_loss(&w->loss, w->dimg, w->dtxt, &dls, w->gimg, w->gtxt, ls, acc);
     if (!isfinite(*loss)) return dinoc_fail(DINOC_ERR_NUMERIC, "contrastive loss is %g", *loss);
+    if (w->rank == 0) gh[m->n_head - 1] += dls;
+    const float *dimg = w->dimg + (size_t)w->rank * N * E, *dtxt = w->dtxt + (size_t)w->rank * N * E;
     /* projection: emb = cls @ Wp^T -> dWp += demb^T cls, dcls = demb Wp (CLS rows are strided) */
-    dinoc_gemm(1, 0, E, Dv, N, 1.0f, w->dimg, E, tok, T * Dv, 1.0f, gh, Dv);
-    s = dinoc_text_backward(m->text, w->tts, NULL, w->dtxt, gt);
+    dinoc_gemm(1, 0, E, Dv, N, 1.0f, dimg, E, tok, T * Dv, 1.0f, gh, Dv);
+    s = dinoc_text_backward(m->text, w->tts, NULL, dtxt, gt);
     if (s || w->locked) return s;
     memset(w->dtok, 0, sizeof(float) * (size_t)N * T * Dv);
-    dinoc_gemm(0, 0, N, Dv, E, 1.0f, w->dimg, E, m->head, Dv, 0.0f, w->dtok, T * Dv);
+    dinoc_gemm(0, 0, N, Dv, E, 1.0f, dimg, E, m->head, Dv, 0.0f, w->dtok, T * Dv);
     return dinoc_vit_backward(m->vision, w->vts, w->dtok, gv);
 }

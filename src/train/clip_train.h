@@ -32,14 +32,18 @@ double dinoc_clip_loss(dinoc_clip_loss_ws *ws, float *dimg, float *dtxt, float *
                        const float *txt, float logit_scale, double *acc);
 
 /* Activations and gradients scratch of one training step on N pairs of S x S images and
- * sequences of ctx tokens. locked = 1: the image tower runs in inference mode (LiT, no gradient). */
+ * sequences of ctx tokens. locked = 1: the image tower runs in inference mode (LiT, no gradient).
+ * Data parallel (dist.h, W ranks): N is this rank's share; the loss contrasts the gathered global
+ * batch of W*N pairs (clip_train.c). */
 typedef struct dinoc_clip_step dinoc_clip_step;
 dinoc_status dinoc_clip_step_init(dinoc_clip_step **out, const dinoc_clip *m, int N, int S, int ctx,
                                   int locked);
 void         dinoc_clip_step_free(dinoc_clip_step *w);
 /* Forward of both towers, the loss, and the backward: gradients ACCUMULATE into gv (vision,
  * m->vision->n_params floats; ignored when locked), gt (text) and gh (head: projection and
- * logit_scale). images [N, 3, S, S] normalised, ids [N, ctx], lengths [N]. */
+ * logit_scale). images [N, 3, S, S] normalised, ids [N, ctx], lengths [N]. *loss and *acc are
+ * the global batch's. With W > 1 ranks each rank's gradients are its share: their sum over the
+ * ranks is the gradient of the global batch's loss (the caller allreduces). */
 dinoc_status dinoc_clip_step_run(dinoc_clip_step *w, const dinoc_clip *m, const float *images,
                                  const int32_t *ids, const int32_t *lengths, float *gv, float *gt,
                                  float *gh, double *loss, double *acc);
