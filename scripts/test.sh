@@ -67,10 +67,11 @@ run_part "CLIP uses CLI tests" $BUILD/cli_clip_eval.log env DINOC=./$BUILD/dinoc
 run_part "MLM CLI tests" $BUILD/cli_mlm.log env DINOC=./$BUILD/dinoc PY=$PY bash tests/cli_mlm_test.sh
 run_part "dense CLI tests" $BUILD/cli_dense.log env DINOC=./$BUILD/dinoc PY=$PY bash tests/cli_dense_test.sh
 run_part "kill/resume tests" $BUILD/kill_resume.log env DINOC=./$BUILD/dinoc KILL_TMP=$BUILD/tmp bash tests/kill_resume.sh
-# data-parallel DINO and CLIP on 2 ranks (build/dinoc-mpi shares every object but src/core/dist.c)
+# data-parallel DINO, DINOv2 and CLIP on 2 ranks (build/dinoc-mpi shares every object but src/core/dist.c)
 if make -j"$JOBS" BUILD=$BUILD SAN="${SAN:-}" WERROR=1 mpi >&2; then
     run_part "MPI tests" $BUILD/mpi.log env DINOC=./$BUILD/dinoc-mpi PY=$PY bash tests/mpi_test.sh
     run_part "MPI CLIP tests" $BUILD/mpi_clip.log env DINOC=./$BUILD/dinoc-mpi PY=$PY bash tests/mpi_clip_test.sh
+    run_part "MPI DINOv2 tests" $BUILD/mpi_dinov2.log env DINOC=./$BUILD/dinoc-mpi PY=$PY bash tests/mpi_dinov2_test.sh
 else
     echo "error: the MPI build failed" >&2; failed=$((failed + 1))
 fi

@@ -230,7 +230,7 @@ DINOC_TEST(dinov2_step_smoke) {
     dinoc_dinov2_sched sc = dinoc_dinov2_schedule(&c, 3, 10);
     dinoc_dinov2_stats s;
     for (int it = 0; it < 2; it++) {
-        CHECK_OK(dinoc_dinov2_draw_masks(&d));
+        CHECK_OK(dinoc_dinov2_draw_masks(&d, it));
         CHECK_OK(dinoc_dinov2_step(&d, x, d.mb.masks, &sc, &s));
         CHECK(isfinite(s.loss) && s.n_masked <= d.max_masked && (s.n_masked > 0) == (s.ibot_loss > 0));
     }

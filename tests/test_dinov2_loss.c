@@ -62,7 +62,7 @@ static void objective_case(const dinoc_safetensors *st, const char *obj) {
     float *t = get(st, K_("t"), (int64_t)NT * K), *s = get(st, K_("s"), (int64_t)NS * K);
     float *c = get(st, K_("center"), K), *w = is_dino ? NULL : get(st, K_("w"), NT);
     float *q = calloc((size_t)NT * K, sizeof(float)), *ds = calloc((size_t)NS * K, sizeof(float));
-    double *rl = calloc((size_t)(NS + NT + K), sizeof(double));
+    double *rl = calloc((size_t)(NS + NT + K + 1), sizeof(double));
     if (!t || !s || !c || (!is_dino && !w)) goto done;
     const char *kinds[2] = {"center", "sk"};
     for (int kind = 0; kind < 2; kind++) {
@@ -70,7 +70,7 @@ static void objective_case(const dinoc_safetensors *st, const char *obj) {
         snprintf(qn, sizeof qn, "q_%s", kinds[kind]), snprintf(ln, sizeof ln, "loss_%s", kinds[kind]);
         snprintf(dn, sizeof dn, "ds_%s", kinds[kind]);
         if (kind == 0) dinoc_softmax_center(q, t, c, NT, K, temp);
-        else dinoc_sinkhorn_knopp(q, t, NT, K, temp, 3, rl);
+        else CHECK_OK(dinoc_sinkhorn_knopp(q, t, NT, K, temp, 3, rl));
         float *wq = get(st, K_(qn), (int64_t)NT * K);
         snprintf(label, sizeof label, "%s %s", obj, qn);
         if (wq) close_rel(q, wq, (int64_t)NT * K, label);
@@ -85,7 +85,7 @@ static void objective_case(const dinoc_safetensors *st, const char *obj) {
         if (wd) close_rel(ds, wd, (int64_t)NS * K, label);
         free(wd);
     }
-    dinoc_center_update(c, t, NT, K, cm);
+    CHECK_OK(dinoc_center_update(c, t, NT, K, cm, rl));
     float *wc = get(st, K_("new_center"), K);
     snprintf(key, sizeof key, "%s new center", obj);
     if (wc) close_rel(c, wc, K, key);

@@ -37,18 +37,21 @@ int dinoc_dist_available(void) { return 1; }
 /* MPI counts are ints: large buffers go in pieces */
 #define CHUNK ((size_t)1 << 28)
 
-static dinoc_status sum(void *buf, size_t n, size_t elem, MPI_Datatype t, const char *what) {
+static dinoc_status reduce(void *buf, size_t n, size_t elem, MPI_Datatype t, MPI_Op op, const char *what) {
     if (g_size <= 1) return DINOC_OK;
     for (size_t i = 0; i < n; i += CHUNK) {
         const int c = (int)(n - i < CHUNK ? n - i : CHUNK);
-        if (MPI_Allreduce(MPI_IN_PLACE, (char *)buf + i * elem, c, t, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
+        if (MPI_Allreduce(MPI_IN_PLACE, (char *)buf + i * elem, c, t, op, MPI_COMM_WORLD) != MPI_SUCCESS)
             return dinoc_fail(DINOC_ERR_IO, "MPI_Allreduce of %zu %s failed", n, what);
     }
     return DINOC_OK;
 }
 
-dinoc_status dinoc_dist_sum_f32(float *buf, size_t n) { return sum(buf, n, sizeof(float), MPI_FLOAT, "floats"); }
-dinoc_status dinoc_dist_sum_f64(double *buf, size_t n) { return sum(buf, n, sizeof(double), MPI_DOUBLE, "doubles"); }
+dinoc_status dinoc_dist_sum_f32(float *buf, size_t n) { return reduce(buf, n, sizeof(float), MPI_FLOAT, MPI_SUM, "floats"); }
+dinoc_status dinoc_dist_sum_f64(double *buf, size_t n) {
+    return reduce(buf, n, sizeof(double), MPI_DOUBLE, MPI_SUM, "doubles");
+}
+dinoc_status dinoc_dist_max_f32(float *buf, size_t n) { return reduce(buf, n, sizeof(float), MPI_FLOAT, MPI_MAX, "floats (max)"); }
 
 dinoc_status dinoc_dist_allgather_f32(const float *send, float *out, size_t n) {
     if (g_size <= 1) {
@@ -86,6 +89,7 @@ int          dinoc_dist_size(void) { return 1; }
 int          dinoc_dist_available(void) { return 0; }
 dinoc_status dinoc_dist_sum_f32(float *buf, size_t n) { return (void)buf, (void)n, DINOC_OK; }
 dinoc_status dinoc_dist_sum_f64(double *buf, size_t n) { return (void)buf, (void)n, DINOC_OK; }
+dinoc_status dinoc_dist_max_f32(float *buf, size_t n) { return (void)buf, (void)n, DINOC_OK; }
 dinoc_status dinoc_dist_allgather_f32(const float *send, float *out, size_t n) {
     if (out != send) memmove(out, send, n * sizeof(float));
     return DINOC_OK;

@@ -27,6 +27,8 @@ int          dinoc_dist_available(void);
  * bits; Open MPI's sum does. Training keeps every decision on values all ranks reduced alike.) */
 dinoc_status dinoc_dist_sum_f32(float *buf, size_t n);
 dinoc_status dinoc_dist_sum_f64(double *buf, size_t n);
+/* In-place elementwise maximum over all ranks. */
+dinoc_status dinoc_dist_max_f32(float *buf, size_t n);
 /* Gathers every rank's n floats (the same n on every rank) into out[size * n], rank r's block at
  * out + r * n, on every rank (MPI_Allgather). One process: copies send into out. */
 dinoc_status dinoc_dist_allgather_f32(const float *send, float *out, size_t n);

@@ -105,7 +105,10 @@ typedef struct {
     dinoc_train_state  *tsg, *tsl;
     dinoc_state        *tst;
     dinoc_mask_generator mgen;
-    dinoc_mask_batch    mb;                /* the step's masks, weights and token list */
+    dinoc_mask_batch    mb;                /* the step's masks, weights and token list (this rank's) */
+    dinoc_mask_batch    mbg;               /* data parallel: the global batch's masks */
+    int                 world, rank;       /* data parallel: B = batch / world images per rank */
+    float              *kx, *kdx;          /* KoLeo over the global batch: rows and gradients [Bg, D] */
     float              *center, *icenter;  /* DINO [K] and iBOT [Ki] centers (centering only) */
     dinoc_koleo         koleo;
     float *xg, *xl;                        /* crops, crop-major */
@@ -125,9 +128,10 @@ void         dinoc_dinov2_free(dinoc_dinov2 *d);
  * than max_masked tokens (dinoc_mask_upperbound of the config). */
 dinoc_status dinoc_dinov2_step(dinoc_dinov2 *d, const float *x, const uint8_t *masks, const dinoc_dinov2_sched *sc,
                                dinoc_dinov2_stats *st);
-/* Masks for the next step from the config and d->rng (a run loop's helper; writes d->mb.masks,
- * which dinoc_dinov2_step accepts as its masks argument). */
-dinoc_status dinoc_dinov2_draw_masks(dinoc_dinov2 *d);
+/* Masks for step `step` from the config and a stream seeded by (seed, step) (a run loop's helper;
+ * writes d->mb.masks, which dinoc_dinov2_step accepts as its masks argument). Data parallel: this
+ * rank's rows of the global batch's draw, so masks do not depend on the world size. */
+dinoc_status dinoc_dinov2_draw_masks(dinoc_dinov2 *d, int64_t step);
 /* The schedules at step `it`: cosine over sched_steps when set, else epochs x iters_per_epoch. */
 dinoc_dinov2_sched dinoc_dinov2_schedule(const dinoc_dinov2_config *c, int64_t it, int64_t iters_per_epoch);
 
@@ -135,8 +139,8 @@ dinoc_dinov2_sched dinoc_dinov2_schedule(const dinoc_dinov2_config *c, int64_t i
  * Trains (or resumes from cfg->resume) and writes the run folder as dinoc_dino_train does: the
  * TEACHER backbone as a Hugging Face Dinov2 folder (LayerScale, mask token, registers), log.jsonl,
  * metrics.json and checkpoint.safetensors (format "dinoc-dinov2-1": the tensors and counters below,
- * the generator the masks and drop path draw from, the loader position, the config): resumes bit
- * for bit on the same thread count. One process only (refuses an MPI world size > 1). */
+ * the generator drop path draws from (masks come from a per-step stream), the loader position, the
+ * config): resumes bit for bit on the same thread count. Data parallel under mpirun (dinov2.c). */
 typedef dinoc_run_result dinoc_dinov2_result;
 dinoc_status dinoc_dinov2_train(const dinoc_dinov2_config *cfg, dinoc_dinov2_result *res);
 /* What a checkpoint holds: student, teacher, {dino,ibot}_head.{student,teacher,adam.m,adam.v},

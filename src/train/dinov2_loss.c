@@ -2,6 +2,7 @@
  * cross-entropies and KoLeo, forward and backward (see dinov2_loss.h). Tested by
  * tests/test_dinov2_loss.c. */
 #include "dinov2_loss.h"
+#include "../core/dist.h"
 
 #include <math.h>
 #include <string.h>
@@ -20,26 +21,36 @@ void dinoc_softmax_center(float *q, const float *t, const float *center, int N, 
     }
 }
 
-void dinoc_center_update(float *center, const float *t, int N, int K, double momentum) {
+dinoc_status dinoc_center_update(float *center, const float *t, int N, int K, double momentum, double *scratch) {
     const float cm = (float)momentum, ocm = (float)(1.0 - momentum);
-    if (N < 1) return;
+    double     *sum = scratch; /* [K] column sums, then [K] the row count */
 #pragma omp parallel for schedule(static)
     for (int k = 0; k < K; k++) {
-        double sum = 0;
-        for (int r = 0; r < N; r++) sum += t[(size_t)r * K + k];
-        center[k] = center[k] * cm + (float)(sum / N) * ocm;
+        double acc = 0;
+        for (int r = 0; r < N; r++) acc += t[(size_t)r * K + k];
+        sum[k] = acc;
     }
+    sum[K] = N;
+    dinoc_status s = dinoc_dist_sum_f64(sum, (size_t)K + 1); /* the global batch's sums and rows */
+    if (s || sum[K] < 1) return s;
+    for (int k = 0; k < K; k++) center[k] = center[k] * cm + (float)(sum[k] / sum[K]) * ocm;
+    return DINOC_OK;
 }
 
 /* Each step mirrors one in-place torch division on float32 (Q /= sum, Q /= K, ...), so the
- * rounding follows the reference; the sums are formed in double. */
-void dinoc_sinkhorn_knopp(float *q, const float *t, int N, int K, double temp, int iters, double *scratch) {
-    if (N < 1) return;
+ * rounding follows the reference; the sums are formed in double. Data parallel: the max, the total,
+ * the prototypes' sums and the sample count are the global batch's (the reference all-reduces
+ * sum_Q and sum_of_rows and uses B = N * world); the rows stay local. */
+dinoc_status dinoc_sinkhorn_knopp(float *q, const float *t, int N, int K, double temp, int iters, double *scratch) {
     const float ft = (float)temp;
     const size_t n = (size_t)N * K;
     float        mx = -INFINITY;
     for (size_t i = 0; i < n; i++) mx = fmaxf(mx, t[i] / ft);
-    double *ksum = scratch, *nsum = scratch + K;
+    double      *ksum = scratch, *nsum = scratch + K + 1;
+    dinoc_status s;
+    double       NG = N; /* the global batch's rows */
+    if ((s = dinoc_dist_max_f32(&mx, 1)) || (s = dinoc_dist_sum_f64(&NG, 1))) return s;
+    if (NG < 1) return DINOC_OK;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < N; r++) {
         double acc = 0;
@@ -48,7 +59,8 @@ void dinoc_sinkhorn_knopp(float *q, const float *t, int N, int K, double temp, i
     }
     double total = 0;
     for (int r = 0; r < N; r++) total += nsum[r];
-    const float ftot = (float)total;
+    if ((s = dinoc_dist_sum_f64(&total, 1))) return s;
+    const float ftot = (float)total, fN = (float)NG;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) q[i] /= ftot;
     for (int it = 0; it < iters; it++) {
@@ -59,6 +71,7 @@ void dinoc_sinkhorn_knopp(float *q, const float *t, int N, int K, double temp, i
             for (int r = 0; r < N; r++) acc += q[(size_t)r * K + k];
             ksum[k] = acc;
         }
+        if ((s = dinoc_dist_sum_f64(ksum, (size_t)K))) return s;
 #pragma omp parallel for schedule(static)
         for (int r = 0; r < N; r++) {
             float *qr = q + (size_t)r * K;
@@ -71,11 +84,12 @@ void dinoc_sinkhorn_knopp(float *q, const float *t, int N, int K, double temp, i
         for (int r = 0; r < N; r++) {
             float *qr = q + (size_t)r * K;
             for (int k = 0; k < K; k++) {
-                qr[k] = qr[k] / (float)nsum[r] / (float)N;
-                if (it == iters - 1) qr[k] *= (float)N;
+                qr[k] = qr[k] / (float)nsum[r] / fN;
+                if (it == iters - 1) qr[k] *= fN;
             }
         }
     }
+    return DINOC_OK;
 }
 
 /* One row's cross-entropy against the sum of nq target rows qs[j] [K] (summed on the fly, so no

@@ -22,13 +22,17 @@
 
 /* q [N, K] = softmax((t - center) / temp) per row, formed in float32 as torch forms it. */
 void dinoc_softmax_center(float *q, const float *t, const float *center, int N, int K, double temp);
-/* center <- center * momentum + mean over the N rows of t * (1 - momentum). */
-void dinoc_center_update(float *center, const float *t, int N, int K, double momentum);
+/* center <- center * momentum + mean over the N rows of t * (1 - momentum). Data parallel: the
+ * mean over every rank's rows (N may differ by rank, and be 0). scratch: K + 1 doubles. Every rank
+ * must call it (a collective). */
+dinoc_status dinoc_center_update(float *center, const float *t, int N, int K, double momentum, double *scratch);
 /* Sinkhorn-Knopp targets q [N, K] of logits t [N, K]: Q = exp(t / temp), Q /= sum(Q), then iters
  * times: each prototype's mass to 1/K, each sample's to 1/N; finally every row sums to 1.
  * exp's argument is shifted by the global max first (cancels in the first normalisation; the
- * reference does not shift, which is safe only for cosine logits). scratch: K + N doubles. */
-void dinoc_sinkhorn_knopp(float *q, const float *t, int N, int K, double temp, int iters, double *scratch);
+ * reference does not shift, which is safe only for cosine logits). scratch: K + 1 + N doubles.
+ * Data parallel: the N rows are this rank's; the sums over samples, the max and the count are the
+ * global batch's (N may differ by rank, and be 0). Every rank must call it (a collective). */
+dinoc_status dinoc_sinkhorn_knopp(float *q, const float *t, int N, int K, double temp, int iters, double *scratch);
 
 /* DINOv2's DINO loss. q [nG*B, K] teacher targets and s [(nG+nL)*B, K] student logits, both
  * crop-major; student global crop v is paired with every teacher crop i != v, local crops with

@@ -112,7 +112,8 @@ static void       release(void *obj) { dinoc_dinov2_free(obj); }
 static void      *config(void *obj) { return &((dinoc_dinov2 *)obj)->cfg; }
 static dinoc_rng *rng(void *obj) { return &((dinoc_dinov2 *)obj)->rng; }
 
-/* Entropy of the batch-mean DINO target distribution (ln K: every prototype used evenly). */
+/* Entropy of the batch-mean DINO target distribution (ln K: every prototype used evenly); data
+ * parallel: of rank 0's share of the batch (a monitor, not part of the step). */
 static double batch_entropy(const float *q, int rows, int K) {
     double h = 0;
     for (int k = 0; k < K; k++) {
@@ -130,7 +131,7 @@ static dinoc_status step(void *obj, const float *x, int64_t it, int64_t ipe, din
     dinoc_dinov2_stats       st;
     /* no masks when iBOT is off: the step then skips the patch loss */
     const int    ibot = d->cfg.ibot_weight > 0 && d->cfg.mask_prob > 0;
-    dinoc_status s    = ibot ? dinoc_dinov2_draw_masks(d) : DINOC_OK;
+    dinoc_status s    = ibot ? dinoc_dinov2_draw_masks(d, it) : DINOC_OK;
     if (!s) s = dinoc_dinov2_step(d, x, ibot ? d->mb.masks : NULL, &sc, &st);
     if (s) return s;
     rs->loss = st.loss, rs->dino_loss = st.dino_loss, rs->t_teacher = st.t_teacher;
@@ -160,7 +161,7 @@ static dinoc_status teacher_features(void *obj, const dinoc_dataset *ds, int64_t
 
 static const dinoc_run_method k_dinov2 = {
     "dinov2", "dinoc-dinov2-1", sizeof(dinoc_dinov2_config), sizeof(dinoc_dinov2), k_fields,
-    (int)(sizeof k_fields / sizeof k_fields[0]), 0, view, init, release, config, rng, step, state_tensors,
+    (int)(sizeof k_fields / sizeof k_fields[0]), 1, view, init, release, config, rng, step, state_tensors,
     state_counters, save_teacher, teacher_features,
 };
 
