@@ -3,7 +3,8 @@
 # clang + ASan + UBSan and runs each for SECONDS_PER_TARGET (default 10) seconds.
 #   scripts/fuzz.sh                      every target, 10 s each
 #   scripts/fuzz.sh 3600 fuzz_config     a one-hour campaign on one target
-# Targets: fuzz_safetensors fuzz_config fuzz_preprocess_config fuzz_image fuzz_weights_index fuzz_idx fuzz_tokenizer.
+# Targets: fuzz_safetensors fuzz_config fuzz_preprocess_config fuzz_image fuzz_weights_index fuzz_idx fuzz_tokenizer,
+# fuzz_pairs fuzz_textfiles fuzz_clip_index fuzz_model_config.
 # Seeds come from tests/fuzz/corpus/<target>/ and are copied into build-fuzz/corpus/<target>/,
 # which keeps growing across runs (the repo is never written). Crashes, leaks, timeouts and
 # out-of-memory inputs land in build-fuzz/artifacts/<target>/; reproduce one with
@@ -15,7 +16,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 shift $(( $# > 0 ? 1 : 0 ))
-ALL=(fuzz_safetensors fuzz_config fuzz_preprocess_config fuzz_image fuzz_weights_index fuzz_idx fuzz_tokenizer)
+ALL=(fuzz_safetensors fuzz_config fuzz_preprocess_config fuzz_image fuzz_weights_index fuzz_idx fuzz_tokenizer
+     fuzz_pairs fuzz_textfiles fuzz_clip_index fuzz_model_config)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL[@]}")
 CLANG=${CLANG:-clang}
@@ -152,6 +154,40 @@ cat > "$B/json.dict" <<'DICT'
 "\"BitImageProcessor\""
 "\"ViTImageProcessor\""
 "\"CLIPImageProcessor\""
+"\"vocab_size\""
+"\"max_position_embeddings\""
+"\"type_vocab_size\""
+"\"projection_dim\""
+"\"num_channels\""
+"\"quick_gelu\""
+"\"bert\""
+"\"clip\""
+"\"clip_text_model\""
+"\"text_config\""
+"\"vision_config\""
+"\"position_embedding_type\""
+"\"absolute\""
+"\"pad_token_id\""
+"\"eos_token_id\""
+"\"resnet\""
+"\"embedding_size\""
+"\"hidden_sizes\""
+"\"depths\""
+"\"layer_type\""
+"\"basic\""
+"\"bottleneck\""
+"\"downsample_in_first_stage\""
+"\"dinoc-clip-index\""
+"\"embed_dim\""
+"\"paths\""
+"\"captions\""
+"\"image_embeds\""
+"\"text_embeds\""
+"\"pairs\""
+"\"probe\""
+"\"I32\""
+"\x09"
+"{}"
 DICT
 cat > "$B/image.dict" <<'DICT'
 "\x89PNG\x0d\x0a\x1a\x0a"

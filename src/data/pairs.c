@@ -12,6 +12,13 @@ void dinoc_pairs_free(dinoc_pair_list *l) {
     memset(l, 0, sizeof *l);
 }
 
+/* n bytes of p (not 0-terminated) as a new string; strndup may look at p[n] (fuzz_pairs finding F16) */
+static char *dup_n(const char *p, size_t n) {
+    char *s = malloc(n + 1);
+    if (s) memcpy(s, p, n), s[n] = 0;
+    return s;
+}
+
 static dinoc_status reserve(dinoc_pair_list *l, size_t cap) {
     if (cap > (size_t)1 << 30) return dinoc_fail(DINOC_ERR_ARG, "more than 2^30 pairs");
     l->image   = calloc(cap ? cap : 1, sizeof *l->image);
@@ -41,7 +48,7 @@ dinoc_status dinoc_pairs_parse_tsv(dinoc_pair_list *out, const char *text, size_
             break;
         }
         size_t il = (size_t)(tab - line);
-        char  *img = strndup(line, il), *cap_ = strndup(tab + 1, l - il - 1);
+        char  *img = dup_n(line, il), *cap_ = dup_n(tab + 1, l - il - 1);
         char  *full = NULL;
         if (img) full = img[0] == '/' || !dir ? strdup(img) : dinoc_path_join(dir, img);
         if (!full || !cap_) {

@@ -43,8 +43,9 @@ static dinoc_status add_entry(builder *b, const dinoc_tokenizer *tok, const char
 /* Splits text into entries (fortune "%" lines, else blank-line paragraphs) and tokenises them. */
 static dinoc_status add_text(builder *b, const dinoc_tokenizer *tok, const char *t, size_t len,
                              const char *where) {
-    int fortune = (len >= 2 && t[0] == '%' && (t[1] == '\n' || t[1] == '\r')) || strstr(t, "\n%\n") ||
-                  strstr(t, "\n%\r\n");
+    /* memmem, not strstr: t holds len bytes and need not end in 0 (fuzz_textfiles finding F17) */
+    int fortune = (len >= 2 && t[0] == '%' && (t[1] == '\n' || t[1] == '\r')) || memmem(t, len, "\n%\n", 3) ||
+                  memmem(t, len, "\n%\r\n", 4);
     size_t start = 0, i = 0;
     while (i <= len) {
         size_t e = i;
