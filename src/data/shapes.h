@@ -36,6 +36,9 @@ typedef struct {
     int      size;      /* image side in px, 32..1024 (default 64) */
     uint64_t seed;      /* everything random derives from (seed, split, index) */
     float    pair_frac; /* probability of a second shape and a relation (default 0.5; 0: single) */
+    int      part_captions; /* 1: train/pairs.tsv also lists each two-shape image with each shape's
+                             * phrase alone ("a small red circle"): partial captions, as real
+                             * captions often are (CLIP training samples one caption per image) */
 } dinoc_shapes_config;
 
 /* One drawn shape. (cx, cy, r) in pixel units, pixel (x, y) covering [x, x+1) x [y, y+1). */
@@ -127,6 +130,7 @@ typedef struct {
     dinoc_status (*item)(void *user, int64_t i, uint8_t *img, uint8_t *mask, char *caption, char *label,
                          int *label_id);
     void *user;
+    int   part_captions; /* also a pairs.tsv row per phrase of a "PHRASE RELATION PHRASE" caption */
 } dinoc_split_items;
 /* Writes items [0, n) into DIR/<split>/ (images/, masks/, pairs.tsv, labels.tsv, label_names.txt =
  * the labels occurring, by id). Items are made on all threads in blocks; files are byte-identical

@@ -159,6 +159,17 @@ dinoc_status dinoc_shapes_write_split(const char *dir, const char *name, int64_t
         for (int i = 0; i < nb; i++) {
             const item_text *t = &txt[i];
             dinoc_strbuf_printf(&pairs, "images/%06lld.png\t%s\n", (long long)(b0 + i), t->caption);
+            int nw = 1; /* two-shape captions have 4 + relation + 4 words: their phrases alone too */
+            for (const char *c = t->caption; *c; c++) nw += *c == ' ';
+            if (it->part_captions && nw >= 9) {
+                /* the first phrase: the words before the 4th space; the second: after the 4th
+                 * space from the end */
+                int len = (int)strlen(t->caption), end1 = 0, start2 = len;
+                for (int sp = 0; end1 < len && (sp += t->caption[end1] == ' ') < 4;) end1++;
+                for (int sp = 0; start2 > 0 && (sp += t->caption[start2 - 1] == ' ') < 4;) start2--;
+                dinoc_strbuf_printf(&pairs, "images/%06lld.png\t%.*s\n", (long long)(b0 + i), end1, t->caption);
+                dinoc_strbuf_printf(&pairs, "images/%06lld.png\t%s\n", (long long)(b0 + i), t->caption + start2);
+            }
             dinoc_strbuf_printf(&labels, "images/%06lld.png\t%s\n", (long long)(b0 + i), t->label);
             hash[b0 + i] = fnv1a(t->caption);
             if (!names[t->label_id][0]) snprintf(names[t->label_id], sizeof names[0], "%s", t->label);
@@ -234,6 +245,7 @@ static dinoc_status write_meta(const char *dir, const dinoc_shapes_config *cfg, 
     /* the float options as the decimals they were given as (0.2f prints as 0.200000003 in double) */
     cJSON_AddNumberToObject(j, "test_frac", round(test_frac * 1e6) / 1e6);
     cJSON_AddNumberToObject(j, "pair_frac", round(cfg->pair_frac * 1e6) / 1e6);
+    cJSON_AddBoolToObject(j, "part_captions", cfg->part_captions != 0);
     for (int k = 0; k < 2; k++) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "n", (double)st[k].n);
@@ -301,7 +313,8 @@ dinoc_status dinoc_shapes_write(const char *dir, const dinoc_shapes_config *cfg,
     if ((s = write_names(dir))) return s;
     for (int k = 0; k < 2; k++) {
         shapes_src        src = {cfg, k ? DINOC_SHAPES_TEST : DINOC_SHAPES_TRAIN};
-        dinoc_split_items it  = {cfg->size, cfg->size, 3, DINOC_SHAPES_COLOURS * DINOC_SHAPES_KINDS, shapes_item, &src};
+        dinoc_split_items it  = {cfg->size, cfg->size, 3, DINOC_SHAPES_COLOURS * DINOC_SHAPES_KINDS, shapes_item, &src,
+                                 k == 0 && cfg->part_captions}; /* training captions only */
         s = dinoc_shapes_write_split(dir, k ? "test" : "train", st[k].n, &it, k ? n_train : 0, n, progress, user,
                                      &st[k].distinct_captions);
         if (s) return s;

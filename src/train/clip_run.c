@@ -2,8 +2,11 @@
  * captioned folder, the step of clip_train.c, AdamW on the three buffers, checkpoints, log.jsonl.
  *
  * Choices (docs/clip.md):
- * - Data: every pair is decoded once (8-bit images stay in memory, captions are tokenised once);
- *   each epoch visits a permutation drawn from (seed, epoch), so a resumed run needs only the step.
+ * - Data: every image is decoded once (8-bit images stay in memory, captions are tokenised once);
+ *   each epoch visits a permutation of the distinct images drawn from (seed, epoch), so a resumed
+ *   run needs only the step. An image listed with several captions (rows with the same image path,
+ *   as COCO's five captions per image) is one item: each epoch pairs it with one of its captions,
+ *   drawn from (seed, epoch, image), the way CLIP trainers sample one caption per image.
  *   No augmentation: captions of the shapes data name positions, so flips would lie.
  * - Optimiser: AdamW with open_clip's ViT settings (betas 0.9/0.98, eps 1e-6); weight decay on
  *   matrices and embedding tables only (not biases, norms, logit_scale); linear warmup then cosine
@@ -62,8 +65,10 @@ typedef struct {
     dinoc_clip_step        *step_ws;
     int                     n, S, ctx, locked;
     int                     T;       /* tokens per step: the longest caption (<= ctx) */
-    dinoc_image            *imgs;    /* [n] */
-    int32_t                *ids, *len; /* [n, ctx], [n] */
+    dinoc_image            *imgs;    /* [n] distinct images */
+    int                     ncap;    /* captions in all */
+    int32_t                *cap_off; /* [n + 1]: image k's captions are rows cap_off[k] .. cap_off[k+1]-1 */
+    int32_t                *ids, *len; /* [ncap, ctx], [ncap] */
     float                  *g;          /* one allocation: gv | gt | gh (one allreduce) */
     float                  *gv, *gt, *gh, *x;
     size_t                  ng;
@@ -79,7 +84,7 @@ typedef struct {
 static void run_free(run *r) {
     for (int i = 0; i < r->n && r->imgs; i++) dinoc_image_free(&r->imgs[i]);
     free(r->imgs);
-    dinoc_free(r->ids), dinoc_free(r->len), dinoc_free(r->g);
+    dinoc_free(r->ids), dinoc_free(r->len), dinoc_free(r->cap_off), dinoc_free(r->g);
     dinoc_free(r->x), dinoc_free(r->perm), dinoc_free(r->bids), dinoc_free(r->blen);
     dinoc_adamw_free(&r->ov), dinoc_adamw_free(&r->ot), dinoc_adamw_free(&r->oh);
     for (int i = 0; i < 3; i++) free(r->grp[i]), free(r->keep[i]);
@@ -89,21 +94,66 @@ static void run_free(run *r) {
 
 /* ---- data: the pair list (src/data/pairs.c), decoded and tokenised once -------------------- */
 
+static const dinoc_pair_list *g_sort_list; /* qsort has no user pointer; load_pairs is not reentrant */
+static int cmp_pair_image(const void *a, const void *b) {
+    const int x = *(const int *)a, y = *(const int *)b;
+    const int c = strcmp(g_sort_list->image[x], g_sort_list->image[y]);
+    return c ? c : (x > y) - (x < y);
+}
+
 static dinoc_status load_pairs(run *r, const char *p) {
     dinoc_pair_list l;
     dinoc_status    s = dinoc_pairs_load(&l, p);
     if (s) return s;
-    r->imgs = calloc((size_t)l.n, sizeof *r->imgs);
-    r->ids  = dinoc_calloc((size_t)l.n * r->ctx, sizeof(int32_t));
-    r->len  = dinoc_calloc((size_t)l.n, sizeof(int32_t));
-    if (!r->imgs || !r->ids || !r->len) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for %d pairs", l.n);
-    for (int i = 0; i < l.n && !s; i++) {
-        const char *cap = l.caption[i];
-        s = dinoc_image_load(&r->imgs[r->n], l.image[i]);
-        if (!s) s = dinoc_clip_tokenize(r->m, &cap, 1, r->ids + (size_t)r->n * r->ctx, r->len + r->n);
-        if (s) s = dinoc_fail_prefix(s, "%s: pair %d", p, r->n + 1);
-        else r->n++;
+    /* group rows by image path: image ids in order of first appearance, captions in file order */
+    int32_t *ord = dinoc_calloc((size_t)l.n, sizeof(int32_t)), *img_of = dinoc_calloc((size_t)l.n, sizeof(int32_t));
+    int32_t *first = dinoc_calloc((size_t)l.n, sizeof(int32_t)), *rank = dinoc_calloc((size_t)l.n, sizeof(int32_t));
+    r->cap_off = dinoc_calloc((size_t)l.n + 1, sizeof(int32_t));
+    r->imgs    = calloc((size_t)l.n, sizeof *r->imgs);
+    r->ids     = dinoc_calloc((size_t)l.n * r->ctx, sizeof(int32_t));
+    r->len     = dinoc_calloc((size_t)l.n, sizeof(int32_t));
+    if (!ord || !img_of || !first || !rank || !r->cap_off || !r->imgs || !r->ids || !r->len)
+        s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for %d pairs", l.n);
+    int n_img = 0;
+    if (!s) {
+        for (int i = 0; i < l.n; i++) ord[i] = i;
+        g_sort_list = &l;
+        qsort(ord, (size_t)l.n, sizeof *ord, cmp_pair_image);
+        /* groups of equal paths; a group's first row (sorted by row) is its first appearance */
+        for (int i = 0, gid = -1; i < l.n; i++) {
+            if (i == 0 || strcmp(l.image[ord[i]], l.image[ord[i - 1]]) != 0) first[++gid] = ord[i], n_img = gid + 1;
+            img_of[ord[i]] = gid;
+        }
+        /* group ids -> image ids by first appearance */
+        for (int g = 0; g < n_img; g++) ord[g] = g;
+        for (int i = 0, k = 0; i < l.n; i++) /* rows in file order: a group's first row names it */
+            if (first[img_of[i]] == i) rank[img_of[i]] = k++;
+        for (int i = 0; i < l.n; i++) img_of[i] = rank[img_of[i]];
+        for (int i = 0; i < l.n; i++) r->cap_off[img_of[i] + 1]++;
+        memset(rank, 0, sizeof(int32_t) * (size_t)l.n);
+        for (int k = 0; k < n_img; k++) r->cap_off[k + 1] += r->cap_off[k];
     }
+    /* decode each image once (at its first row), tokenise every caption into its image's block */
+    for (int i = 0; i < l.n && !s; i++) {
+        const int   k   = img_of[i];
+        const char *cap = l.caption[i];
+        int32_t     row = r->cap_off[k]++; /* fill pointer; restored below */
+        if (!rank[k] && (s = dinoc_image_load(&r->imgs[k], l.image[i]))) /* rank[]: "decoded" flags now */
+            s = dinoc_fail_prefix(s, "%s: pair %d", p, i + 1);
+        rank[k] = 1;
+        if (!s && (s = dinoc_clip_tokenize(r->m, &cap, 1, r->ids + (size_t)row * r->ctx, r->len + row)))
+            s = dinoc_fail_prefix(s, "%s: pair %d", p, i + 1);
+    }
+    if (!s) { /* the fill pointers now sit at each block's end: shift back */
+        for (int k = n_img; k > 0; k--) r->cap_off[k] = r->cap_off[k - 1];
+        r->cap_off[0] = 0;
+        r->n = n_img, r->ncap = l.n;
+        if (r->ncap > r->n)
+            dinoc_log(DINOC_LOG_INFO, "%s: %d captions of %d images (one caption per image and epoch)", p, r->ncap, r->n);
+    } else {
+        r->n = n_img; /* every image decoded so far is freed by run_free */
+    }
+    dinoc_free(ord), dinoc_free(img_of), dinoc_free(first), dinoc_free(rank);
     dinoc_pairs_free(&l);
     return s;
 }
@@ -315,7 +365,7 @@ static dinoc_status run_init(run *r, const dinoc_clip_train_config *cfg) {
     /* the causal mask hides padding from every pooled row, so a step runs only as many positions
      * as the longest caption needs (shapes captions: ~16 of 32) */
     r->T = 1;
-    for (int i = 0; i < r->n; i++) r->T = r->len[i] > r->T ? r->len[i] : r->T;
+    for (int i = 0; i < r->ncap; i++) r->T = r->len[i] > r->T ? r->len[i] : r->T;
     if ((s = make_groups(r))) goto done;
     const dinoc_adamw_config ac = {0.9, 0.98, 1e-6}; /* open_clip's ViT settings (reference A.8) */
     if (!r->locked && (s = dinoc_adamw_init(&r->ov, r->m->vision->n_params, ac))) goto done;
@@ -377,8 +427,17 @@ static dinoc_status load_batch(run *r, int64_t step) {
                               k + 1, w, h, r->S, r->S);
         dinoc_status s = dinoc_preprocess_image(&r->m->vision->pp, &r->imgs[k], r->x + b * px, w, h);
         if (s) return s;
-        memcpy(r->bids + (size_t)b * r->T, r->ids + (size_t)k * r->ctx, sizeof(int32_t) * r->T);
-        r->blen[b] = r->len[k];
+        /* one of the image's captions, drawn from (seed, epoch, image): the same on every rank */
+        const int nc = r->cap_off[k + 1] - r->cap_off[k];
+        int       j  = r->cap_off[k];
+        if (nc > 1) {
+            dinoc_rng g;
+            dinoc_rng_seed(&g, (r->cfg.seed ^ 0x63617073ull) + 0x9E3779B97F4A7C15ull * (uint64_t)(e + 1) +
+                                   0xBF58476D1CE4E5B9ull * (uint64_t)(k + 1));
+            j += (int)(dinoc_rng_u64(&g) % (uint64_t)nc);
+        }
+        memcpy(r->bids + (size_t)b * r->T, r->ids + (size_t)j * r->ctx, sizeof(int32_t) * r->T);
+        r->blen[b] = r->len[j];
     }
     return DINOC_OK;
 }
@@ -460,8 +519,8 @@ dinoc_status dinoc_clip_train(const dinoc_clip_train_config *cfg, dinoc_clip_tra
         FILE *f = fopen(met, "w");
         if (!f) s = dinoc_fail(DINOC_ERR_IO, "%s: cannot write", met);
         else {
-            fprintf(f, "{\"steps\":%lld,\"total_steps\":%lld,\"final_loss\":%.6f,\"seconds\":%.2f,\"pairs\":%d,"
-                       "\"locked_image_tower\":%s}\n", (long long)r.step, (long long)r.total, loss, r.seconds, r.n,
+            fprintf(f, "{\"steps\":%lld,\"total_steps\":%lld,\"final_loss\":%.6f,\"seconds\":%.2f,\"images\":%d,"
+                       "\"captions\":%d,\"locked_image_tower\":%s}\n", (long long)r.step, (long long)r.total, loss, r.seconds, r.n, r.ncap,
                     r.locked ? "true" : "false");
             fclose(f);
         }
