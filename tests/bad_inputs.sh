@@ -126,6 +126,24 @@ mkdir -p "$TMP/pair.txt"
 check "embed: file list unwritable"        1 "pair.txt"              "$TMP/pair.npy" absent "$DINOC" embed -q -m "$M" -o "$TMP/pair.npy" "$TMP/ok.ppm"
 check "init: -o under a file"              1 "cannot create directory" - absent "$DINOC" init --depth 1 -o "$TMP/afile/m"
 
+# ---- text-side and CLIP inputs: exit 1, the file (and line) named, no run folder left
+printf 'images/0.png a caption without a tab\n' > "$TMP/notab.tsv"
+printf 'ok.ppm\tfine\nmissing.png\ta missing image\n' > "$TMP/missing.tsv"
+printf 'ok.ppm\tcap\000tion\n' > "$TMP/nul.tsv"
+printf 'ok.ppm\t\xff\xfe not UTF-8\n' > "$TMP/badutf8.tsv"
+printf 'a photo of a thing.\n' > "$TMP/notmpl.txt"
+printf 'good text\n%%\n\xc3\x28 invalid UTF-8\n%%\n' > "$TMP/badcorpus.txt"
+printf 'not a safetensors index' > "$TMP/bad.index"
+check "train clip: TSV line without a tab"  1 "notab.tsv:1: expected" "$TMP/rc1" absent "$DINOC" train clip --pairs "$TMP/notab.tsv" --preset tiny -o "$TMP/rc1"
+check "train clip: TSV names a missing image" 1 "missing.png"       "$TMP/rc2" absent "$DINOC" train clip --pairs "$TMP/missing.tsv" --preset tiny -o "$TMP/rc2"
+check "train clip: a 0 byte in the TSV"     1 "nul.tsv: a 0 byte"    "$TMP/rc3" absent "$DINOC" train clip --pairs "$TMP/nul.tsv" --preset tiny -o "$TMP/rc3"
+check "train clip: caption not UTF-8"       1 "UTF-8"                "$TMP/rc4" absent "$DINOC" train clip --pairs "$TMP/badutf8.tsv" --preset tiny -o "$TMP/rc4"
+check "train clip: missing --pairs file"    1 "nope.tsv"             "$TMP/rc5" absent "$DINOC" train clip --pairs "$TMP/nope.tsv" --preset tiny -o "$TMP/rc5"
+check "tokenize: invalid UTF-8"             1 "UTF-8"                - absent "$DINOC" tokenize "$(printf 'ok \xff')"
+check "train mlm: corpus with invalid UTF-8" 1 "badcorpus.txt"       "$TMP/rm1" absent "$DINOC" train mlm --text "$TMP/badcorpus.txt" -o "$TMP/rm1"
+check "zeroshot: template without {}"       1 "notmpl.txt:1"         - absent "$DINOC" zeroshot -m "$M" --labels "a,b" --templates "$TMP/notmpl.txt" "$TMP/ok.ppm"
+check "retrieve query: not an index"        1 "bad.index"            - absent "$DINOC" retrieve query -i "$TMP/bad.index" -m "$M" "a red circle"
+
 # a valid run still works (the harness itself is sound)
 check "embed: valid input succeeds"        0 "wrote"                 - absent "$DINOC" embed -q -m "$M" -o "$TMP/good.npy" "$TMP/ok.ppm"
 
