@@ -28,7 +28,7 @@ v=[json.loads(l)['img_s'] for l in open(sys.argv[1]) if '\"img_s\"' in l][int(sy
 print('%.1f' % s.median(v))" "$1" "$WARM"
 }
 {
-    echo "# DINO data-parallel scaling, main-job model, global batch 256, 1 thread per rank ($(date -u +%F), $(nproc) cores)"
+    echo "# DINO data-parallel scaling, main-job model, global batch 256, 1 thread per rank ($(date -u +%F), $(getconf _NPROCESSORS_ONLN) cores)"
     r1=() r2=()
     for round in $(seq 1 "$ROUNDS"); do
         for np in 1 2; do
