@@ -94,10 +94,11 @@ static void run_free(run *r) {
 
 /* ---- data: the pair list (src/data/pairs.c), decoded and tokenised once -------------------- */
 
-static const dinoc_pair_list *g_sort_list; /* qsort has no user pointer; load_pairs is not reentrant */
-static int cmp_pair_image(const void *a, const void *b) {
+/* rows by image path, then by row (glibc's qsort_r: the list rides along, no global) */
+static int cmp_pair_image(const void *a, const void *b, void *user) {
+    const dinoc_pair_list *l = user;
     const int x = *(const int *)a, y = *(const int *)b;
-    const int c = strcmp(g_sort_list->image[x], g_sort_list->image[y]);
+    const int c = strcmp(l->image[x], l->image[y]);
     return c ? c : (x > y) - (x < y);
 }
 
@@ -117,8 +118,7 @@ static dinoc_status load_pairs(run *r, const char *p) {
     int n_img = 0;
     if (!s) {
         for (int i = 0; i < l.n; i++) ord[i] = i;
-        g_sort_list = &l;
-        qsort(ord, (size_t)l.n, sizeof *ord, cmp_pair_image);
+        qsort_r(ord, (size_t)l.n, sizeof *ord, cmp_pair_image, &l);
         /* groups of equal paths; a group's first row (sorted by row) is its first appearance */
         for (int i = 0, gid = -1; i < l.n; i++) {
             if (i == 0 || strcmp(l.image[ord[i]], l.image[ord[i - 1]]) != 0) first[++gid] = ord[i], n_img = gid + 1;
