@@ -7,16 +7,21 @@ Runs the reference DINOv2 ViT-S/14 (tests/py/vit_ref.py: D 384, depth 12, heads 
 under torch.inference_mode() on float32 images of --size x --size (default 224) and prints one line per
 (batch, threads):
   torch vits14 batch=B threads=T img_s=X ms_per_batch=Y
---json prints a JSON list of those records at the end. Weights are random (vit_ref.init_random) unless
+--json prints a JSON list of those records at the end (each with the process's peak RSS so far).
+--bf16 runs the forward under torch.autocast("cpu", torch.bfloat16) (PyTorch's bf16 mode).
+--export-onnx FILE writes the reference module's forward (last_hidden_state, dynamic batch) as ONNX
+(opset 14) for bench/ort/bench_ort.js and exits. Weights are random (vit_ref.init_random) unless
 --weights names an HF dinov2 folder (config.json + model.safetensors), so C and torch can use the
 same weights. Timing: warm-up runs, then repeat until at least max(5, --iters) runs and >= 1 s;
 ms_per_batch is the median run.
 """
 import argparse
+import contextlib
 import ctypes
 import json
 import math
 import os
+import resource
 import statistics
 import sys
 import time
@@ -132,6 +137,8 @@ def main():
     ap.add_argument("--impl", choices=["fast", "ref"], default="fast",
                     help="fast: FastForward (default); ref: the vit_ref module as written")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="torch.autocast(cpu, bfloat16)")
+    ap.add_argument("--export-onnx", metavar="FILE")
     a = ap.parse_args()
 
     if a.weights:
@@ -141,6 +148,20 @@ def main():
         vit_ref.init_random(model, seed=0)
     P = model.config["patch_size"]
     H = W = a.size // P * P
+    if a.export_onnx:
+        class Last(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, x):
+                return self.m(x, keep_hidden=False)["last_hidden_state"]
+        with torch.no_grad():
+            torch.onnx.export(Last(model), torch.randn(1, 3, H, W), a.export_onnx, input_names=["pixel_values"],
+                              output_names=["last_hidden_state"], opset_version=14,
+                              dynamic_axes={"pixel_values": {0: "batch"}, "last_hidden_state": {0: "batch"}})
+        print("wrote %s (%dx%d)" % (a.export_onnx, H, W), file=sys.stderr)
+        return
     fast = FastForward(model)
     with torch.inference_mode():
         x = torch.randn(2, 3, H, W, generator=torch.Generator().manual_seed(1))
@@ -154,7 +175,8 @@ def main():
         set_threads(T)
         for B in a.batch:
             x = torch.randn(B, 3, H, W, generator=g)
-            with torch.inference_mode():
+            amp = torch.autocast("cpu", dtype=torch.bfloat16) if a.bf16 else contextlib.nullcontext()
+            with torch.inference_mode(), amp:
                 for _ in range(a.warmup):
                     fwd(x)
                 times = []
@@ -167,7 +189,8 @@ def main():
             r = {"impl": "torch", "model": a.model if not a.weights else os.path.basename(a.weights.rstrip("/")),
                  "batch": B, "threads": T, "H": H, "W": W, "img_s": round(B / (ms / 1e3), 3),
                  "ms_per_batch": round(ms, 3), "runs": len(times), "torch": torch.__version__,
-                 "impl_detail": a.impl}
+                 "impl_detail": a.impl, "precision": "bf16" if a.bf16 else "fp32",
+                 "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
             records.append(r)
             print("torch %s batch=%d threads=%d img_s=%.2f ms_per_batch=%.1f"
                   % (r["model"], B, T, r["img_s"], ms), flush=True)

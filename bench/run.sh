@@ -1,34 +1,54 @@
 #!/usr/bin/env bash
-# bench/run.sh: ViT-S/14 forward at 224x224 in dinoc and in PyTorch (Debian's python3-torch), side by
-# side in one command, on the same random weights (one folder written by `dinoc init` and read by
-# both), for batch 1, 8, 32 and threads 1, 2. Prints img/s for each and the ratio dinoc / PyTorch,
-# and writes bench/results.txt. Interleaves the two implementations per point so machine-speed drift
-# hits both alike.
-#   BATCHES="1 8 32" THREADS="1 2" MIN_TIME=2 bash bench/run.sh
+# bench/run.sh: ViT-S/14 forward at 224x224 in dinoc, PyTorch (Debian's python3-torch; fp32, and
+# bf16 under torch.autocast) and, when bench/ort/node_modules/onnxruntime-node exists, ONNX Runtime
+# (CPU execution provider), side by side in one command on the same random weights (one folder
+# written by `dinoc init`, read by all three; ORT runs its ONNX export by bench_torch.py
+# --export-onnx), for each batch and thread count. Prints img/s, the ratios dinoc / peer and each
+# process's peak RSS, and writes bench/results.txt. The implementations are interleaved per point, so
+# machine-speed drift hits them alike; every point is a fresh process (RSS is per point).
+#   BATCHES="1 8" THREADS="1 2" MIN_TIME=2 bash bench/run.sh
+# Set up ONNX Runtime once (its postinstall only fetches CUDA binaries; the CPU ones are in the
+# package): (cd bench/ort && npm install --ignore-scripts)
+# dinoc has no bf16 mode yet (issue #9): the table says so rather than guessing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
-BATCHES=${BATCHES:-"1 8 32"}
+BATCHES=${BATCHES:-"1 8"}
 THREADS=${THREADS:-"1 2"}
 MIN_TIME=${MIN_TIME:-2}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 make -s -j2 all >&2
 W=build/bench/vits14
 [ -f "$W/model.safetensors" ] || ./build/dinoc init --arch vits14 --seed 1 -o "$W" >&2
+ORT=0
+if [ -d bench/ort/node_modules/onnxruntime-node ] && command -v node >/dev/null; then
+    ORT=1
+    [ -f "$W/model.onnx" ] || $PY bench/bench_torch.py --weights "$W" --export-onnx "$W/model.onnx" >&2
+fi
 OUT=bench/results.txt
 {
-    echo "# ViT-S/14 forward, 224x224, fp32; $(date -u +%Y-%m-%dT%H:%MZ); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-    printf "%-7s %-7s %12s %12s %8s\n" threads batch "dinoc img/s" "torch img/s" ratio
+    echo "# ViT-S/14 forward, 224x224; $(date -u +%Y-%m-%dT%H:%MZ); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs);" \
+         "$(getconf _NPROCESSORS_ONLN) cores; img/s (peak RSS MB); ratios are dinoc / peer"
+    printf "%-3s %-3s %15s %15s %15s %15s %9s %9s %9s\n" thr bat "dinoc fp32" "torch fp32" "torch bf16" "ORT fp32" \
+        "d/torch" "d/t.bf16" "d/ORT"
 } | tee "$OUT"
 for t in $THREADS; do
     for b in $BATCHES; do
         d=$(./build/dinoc bench -m "$W" --batch "$b" --threads "$t" --min-time "$MIN_TIME" --json)
         p=$(OMP_NUM_THREADS=$t $PY bench/bench_torch.py --weights "$W" --batch "$b" --threads "$t" \
               --min-time "$MIN_TIME" --json 2>/dev/null | tail -n 1)
-        $PY - "$d" "$p" "$t" "$b" <<'PYEOF' | tee -a "$OUT"
+        q=$(OMP_NUM_THREADS=$t $PY bench/bench_torch.py --weights "$W" --batch "$b" --threads "$t" --bf16 \
+              --min-time "$MIN_TIME" --json 2>/dev/null | tail -n 1)
+        o='{}'
+        [ $ORT = 1 ] && o=$(node bench/ort/bench_ort.js "$W/model.onnx" --batch "$b" --threads "$t" --min-time "$MIN_TIME")
+        $PY - "$d" "$p" "$q" "$o" "$t" "$b" <<'PYEOF' | tee -a "$OUT"
 import json, sys
-d = json.loads(sys.argv[1]); p = json.loads(sys.argv[2])
-p = p[0] if isinstance(p, list) else p
-print(f"{sys.argv[3]:<7} {sys.argv[4]:<7} {d['img_s']:12.2f} {p['img_s']:12.2f} {d['img_s'] / p['img_s']:8.2f}")
+d, p, q, o = (json.loads(a) for a in sys.argv[1:5])
+p, q = (x[0] if isinstance(x, list) else x for x in (p, q))
+cell = lambda r: "%7.2f (%4.0f)" % (r["img_s"], r["rss_mb"]) if r else "%15s" % "-"
+ratio = lambda r: "%9.2f" % (d["img_s"] / r["img_s"]) if r else "%9s" % "-"
+print("%-3s %-3s %s %s %s %s %s %s %s" % (sys.argv[5], sys.argv[6], cell(d), cell(p), cell(q), cell(o),
+                                          ratio(p), ratio(q), ratio(o)))
 PYEOF
     done
 done

@@ -7,6 +7,13 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+
+/* Peak resident memory of this process so far, in MB (Linux reports ru_maxrss in KB). */
+static double peak_rss_mb(void) {
+    struct rusage u;
+    return getrusage(RUSAGE_SELF, &u) == 0 ? u.ru_maxrss / 1024.0 : -1;
+}
 
 /* The --train default: the Fashion-MNIST classifier of tests/test_train_steps.c scaled to the
  * trainer's width and depth (D 128, 6 blocks, 4 heads, patch 7, 28x28x1, 10 classes). */
@@ -289,10 +296,11 @@ int cmd_bench(int argc, char **argv) {
     double mean = total / done;
     if (json)
         printf("{\"impl\":\"dinoc\",\"model\":\"%s\",\"batch\":%d,\"threads\":%d,\"size\":%d,"
-               "\"img_s\":%.3f,\"ms_per_batch\":%.3f,\"ms_per_batch_best\":%.3f,\"runs\":%d}\n",
-               model, batch, dinoc_get_threads(), size, batch / mean, mean * 1e3, best * 1e3, done);
+               "\"precision\":\"fp32\",\"img_s\":%.3f,\"ms_per_batch\":%.3f,\"ms_per_batch_best\":%.3f,"
+               "\"runs\":%d,\"rss_mb\":%.1f}\n",
+               model, batch, dinoc_get_threads(), size, batch / mean, mean * 1e3, best * 1e3, done, peak_rss_mb());
     else
-        printf("dinoc %s batch=%d threads=%d size=%d img_s=%.2f ms_per_batch=%.2f (best %.2f, %d runs)\n",
-               model, batch, dinoc_get_threads(), size, batch / mean, mean * 1e3, best * 1e3, done);
+        printf("dinoc %s batch=%d threads=%d size=%d img_s=%.2f ms_per_batch=%.2f (best %.2f, %d runs) peak RSS %.0f MB\n",
+               model, batch, dinoc_get_threads(), size, batch / mean, mean * 1e3, best * 1e3, done, peak_rss_mb());
     return 0;
 }

@@ -20,8 +20,14 @@
  *     prefetched while a pair runs. Measured on the 2-core EPYC, t = 1, B = 128, D = 128, 4
  *     heads: T = 17 forward 2.2x, backward 8x faster than the reference; at T = 197 (ViT-S/16)
  *     the forward ties with BLAS (so it stops at 128) and the backward is 11x faster.
- *   larger T: dinoc_attention_forward_ref / _backward_ref, two BLAS products per (b, h) and a
- *     row-by-row backward whose memory is linear in T (DINOv2 at 518 px: T = 1370).
+ *   larger T, inference (att NULL): query tiles. Tasks (b, h, block of ATT_QB = 64 queries) run in
+ *     parallel, each with two BLAS products on its tile: S = Q_tile K^T [64, T], the row softmax,
+ *     O_tile = P V. Only a [64, T] tile of scores exists per thread, so memory is linear in T
+ *     (ViT-S/14 at 2048 px, T = 21,317: 5.5 MB per thread, where one [T, T] matrix would be 1.8 GB),
+ *     and a batch of one image still gives every thread work (6 heads x 5 tiles at 224 px);
+ *   larger T, training (att kept for the backward): dinoc_attention_forward_ref / _backward_ref, two
+ *     BLAS products per (b, h) and a row-by-row backward whose memory is linear in T (DINOv2 at
+ *     518 px: T = 1370).
  * Tested in tests/test_ops.c against a naive version and in the model parity tests; the backward
  * (parallel over (b, h) pairs, see below) in tests/test_grad.c and tests/test_ops_parity.c; the
  * small kernels against the reference ones in tests/test_fastops.c. */
@@ -36,12 +42,14 @@ static size_t slice_floats(size_t n) { return (n + 15) / 16 * 16; }
 /* T rounded up to whole 8-float vectors: the small kernels' score rows */
 static int pad8(int T) { return (T + 7) / 8 * 8; }
 
+enum { ATT_QB = 64 }; /* query rows per tile of the large-T inference path */
+
 size_t dinoc_attention_scratch_floats(int T, int HS) {
-    /* reference: the [T, T] scores of one (b, h) (one is used). Small kernel, per thread: K^T
-     * [HS, Tp] and the scores [T, Tp] (the portable copy uses one row). Callers allocate nthreads
-     * times this. */
+    /* large T: one [ATT_QB, T] score tile per thread (the training path writes its scores into
+     * att). Small kernel, per thread: K^T [HS, Tp] and the scores [T, Tp] (the portable copy uses
+     * one row), or the reference's [T, T]. Callers allocate nthreads times this. */
+    if (T > DINOC_ATTN_FWD_DIRECT_T) return slice_floats((size_t)ATT_QB * T) + 32;
     size_t ref = (size_t)T * T + 32;
-    if (T > DINOC_ATTN_FWD_DIRECT_T) return ref;
     size_t small = slice_floats((size_t)HS * pad8(T) + (size_t)T * pad8(T));
     return small > ref ? small : ref;
 }
@@ -116,9 +124,49 @@ void dinoc_attention_forward_ref(float *out, float *att, const float *qkv, int B
     dinoc_attention_forward_ref_masked(out, att, qkv, NULL, B, T, D, NH, scratch, nthreads);
 }
 
+/* The large-T inference path (see the top): tasks of (b, h, query tile) in parallel, two BLAS
+ * products per tile (dinoc_gemm runs single-threaded inside the parallel region). */
+static void attention_forward_tiled(float *out, const float *qkv, const dinoc_attn_mask *mask, int B, int T,
+                                    int D, int NH, float *scratch, int nthreads) {
+    const int    causal = mask && mask->causal, HS = D / NH, nqb = (T + ATT_QB - 1) / ATT_QB;
+    const float  scale  = 1.0f / sqrtf((float)HS);
+    const size_t ld = (size_t)3 * D, per = dinoc_attention_scratch_floats(T, HS);
+#pragma omp parallel for schedule(dynamic) num_threads(nthreads)
+    for (int task = 0; task < B * NH * nqb; task++) {
+        const int    b = task / (NH * nqb), h = task / nqb % NH, t0 = task % nqb * ATT_QB;
+        const int    nq = T - t0 < ATT_QB ? T - t0 : ATT_QB;
+        const int    kv = mask && mask->key_len ? mask->key_len[b] : T;
+        const int    nk = causal && t0 + nq < kv ? t0 + nq : kv; /* keys any row of the tile sees */
+        const float *base = qkv + (size_t)b * T * ld;
+        float       *s    = scratch + per * (size_t)dinoc_omp_thread_num();
+        dinoc_gemm(0, 1, nq, nk, HS, scale, base + (size_t)t0 * ld + h * HS, (int)ld, base + D + h * HS, (int)ld,
+                   0.0f, s, nk);
+        for (int i = 0; i < nq; i++) { /* the row softmax of softmax_rows, over the row's visible keys */
+            float    *r  = s + (size_t)i * nk;
+            const int n  = key_limit(t0 + i, causal, kv);
+            float     mx = -INFINITY;
+            for (int u = 0; u < n; u++) mx = r[u] > mx ? r[u] : mx;
+            for (int u = 0; u < n; u++) r[u] = exp_neg(r[u] - mx);
+            float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (int u = 0; u < n; u++) sum += r[u];
+            const float inv = 1.0f / sum;
+#pragma omp simd
+            for (int u = 0; u < n; u++) r[u] *= inv;
+            for (int u = n; u < nk; u++) r[u] = 0.0f;
+        }
+        dinoc_gemm(0, 0, nq, HS, nk, 1.0f, s, nk, base + 2 * D + h * HS, (int)ld, 0.0f,
+                   out + ((size_t)b * T + t0) * D + h * HS, D);
+    }
+}
+
 void dinoc_attention_forward_ref_masked(float *out, float *att, const float *qkv,
                                         const dinoc_attn_mask *mask, int B, int T, int D, int NH,
                                         float *scratch, int nthreads) {
+    if (!att && T > DINOC_ATTN_FWD_DIRECT_T) { /* the scratch holds a tile, not [T, T] */
+        attention_forward_tiled(out, qkv, mask, B, T, D, NH, scratch, nthreads);
+        return;
+    }
     const int causal = mask && mask->causal;
     const int    HS    = D / NH;
     const float  scale = 1.0f / sqrtf((float)HS);
@@ -520,7 +568,8 @@ void dinoc_attention_forward_masked(float *out, float *att, const float *qkv,
                                     const dinoc_attn_mask *mask, int B, int T, int D, int NH,
                                     float *scratch, int nthreads) {
     if (T > DINOC_ATTN_FWD_DIRECT_T) {
-        dinoc_attention_forward_ref_masked(out, att, qkv, mask, B, T, D, NH, scratch, nthreads);
+        if (att) dinoc_attention_forward_ref_masked(out, att, qkv, mask, B, T, D, NH, scratch, nthreads);
+        else attention_forward_tiled(out, qkv, mask, B, T, D, NH, scratch, nthreads);
         return;
     }
     const int causal = mask && mask->causal;
