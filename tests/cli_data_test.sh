@@ -74,6 +74,22 @@ assert len(caps) == 20 and all(len(c.split()) == 4 for c in caps), caps[:3]
 assert Image.open(os.path.join(d, "train/images/000019.png")).size == (32, 32)
 assert open(os.path.join(d, "test/pairs.tsv")).read() == ""
 ' "$TMP/s4"
+expect_rc "--part-captions" 0 "$DINOC" data shapes -o "$TMP/s5" -n 120 --seed 5 --part-captions -q
+expect_py "part captions: each two-shape training image also with each phrase; test unchanged" '
+import sys, os, json
+d, ref = sys.argv[1], sys.argv[2]
+rows = [l.split("\t") for l in open(os.path.join(d, "train/pairs.tsv")).read().split("\n")[:-1]]
+base = [l.split("\t") for l in open(os.path.join(ref, "train/pairs.tsv")).read().split("\n")[:-1]]
+by = {}
+for img, cap in rows: by.setdefault(img, []).append(cap)
+assert len(by) == len(base), (len(by), len(base))
+for img, cap in base:
+    w = cap.split()
+    want = [cap] if len(w) == 4 else [cap, " ".join(w[:4]), " ".join(w[-4:])]
+    assert by[img] == want, (img, by[img], want)
+assert open(os.path.join(d, "test/pairs.tsv")).read() == open(os.path.join(ref, "test/pairs.tsv")).read()
+assert json.load(open(os.path.join(d, "meta.json")))["part_captions"] is True
+' "$TMP/s5" "$S1"
 
 expect_rc "data shapes --help" 0 "$DINOC" data shapes --help
 grep -q -- "--size N.*(default: 64)" "$TMP/out" && grep -q -- "--test-frac X.*(default: 0.2)" "$TMP/out" &&
