@@ -437,20 +437,20 @@ DINOC_TEST(test_fastops_attention_grad_fd) {
     use_variant(0);
 }
 
-/* The large-T inference path (query tiles of 64, no [T, T] matrix) against the reference that
+/* The large-T inference path (query tiles of 256, no [T, T] matrix) against the reference that
  * keeps the probabilities, with no mask, a causal mask and key padding, at tile-boundary sizes
- * (129 = 2 tiles + 1 row, 257 = ViT-S/14 at 224 px, 1370 = DINOv2 at 518 px), 1 and 2 threads.
+ * (257 = one tile + 1 row: ViT-S/14 at 224 px; 1370 = DINOv2 at 518 px), 1 and 2 threads.
  * Bound 2e-6 of the output's largest magnitude: the same products and softmax on the same rows, but
  * over a tile's columns instead of all T (BLAS may block the sums differently; measured ~1e-7).
  * Also checks that the scratch the path asks for is linear in T. */
 DINOC_TEST(test_fastops_attention_tiled_vs_reference) {
-    static const att_shape shapes[] = {{1, 129, 64, 2}, {2, 257, 384, 6}, {1, 1370, 128, 2}};
+    static const att_shape shapes[] = {{1, 129, 64, 2}, {2, 257, 384, 6}, {1, 600, 64, 2}, {1, 1370, 128, 2}};
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
         const att_shape *s  = &shapes[k];
         const int        HS = s->D / s->NH;
         const size_t     nq = (size_t)s->B * s->T * 3 * s->D, no = (size_t)s->B * s->T * s->D;
         const size_t     sf = dinoc_attention_scratch_floats(s->T, HS);
-        CHECK_MSG(sf <= (size_t)64 * s->T + 64, "T %d: scratch %zu floats per thread, not a tile", s->T, sf);
+        CHECK_MSG(sf <= (size_t)256 * s->T + 64, "T %d: scratch %zu floats per thread, not a tile", s->T, sf);
         float   *qkv = falloc(nq), *o1 = falloc(no), *o2 = falloc(no);
         float   *att = falloc((size_t)s->B * s->NH * s->T * s->T), *scr = falloc(2 * sf);
         int32_t  klen[2] = {s->T - 37, s->T};

@@ -20,11 +20,13 @@
  *     prefetched while a pair runs. Measured on the 2-core EPYC, t = 1, B = 128, D = 128, 4
  *     heads: T = 17 forward 2.2x, backward 8x faster than the reference; at T = 197 (ViT-S/16)
  *     the forward ties with BLAS (so it stops at 128) and the backward is 11x faster.
- *   larger T, inference (att NULL): query tiles. Tasks (b, h, block of ATT_QB = 64 queries) run in
- *     parallel, each with two BLAS products on its tile: S = Q_tile K^T [64, T], the row softmax,
- *     O_tile = P V. Only a [64, T] tile of scores exists per thread, so memory is linear in T
- *     (ViT-S/14 at 2048 px, T = 21,317: 5.5 MB per thread, where one [T, T] matrix would be 1.8 GB),
- *     and a batch of one image still gives every thread work (6 heads x 5 tiles at 224 px);
+ *   larger T, inference (att NULL): query tiles. Tasks (b, h, block of ATT_QB = 256 queries) run
+ *     in parallel, each with two BLAS products on its tile: S = Q_tile K^T [256, T], the row
+ *     softmax, O_tile = P V. Only a [256, T] tile of scores exists per thread, so memory is linear
+ *     in T (ViT-S/14 at 2048 px, T = 21,317: 22 MB per thread, where one [T, T] matrix would be
+ *     1.8 GB). Measured on the 2-core EPYC, 2 threads, batch 1: speed within noise of the [T, T]
+ *     path at 224 and 518 px (tiles of 64 and 128 were up to 10 % slower at 518: K is repacked
+ *     per tile); peak RSS at 1036 px 476 -> 244 MB;
  *   larger T, training (att kept for the backward): dinoc_attention_forward_ref / _backward_ref, two
  *     BLAS products per (b, h) and a row-by-row backward whose memory is linear in T (DINOv2 at
  *     518 px: T = 1370).
@@ -42,7 +44,7 @@ static size_t slice_floats(size_t n) { return (n + 15) / 16 * 16; }
 /* T rounded up to whole 8-float vectors: the small kernels' score rows */
 static int pad8(int T) { return (T + 7) / 8 * 8; }
 
-enum { ATT_QB = 64 }; /* query rows per tile of the large-T inference path */
+enum { ATT_QB = 256 }; /* query rows per tile of the large-T inference path */
 
 size_t dinoc_attention_scratch_floats(int T, int HS) {
     /* large T: one [ATT_QB, T] score tile per thread (the training path writes its scores into
