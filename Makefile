@@ -23,7 +23,7 @@ ifeq ($(DEBUG),1)
 else
   CFLAGS_OPT = -O2 -g
 endif
-LDLIBS = -lcjson -lstb -lz -lm -lpthread
+LDLIBS = -lcjson -lstb -ljpeg -lz -lm -lpthread
 ifeq ($(BLAS),openblas)
   CFLAGS_BASE += -DDINOC_OPENBLAS -I/usr/include/x86_64-linux-gnu/openblas-pthread
   LDLIBS += -lopenblas

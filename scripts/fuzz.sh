@@ -27,7 +27,7 @@ SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-poin
 # No OpenMP and no BLAS: the parsers are single-threaded and the reference loops are simpler to
 # instrument. -O1 -g as libFuzzer's docs suggest.
 CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Wall -Wno-unused-parameter -Wno-unknown-pragmas $SAN"
-LIBS="-lcjson -lstb -lz -lm -lpthread"
+LIBS="-lcjson -lstb -ljpeg -lz -lm -lpthread"
 
 # Per-target input size caps (bytes) and dictionaries.
 max_len() {

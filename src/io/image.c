@@ -1,12 +1,16 @@
 /* image.c: image decoding (dinoc_image_load, dinoc_image_load_memory, dinoc_image_free).
  *
- * Decoding is stb_image from Debian's libstb (the implementation is compiled into libstb.so, so
- * this file only includes the header). The decoded image is converted to 3-channel RGB the way
+ * JPEG is decoded by libjpeg-turbo (Debian's libjpeg62-turbo), everything else by stb_image from
+ * Debian's libstb (the implementation is compiled into libstb.so, so this file only includes the
+ * header). Why libjpeg for JPEG: stb's JPEG decoder reads out of bounds on crafted progressive
+ * files (docs/hardening.md, finding F18), and libjpeg-turbo is what PIL decodes with, so JPEG
+ * pixels now match PIL's (same islow IDCT and fancy upsampling, libjpeg's defaults). A JPEG whose
+ * data is corrupt or truncated (libjpeg's "corrupt data" warnings) is refused, as PIL refuses a
+ * truncated file; CMYK JPEGs are refused (libjpeg has no CMYK -> RGB conversion). The decoded image is converted to 3-channel RGB the way
  * PIL's Image.convert("RGB") does it: grey is replicated into R, G and B; grey+alpha keeps the grey
  * and drops the alpha; RGBA drops the alpha (no compositing onto a background, as PIL).
  *
  * Where stb and PIL disagree (known, not emulated):
- * - JPEG: stb's IDCT and chroma upsampling are not libjpeg's; pixels differ by a few levels.
  * - 16-bit PNG: stb keeps the high byte; PIL opens 16-bit grey as mode "I;16" and clips on
  *   convert("RGB"). 8-bit PNG, BMP, PGM/PPM, TGA and GIF decode identically.
  *
@@ -19,7 +23,10 @@
  * PIL's decoder, by tests/test_preprocess.c. */
 #include "../internal.h"
 
+#include <jpeglib.h>
+#include <setjmp.h>
 #include <stb/stb_image.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Largest encoded file read from disk. Larger than any sane photo, small enough that a stray
@@ -107,6 +114,80 @@ static int pnm_truncated(const uint8_t *p, size_t n, int w, int h, int comp) {
     return i > n || n - i < need;
 }
 
+/* libjpeg reports errors through error_exit (which must not return: longjmp back) and warnings
+ * through emit_message(-1); both keep libjpeg's text for our message. */
+typedef struct {
+    struct jpeg_error_mgr pub;
+    jmp_buf               jb;
+    int                   warnings;
+    char                  msg[JMSG_LENGTH_MAX];
+} jpeg_err;
+
+static void jpeg_err_exit(j_common_ptr c) {
+    jpeg_err *e = (jpeg_err *)c->err;
+    (*c->err->format_message)(c, e->msg);
+    longjmp(e->jb, 1);
+}
+
+static void jpeg_err_emit(j_common_ptr c, int level) {
+    jpeg_err *e = (jpeg_err *)c->err;
+    if (level < 0 && !e->warnings++) (*c->err->format_message)(c, e->msg); /* the first warning */
+}
+
+static dinoc_status load_jpeg(dinoc_image *out, const uint8_t *buf, size_t size, const char *label) {
+    struct jpeg_decompress_struct cinfo;
+    jpeg_err                      je;
+    uint8_t *volatile             rgb = NULL;
+    memset(&je, 0, sizeof je);
+    cinfo.err             = jpeg_std_error(&je.pub);
+    je.pub.error_exit     = jpeg_err_exit;
+    je.pub.emit_message   = jpeg_err_emit;
+    if (setjmp(je.jb)) {
+        jpeg_destroy_decompress(&cinfo);
+        free(rgb);
+        return dinoc_fail(DINOC_ERR_FORMAT, "%s: cannot decode JPEG: %s", label, je.msg);
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, buf, (unsigned long)size);
+    jpeg_read_header(&cinfo, TRUE);
+    const int w = (int)cinfo.image_width, h = (int)cinfo.image_height;
+    if (w <= 0 || h <= 0 || w > IMAGE_SIDE_MAX || h > IMAGE_SIDE_MAX || (int64_t)w * h > IMAGE_PIXELS_MAX) {
+        jpeg_destroy_decompress(&cinfo);
+        return dinoc_fail(DINOC_ERR_FORMAT,
+                          "%s: image size %d x %d exceeds the limits (each side <= %d, at most %lld pixels)", label,
+                          w, h, IMAGE_SIDE_MAX, (long long)IMAGE_PIXELS_MAX);
+    }
+    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
+        jpeg_destroy_decompress(&cinfo);
+        return dinoc_fail(DINOC_ERR_FORMAT, "%s: CMYK JPEG, not supported (convert it to RGB)", label);
+    }
+    cinfo.out_color_space = JCS_RGB; /* grey is replicated into R, G, B, as PIL's convert("RGB") */
+    jpeg_start_decompress(&cinfo);
+    if (cinfo.output_components != 3 || (int)cinfo.output_width != w || (int)cinfo.output_height != h) {
+        snprintf(je.msg, sizeof je.msg, "decoder gave %u x %u x %d", cinfo.output_width, cinfo.output_height,
+                 cinfo.output_components);
+        longjmp(je.jb, 1);
+    }
+    rgb = malloc((size_t)w * h * 3);
+    if (!rgb) {
+        snprintf(je.msg, sizeof je.msg, "out of memory for %d x %d RGB", w, h);
+        longjmp(je.jb, 1);
+    }
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JSAMPROW row = rgb + (size_t)cinfo.output_scanline * w * 3;
+        if (jpeg_read_scanlines(&cinfo, &row, 1) != 1) break;
+        if (je.warnings) break; /* corrupt or truncated data: refused below */
+    }
+    if (!je.warnings) jpeg_finish_decompress(&cinfo);
+    jpeg_destroy_decompress(&cinfo);
+    if (je.warnings) {
+        free(rgb);
+        return dinoc_fail(DINOC_ERR_FORMAT, "%s: corrupt JPEG data: %s", label, je.msg);
+    }
+    out->w = w, out->h = h, out->c = 3, out->data = rgb;
+    return DINOC_OK;
+}
+
 dinoc_status dinoc_image_load_memory(dinoc_image *out, const void *buf, size_t size,
                                      const char *label) {
     if (!out) return dinoc_fail(DINOC_ERR_ARG, "dinoc_image_load_memory: out is NULL");
@@ -117,6 +198,8 @@ dinoc_status dinoc_image_load_memory(dinoc_image *out, const void *buf, size_t s
     if (size > (size_t)INT32_MAX)
         return dinoc_fail(DINOC_ERR_FORMAT, "%s: %zu bytes, too large to decode", label, size);
 
+    const uint8_t *b8 = buf;
+    if (size >= 3 && b8[0] == 0xFF && b8[1] == 0xD8 && b8[2] == 0xFF) return load_jpeg(out, b8, size, label);
     /* Read the header first so that a file claiming 100000 x 100000 is refused before stb tries
      * to allocate for it. */
     if (!dinoc_jpeg_dht_ok(buf, size))
