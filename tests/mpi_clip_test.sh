@@ -19,6 +19,7 @@ passed=0 failed=0
 ok() { echo "[  OK  ] $1" >&2; passed=$((passed + 1)); }
 bad() { echo "[ FAIL ] $1" >&2; failed=$((failed + 1)); }
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe --mca btl self,vader -np)
+source "$(dirname "$0")/mpi_lib.sh"
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 
 # 64 shapes items at 32 px (the tiny preset's size), two-shape images also listed with each shape's
@@ -104,27 +105,7 @@ if out=$($PY "$TMP/compare.py" "$run1" "$run6" 1e-5 tests/py 2>&1); then ok "1-r
     bad "1-rank checkpoint resumed on 2 ranks ($out)"; tail -5 "$TMP/e6" >&2; fi
 
 # failure: kill one rank mid-run
-run4=$TMP/r4
-"${MPIRUN[@]}" 2 "$DINOC" train clip -o "$run4" "${ARGS[@]}" --epochs 100000 --ckpt-every 3 >/dev/null 2>"$TMP/e4" &
-mp=$!
-for _ in $(seq 1 300); do [ -f "$run4/checkpoint.safetensors" ] && break; sleep 0.1; done
-sleep 0.5
-victim=$(pgrep -f -- "-o $run4" | grep -v "^$mp\$" | while read -r p; do
-    case "$(ps -o comm= -p "$p")" in dinoc*) echo "$p" ;; esac; done | tail -n 1)
-if [ -n "$victim" ]; then kill -9 "$victim"; fi
-ended=0
-timeout 60 tail --pid=$mp -f /dev/null && ended=1
-kill -9 $mp 2>/dev/null # (only if the job did not end by itself within 60 s: a failure below)
-wait $mp; rc4=$?
-if [ -n "$victim" ] && [ $ended = 1 ] && [ $rc4 != 0 ]; then ok "a killed rank ends the job (exit $rc4)"; else
-    bad "a killed rank ends the job (victim '${victim}', ended by itself: $ended, exit $rc4)"; fi
-if grep -qi "signal 9\|killed" "$TMP/e4"; then ok "the job says a rank was killed"; else
-    bad "the job says a rank was killed"; tail -5 "$TMP/e4" >&2; fi
-steps=$($PY -c "import sys; sys.path.insert(0,'tests/py'); import st; print(st.load('$run4/checkpoint.safetensors')[1]['step'])" 2>/dev/null)
-"${MPIRUN[@]}" 2 "$DINOC" train clip --resume "$run4" --threads 1 --max-steps $(( ${steps:-0} + 2 )) \
-    >"$TMP/o5" 2>"$TMP/e5"
-if [ $? = 0 ] && [ -n "$steps" ]; then ok "the last checkpoint (step $steps) resumes"; else
-    bad "the last checkpoint resumes (step '$steps')"; tail -5 "$TMP/e5" >&2; fi
+check_killed_rank clip "$TMP/r4" "${ARGS[@]}" --epochs 100000 --ckpt-every 3
 
 # a batch of 15 does not split between 2 ranks
 "${MPIRUN[@]}" 2 "$DINOC" train clip -o "$TMP/r7" --pairs "$TMP/shapes" --preset tiny --batch 15 --max-steps 1 \

@@ -17,6 +17,8 @@ passed=0 failed=0
 ok() { echo "[  OK  ] $1" >&2; passed=$((passed + 1)); }
 bad() { echo "[ FAIL ] $1" >&2; failed=$((failed + 1)); }
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe --mca btl self,vader -np)
+source "$(dirname "$0")/mpi_lib.sh"
+export OMP_NUM_THREADS=1
 # a small DINO: 6 crops of 28/14 px, batch 32 (16 per rank); one compute thread per rank
 ARGS=(--dim 32 --depth 2 --heads 2 --batch 32 --out-dim 128 --head-hidden 64 --head-bottleneck 32
       --knn-every-epoch 0 --threads 1 --workers 1 --momentum-teacher 0 --clip-grad 0.5)
@@ -73,29 +75,7 @@ if cmp -s "$run3/checkpoint.safetensors" "$run2/checkpoint.safetensors"; then ok
     bad "2-rank resume is bit-exact"; tail -5 "$TMP/e3" >&2; fi
 
 # failure: kill one rank mid-run
-run4=$TMP/r4
-OMP_NUM_THREADS=1 "${MPIRUN[@]}" 2 "$DINOC" train dino -o "$run4" "${ARGS[@]}" --max-steps 100000 --ckpt-every 5 \
-    >/dev/null 2>"$TMP/e4" &
-mp=$!
-for _ in $(seq 1 200); do [ -f "$run4/checkpoint.safetensors" ] && break; sleep 0.1; done
-sleep 0.5
-# the victim: one of the two rank processes (not mpirun), whatever the binary is called
-victim=$(pgrep -f -- "-o $run4" | grep -v "^$mp\$" | while read -r p; do
-    case "$(ps -o comm= -p "$p")" in dinoc*) echo "$p" ;; esac; done | tail -n 1)
-if [ -n "$victim" ]; then kill -9 "$victim"; fi
-ended=0
-timeout 60 tail --pid=$mp -f /dev/null && ended=1
-kill -9 $mp 2>/dev/null # (only if the job did not end by itself within 60 s: a failure below)
-wait $mp; rc4=$?
-if [ -n "$victim" ] && [ $ended = 1 ] && [ $rc4 != 0 ]; then ok "a killed rank ends the job (exit $rc4)"; else
-    bad "a killed rank ends the job (victim '${victim}', ended by itself: $ended, exit $rc4)"; fi
-if grep -qi "signal 9\|killed" "$TMP/e4"; then ok "the job says a rank was killed"; else
-    bad "the job says a rank was killed"; tail -5 "$TMP/e4" >&2; fi
-steps=$($PY -c "import sys; sys.path.insert(0,'tests/py'); import st; print(st.load('$run4/checkpoint.safetensors')[1]['step'])" 2>/dev/null)
-OMP_NUM_THREADS=1 "${MPIRUN[@]}" 2 "$DINOC" train dino --resume "$run4" --threads 1 --max-steps $(( ${steps:-0} + 2 )) \
-    >"$TMP/o5" 2>"$TMP/e5"
-if [ $? = 0 ] && [ -n "$steps" ]; then ok "the last checkpoint (step $steps) resumes"; else
-    bad "the last checkpoint resumes (step '$steps')"; tail -5 "$TMP/e5" >&2; fi
+check_killed_rank dino "$TMP/r4" "${ARGS[@]}" --max-steps 100000 --ckpt-every 5
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

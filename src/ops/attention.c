@@ -98,23 +98,25 @@ static inline int key_limit(int t, int causal, int kv) { return causal && t + 1 
 
 /* Softmax of each row of s [T, T] (scaled scores) in place, rows in parallel; row t runs over its
  * visible keys only and the masked tail is set to exactly 0. */
+/* One row r[0, len): softmax over its first n entries, the rest set to exactly 0. Inlined into
+ * the callers below, which are cloned for AVX2 (DINOC_SOFTMAX_CLONES). */
+static inline void softmax_row_masked(float *r, int n, int len) {
+    float mx = -INFINITY;
+    for (int u = 0; u < n; u++) mx = r[u] > mx ? r[u] : mx;
+    for (int u = 0; u < n; u++) r[u] = exp_neg(r[u] - mx);
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int u = 0; u < n; u++) sum += r[u];
+    const float inv = 1.0f / sum;
+#pragma omp simd
+    for (int u = 0; u < n; u++) r[u] *= inv;
+    for (int u = n; u < len; u++) r[u] = 0.0f;
+}
+
 DINOC_SOFTMAX_CLONES
 static void softmax_rows(float *s, int T, int causal, int kv, int nthreads) {
 #pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int t = 0; t < T; t++) {
-        float    *r  = s + (size_t)t * T;
-        const int n  = key_limit(t, causal, kv);
-        float     mx = -INFINITY;
-        for (int u = 0; u < n; u++) mx = r[u] > mx ? r[u] : mx;
-        for (int u = 0; u < n; u++) r[u] = exp_neg(r[u] - mx);
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int u = 0; u < n; u++) sum += r[u];
-        const float inv = 1.0f / sum;
-#pragma omp simd
-        for (int u = 0; u < n; u++) r[u] *= inv;
-        for (int u = n; u < T; u++) r[u] = 0.0f;
-    }
+    for (int t = 0; t < T; t++) softmax_row_masked(s + (size_t)t * T, key_limit(t, causal, kv), T);
 }
 
 /* Per (b, h), in turn: S = (Q * scale) K^T and O = P V as two BLAS products that read q, k and v in
@@ -128,6 +130,7 @@ void dinoc_attention_forward_ref(float *out, float *att, const float *qkv, int B
 
 /* The large-T inference path (see the top): tasks of (b, h, query tile) in parallel, two BLAS
  * products per tile (dinoc_gemm runs single-threaded inside the parallel region). */
+DINOC_SOFTMAX_CLONES
 static void attention_forward_tiled(float *out, const float *qkv, const dinoc_attn_mask *mask, int B, int T,
                                     int D, int NH, float *scratch, int nthreads) {
     const int    causal = mask && mask->causal, HS = D / NH, nqb = (T + ATT_QB - 1) / ATT_QB;
@@ -143,20 +146,7 @@ static void attention_forward_tiled(float *out, const float *qkv, const dinoc_at
         float       *s    = scratch + per * (size_t)dinoc_omp_thread_num();
         dinoc_gemm(0, 1, nq, nk, HS, scale, base + (size_t)t0 * ld + h * HS, (int)ld, base + D + h * HS, (int)ld,
                    0.0f, s, nk);
-        for (int i = 0; i < nq; i++) { /* the row softmax of softmax_rows, over the row's visible keys */
-            float    *r  = s + (size_t)i * nk;
-            const int n  = key_limit(t0 + i, causal, kv);
-            float     mx = -INFINITY;
-            for (int u = 0; u < n; u++) mx = r[u] > mx ? r[u] : mx;
-            for (int u = 0; u < n; u++) r[u] = exp_neg(r[u] - mx);
-            float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-            for (int u = 0; u < n; u++) sum += r[u];
-            const float inv = 1.0f / sum;
-#pragma omp simd
-            for (int u = 0; u < n; u++) r[u] *= inv;
-            for (int u = n; u < nk; u++) r[u] = 0.0f;
-        }
+        for (int i = 0; i < nq; i++) softmax_row_masked(s + (size_t)i * nk, key_limit(t0 + i, causal, kv), nk);
         dinoc_gemm(0, 0, nq, HS, nk, 1.0f, s, nk, base + 2 * D + h * HS, (int)ld, 0.0f,
                    out + ((size_t)b * T + t0) * D + h * HS, D);
     }
