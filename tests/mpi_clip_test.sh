@@ -11,15 +11,7 @@
 #  4. a batch that does not divide among the ranks is refused with a message.
 # Prints one line per check and "N passed, N failed" last.
 set -u
-DINOC=${DINOC:-./build/dinoc-mpi}
-PY=${PY:-/usr/bin/python3}
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"; pkill -9 -f "$TMP/" 2>/dev/null' EXIT
-passed=0 failed=0
-ok() { echo "[  OK  ] $1" >&2; passed=$((passed + 1)); }
-bad() { echo "[ FAIL ] $1" >&2; failed=$((failed + 1)); }
-MPIRUN=(mpirun --allow-run-as-root --oversubscribe --mca btl self,vader -np)
-source "$(dirname "$0")/mpi_lib.sh"
+source "$(dirname "$0")/mpi_lib.sh" # DINOC, PY, TMP, MPIRUN, ok/bad, check_killed_rank
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 
 # 64 shapes items at 32 px (the tiny preset's size), two-shape images also listed with each shape's

@@ -16,15 +16,7 @@
 # where both runs still hold the same weights.
 # Prints one line per check and "N passed, N failed" last.
 set -u
-DINOC=${DINOC:-./build/dinoc-mpi}
-PY=${PY:-/usr/bin/python3}
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"; pkill -9 -f "$TMP/" 2>/dev/null' EXIT
-passed=0 failed=0
-ok() { echo "[  OK  ] $1" >&2; passed=$((passed + 1)); }
-bad() { echo "[ FAIL ] $1" >&2; failed=$((failed + 1)); }
-MPIRUN=(mpirun --allow-run-as-root --oversubscribe --mca btl self,vader -np)
-source "$(dirname "$0")/mpi_lib.sh"
+source "$(dirname "$0")/mpi_lib.sh" # DINOC, PY, TMP, MPIRUN, ok/bad, check_killed_rank
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 BASE=(--dim 32 --depth 2 --heads 2 --batch 32 --out-dim 128 --head-hidden 64 --head-bottleneck 32
       --knn-every-epoch 0 --threads 1 --workers 1)

@@ -1,6 +1,15 @@
-# mpi_lib.sh: the failure check shared by the MPI tests (sourced; needs DINOC, PY, TMP, MPIRUN and
-# the ok/bad counters of the test that sources it).
-#
+# mpi_lib.sh: what the MPI tests share (sourced): the binary (DINOC, default build/dinoc-mpi), PY,
+# a scratch folder TMP removed at exit (with any process still running from it), the passed/failed
+# counters with ok/bad, the mpirun command line MPIRUN, and the killed-rank check.
+DINOC=${DINOC:-./build/dinoc-mpi}
+PY=${PY:-/usr/bin/python3}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"; pkill -9 -f "$TMP/" 2>/dev/null' EXIT
+passed=0 failed=0
+ok() { echo "[  OK  ] $1" >&2; passed=$((passed + 1)); }
+bad() { echo "[ FAIL ] $1" >&2; failed=$((failed + 1)); }
+MPIRUN=(mpirun --allow-run-as-root --oversubscribe --mca btl self,vader -np)
+
 # check_killed_rank METHOD RUN ARGS...: starts `train METHOD -o RUN ARGS...` on 2 ranks (ARGS must
 # make it checkpoint every few steps and run long), kills one rank process with SIGKILL once the
 # first checkpoint exists, and requires that the job ends by itself with a non-zero exit and a
