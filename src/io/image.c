@@ -198,8 +198,13 @@ dinoc_status dinoc_image_load_memory(dinoc_image *out, const void *buf, size_t s
     if (size > (size_t)INT32_MAX)
         return dinoc_fail(DINOC_ERR_FORMAT, "%s: %zu bytes, too large to decode", label, size);
 
+    /* JPEG: stb takes any run of 0xFF fill bytes before the SOI marker as a JPEG, so every such
+     * file goes to libjpeg (which wants FF D8 at offset 0 and refuses the rest, as PIL does) and
+     * none reaches stb's JPEG decoder (finding F18) */
     const uint8_t *b8 = buf;
-    if (size >= 3 && b8[0] == 0xFF && b8[1] == 0xD8 && b8[2] == 0xFF) return load_jpeg(out, b8, size, label);
+    size_t         ff = 0;
+    while (ff < size && b8[ff] == 0xFF) ff++;
+    if (ff >= 1 && ff < size && b8[ff] == 0xD8) return load_jpeg(out, b8, size, label);
     /* Read the header first so that a file claiming 100000 x 100000 is refused before stb tries
      * to allocate for it. */
     if (!dinoc_jpeg_dht_ok(buf, size))
