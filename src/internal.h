@@ -181,7 +181,7 @@ dinoc_status dinoc_image_resize_region(uint8_t *dst, const dinoc_image *src, int
 /* Pre-checks run before stb_image sees a file (src/io/image.c): 0 if a JPEG declares a Huffman
  * table of more than 256 codes (stb 2.27 overflows) or a binary PNM header holds a number of more
  * than 9 digits (stb 2.27 int overflow); 1 otherwise. Also used by tests/fuzz/fuzz_image.c. */
-int dinoc_jpeg_dht_ok(const uint8_t *p, size_t n);
+int dinoc_jpeg_dht_ok(const uint8_t *p, size_t n); /* (fuzz_image guards its direct stbi_info call; JPEG decoding is libjpeg's) */
 int dinoc_pnm_header_ok(const uint8_t *p, size_t n);
 
 /* ---- JSON helpers (src/io/json.c) -------------------------------------------------------------- */

@@ -207,9 +207,6 @@ dinoc_status dinoc_image_load_memory(dinoc_image *out, const void *buf, size_t s
     if (ff >= 1 && ff < size && b8[ff] == 0xD8) return load_jpeg(out, b8, size, label);
     /* Read the header first so that a file claiming 100000 x 100000 is refused before stb tries
      * to allocate for it. */
-    if (!dinoc_jpeg_dht_ok(buf, size))
-        return dinoc_fail(DINOC_ERR_FORMAT, "%s: corrupt JPEG (Huffman table with more than 256 codes)",
-                          label);
     if (!dinoc_pnm_header_ok(buf, size))
         return dinoc_fail(DINOC_ERR_FORMAT, "%s: PNM header with an out-of-range number", label);
     int w = 0, h = 0, comp = 0;
