@@ -1,4 +1,4 @@
-# dinoc: the front door.  make [BLAS=openblas|none] [OMP=1|0] [MPI=1] [DEBUG=1] [SAN=address,undefined] [WERROR=1]
+# dinoc: the front door.  make [BLAS=openblas|none] [OMP=1|0] [MPI=1] [DNNL=1|0] [DEBUG=1] [SAN=address,undefined] [WERROR=1]
 #   make            library, CLI (build/dinoc) and test runner (build/dinoc_tests)
 #   make test       everything in scripts/test.sh (installs Debian packages if missing)
 #   make mpi        also build/dinoc-mpi: the CLI with MPI (data-parallel training under mpirun)
@@ -6,6 +6,7 @@
 BLAS  ?= openblas
 OMP   ?= 1
 MPI   ?= 0
+DNNL  ?= 1
 DEBUG ?= 0
 SAN   ?=
 CC    ?= cc
@@ -33,6 +34,12 @@ ifeq ($(OMP),1)
   LDFLAGS += -fopenmp
 else
   CFLAGS_BASE += -Wno-unknown-pragmas
+endif
+# DNNL=1: bf16 products on oneDNN (Debian libdnnl-dev) where the CPU has AMX / AVX512-BF16;
+# DNNL=0 builds without it (bf16 is then always emulated: src/ops/bf16.c)
+ifeq ($(DNNL),1)
+  CFLAGS_BASE += -DDINOC_DNNL
+  LDLIBS += -ldnnl
 endif
 # MPI=1: data-parallel training across processes (src/core/dist.c; Open MPI from Debian)
 ifeq ($(MPI),1)

@@ -216,7 +216,7 @@ static int bench_train(const char *model, int dims[6], int classes, int batch, i
 
 int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "dino") == 0) return cmd_bench_dino(argc - 1, argv + 1);
-    const char    *model = NULL;
+    const char    *model = NULL, *precision = "fp32";
     int            batch = 0, threads = 0, size = 0, iters = 0, json = 0, train = 0, classes = 10;
     int            dims[6] = {0, 0, 0, 0, 0, 0}; /* dim, depth, heads, patch, image, channels */
     float          min_time = 2.0f;
@@ -231,6 +231,9 @@ int cmd_bench(int argc, char **argv) {
         {"iters", 'n', OPT_INT, &iters, "timed steps (0: until --min-time)"},
         {"min-time", 0, OPT_FLOAT, &min_time, "seconds to keep timing when --iters is 0"},
         {"json", 0, OPT_FLAG, &json, "print one JSON object"},
+        {"precision", 'p', OPT_STR, &precision,
+         "fp32 or bf16 (bf16 products, fp32 accumulation: see `dinoc embed --help`; the backend "
+         "used goes to stderr and the JSON)"},
         {"train", 0, OPT_FLAG, &train,
          "time supervised training steps (forward, linear head, cross-entropy, backward, "
          "grad-norm clip 1.0, AdamW) on random data instead of forwards"},
@@ -257,17 +260,29 @@ int cmd_bench(int argc, char **argv) {
     }
     cli_log_to_stderr(0);
     dinoc_set_threads(threads);
+    if (train && strcmp(precision, "fp32") != 0) {
+        fprintf(stderr, "error: --train runs fp32 only (bf16 training is not built)\n");
+        return 2;
+    }
     if (train) return bench_train(model, dims, classes, batch, size, iters, min_time, json);
     if (!model) model = "vits14";
     if (!size) size = 224;
     dinoc_model     *m = NULL;
     dinoc_vit_config cfg;
+    dinoc_precision  prec;
     dinoc_status     s;
+    if ((s = dinoc_precision_parse(precision, &prec))) return cli_fail("bench", s);
     if (dinoc_vit_preset(&cfg, model) == DINOC_OK)
         s = dinoc_model_init_random(&m, &cfg, 0);
     else
         s = dinoc_model_load(&m, model, NULL);
-    if (s) return cli_fail("bench", s);
+    if (!s) s = dinoc_model_set_precision(m, prec);
+    if (s) {
+        dinoc_model_free(m);
+        return cli_fail("bench", s);
+    }
+    const char *backend = prec == DINOC_PRECISION_BF16 ? dinoc_bf16_backend() : "fp32 sgemm (OpenBLAS)";
+    if (prec == DINOC_PRECISION_BF16) fprintf(stderr, "dinoc bench: bf16 products: %s\n", backend);
     const dinoc_vit_config *c = dinoc_model_config(m);
     dinoc_state            *st = NULL;
     if ((s = dinoc_state_init(&st, m, batch, size, size, 0))) {
@@ -296,11 +311,13 @@ int cmd_bench(int argc, char **argv) {
     double mean = total / done;
     if (json)
         printf("{\"impl\":\"dinoc\",\"model\":\"%s\",\"batch\":%d,\"threads\":%d,\"size\":%d,"
-               "\"precision\":\"fp32\",\"img_s\":%.3f,\"ms_per_batch\":%.3f,\"ms_per_batch_best\":%.3f,"
+               "\"precision\":\"%s\",\"backend\":\"%s\",\"img_s\":%.3f,\"ms_per_batch\":%.3f,\"ms_per_batch_best\":%.3f,"
                "\"runs\":%d,\"rss_mb\":%.1f}\n",
-               model, batch, dinoc_get_threads(), size, batch / mean, mean * 1e3, best * 1e3, done, peak_rss_mb());
+               model, batch, dinoc_get_threads(), size, precision, backend, batch / mean, mean * 1e3, best * 1e3, done,
+               peak_rss_mb());
     else
-        printf("dinoc %s batch=%d threads=%d size=%d img_s=%.2f ms_per_batch=%.2f (best %.2f, %d runs) peak RSS %.0f MB\n",
-               model, batch, dinoc_get_threads(), size, batch / mean, mean * 1e3, best * 1e3, done, peak_rss_mb());
+        printf("dinoc %s %s batch=%d threads=%d size=%d img_s=%.2f ms_per_batch=%.2f (best %.2f, %d runs) peak RSS %.0f MB\n",
+               model, precision, batch, dinoc_get_threads(), size, batch / mean, mean * 1e3, best * 1e3, done,
+               peak_rss_mb());
     return 0;
 }

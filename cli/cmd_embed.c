@@ -66,7 +66,7 @@ static void pool_rows(float *out, const float *tok, int b, int T, int D, int R, 
 }
 
 int cmd_embed(int argc, char **argv) {
-    const char *model = NULL, *out = "embeddings.npy", *pool_s = "cls", *interp_s = NULL;
+    const char *model = NULL, *out = "embeddings.npy", *pool_s = "cls", *interp_s = NULL, *prec_s = "fp32";
     int         layer = -1, size = 0, batch = 8, threads = 0, no_norm = 0, lenient = 0, quiet = 0,
         verbose = 0;
     const opt_spec opts[] = {
@@ -80,6 +80,10 @@ int cmd_embed(int argc, char **argv) {
         {"threads", 't', OPT_INT, &threads, "threads (0: all cores)"},
         {"interp", 0, OPT_STR, &interp_s, "position-embedding resize: size | offset | antialias (default: the model type's HF behaviour)"},
         {"lenient-config", 0, OPT_FLAG, &lenient, "ignore unknown config.json fields"},
+        {"precision", 0, OPT_STR, &prec_s,
+         "fp32 | bf16: bf16 rounds the operands of the ViT's linear products to bfloat16 and "
+         "accumulates in fp32 (LayerNorm, softmax, GELU, attention stay fp32); oneDNN on AMX / "
+         "AVX512-BF16 CPUs, emulated elsewhere (same numbers, no speed-up)"},
         {"quiet", 'q', OPT_FLAG, &quiet, "no progress line"},
         {"verbose", 'v', OPT_FLAG, &verbose, "print library info messages"},
         {NULL, 0, 0, NULL, NULL},
@@ -89,14 +93,15 @@ int cmd_embed(int argc, char **argv) {
     int         npos = 0, rc = cli_parse(argc, argv, opts, use, pos, &npos);
     pool_kind   pool;
     dinoc_pos_interp interp = DINOC_POS_INTERP_SIZE;
+    dinoc_precision  prec   = DINOC_PRECISION_FP32;
     if (rc) {
         free(pos);
         return rc == 1 ? 0 : 2;
     }
     if (!model || npos == 0 || batch <= 0 || size < 0 || parse_pool(pool_s, &pool) ||
-        (interp_s && parse_interp(interp_s, &interp))) {
+        (interp_s && parse_interp(interp_s, &interp)) || dinoc_precision_parse(prec_s, &prec)) {
         fprintf(stderr, "error: embed needs -m MODEL and at least one IMAGE|DIR; --pool cls|mean|cls+mean|patch|reg; "
-                        "--interp size|offset|antialias (see --help)\n");
+                        "--interp size|offset|antialias; --precision fp32|bf16 (see --help)\n");
         free(pos);
         return 2;
     }
@@ -117,6 +122,7 @@ int cmd_embed(int argc, char **argv) {
     dinoc_load_params lp = dinoc_load_default_params();
     lp.strict_config     = !lenient;
     if (interp_s) lp.set_pos_interp = 1, lp.pos_interp = interp;
+    lp.precision = prec;
     dinoc_backbone      bb;
     dinoc_status        s  = dinoc_backbone_load(&bb, model, &lp);
     const dinoc_model  *m  = bb.vit;
@@ -128,6 +134,14 @@ int cmd_embed(int argc, char **argv) {
         cli_free_list(files, n);
         return 2;
     }
+    if (!s && rn && prec != DINOC_PRECISION_FP32) {
+        fprintf(stderr, "error: %s is a ResNet: --precision bf16 is for ViTs\n", model);
+        dinoc_backbone_free(&bb);
+        cli_free_list(files, n);
+        return 2;
+    }
+    if (!s && m && prec != DINOC_PRECISION_FP32 && !quiet)
+        fprintf(stderr, "dinoc embed: bf16 products: %s\n", dinoc_bf16_backend());
     if (s) {
         cli_free_list(files, n);
         return cli_fail("embed", s);

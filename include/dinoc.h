@@ -301,10 +301,29 @@ typedef struct dinoc_model dinoc_model;
 DINOC_API dinoc_status dinoc_vit_preset(dinoc_vit_config *out, const char *name);
 
 
+/* Precision of the encoder's linear products (patch embedding, qkv, proj, MLP).
+ * DINOC_PRECISION_BF16: operands rounded to bfloat16 (round to nearest even), fp32 accumulation
+ * and outputs; LayerNorm, softmax, GELU, attention and the residual stream stay fp32. Runs on
+ * oneDNN's bf16 kernels where the CPU has AMX or AVX512-BF16 (dinoc_bf16_backend says which),
+ * emulated in fp32 elsewhere with the same numbers (no speed-up there). Switching to bf16 rounds
+ * the model's matrix weights in place: switching back to fp32 keeps them rounded (reload the
+ * model for its exact fp32 weights). Make states after switching: a state made for the other
+ * precision is refused by dinoc_forward. */
+typedef enum { DINOC_PRECISION_FP32 = 0, DINOC_PRECISION_BF16 = 1 } dinoc_precision;
+DINOC_API dinoc_status    dinoc_model_set_precision(dinoc_model *m, dinoc_precision p);
+DINOC_API dinoc_precision dinoc_model_precision(const dinoc_model *m);
+/* "fp32" / "bf16" -> *out; DINOC_ERR_ARG names the accepted values otherwise. */
+DINOC_API dinoc_status dinoc_precision_parse(const char *s, dinoc_precision *out);
+DINOC_API const char  *dinoc_precision_name(dinoc_precision p);
+/* Which backend bf16 products use on this machine, in words ("oneDNN brg:avx512_core_amx (AMX
+ * tiles)", "emulated (this CPU has neither AVX512-BF16 nor AMX ...)"). */
+DINOC_API const char *dinoc_bf16_backend(void);
+
 typedef struct {
     int              set_pos_interp; /* 1: use pos_interp below instead of the arch's default */
     dinoc_pos_interp pos_interp;
     int              strict_config;  /* 1 (default): unknown config.json keys are an error */
+    dinoc_precision  precision;      /* FP32 (default); BF16: dinoc_model_set_precision after loading */
 } dinoc_load_params;
 
 DINOC_API dinoc_load_params dinoc_load_default_params(void);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/deps.sh: installs the Debian packages dinoc needs when they are missing (as root, or
 # through sudo). Sourced by scripts/test.sh and scripts/demo.sh. Set DINOC_SKIP_APT=1 to skip.
-dinoc_pkgs=(gcc make libc6-dev clang libclang-rt-14-dev libopenblas-dev libstb-dev libjpeg62-turbo-dev libcjson-dev zlib1g-dev python3 python3-numpy python3-torch
+dinoc_pkgs=(gcc make libc6-dev clang libclang-rt-14-dev libopenblas-dev libstb-dev libjpeg62-turbo-dev libcjson-dev libdnnl-dev zlib1g-dev python3 python3-numpy python3-torch
             python3-pil python3-skimage python3-regex dataset-fashion-mnist fortunes
             libopenmpi-dev openmpi-bin)
 dinoc_install_deps() {

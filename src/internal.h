@@ -184,6 +184,23 @@ dinoc_status dinoc_image_resize_region(uint8_t *dst, const dinoc_image *src, int
 int dinoc_jpeg_dht_ok(const uint8_t *p, size_t n); /* (fuzz_image guards its direct stbi_info call; JPEG decoding is libjpeg's) */
 int dinoc_pnm_header_ok(const uint8_t *p, size_t n);
 
+/* ---- bf16 products (src/ops/bf16.c) ------------------------------------------------------------ */
+uint16_t dinoc_bf16_from_f32(float f); /* round to nearest even; NaN -> 0x7FC0 (PyTorch's) */
+float    dinoc_f32_from_bf16(uint16_t h);
+void     dinoc_bf16_round(float *x, size_t n); /* x = bf16(x), in place */
+void     dinoc_bf16_pack(uint16_t *dst, const float *src, size_t n);
+/* 1 when bf16 products run natively (oneDNN on AVX512-BF16 / AMX) and not forced off. */
+int  dinoc_bf16_native(void);
+/* Tests: on != 0 makes models switched to bf16 afterwards use the emulated backend. */
+void dinoc_bf16_force_emulation(int on);
+/* A native product prepared for one shape: out[M,N] f32 = a[M,K] bf16 @ w[N,K]^T bf16 (+ bias f32).
+ * Fails with DINOC_ERR_UNSUPPORTED where dinoc_bf16_native() is 0. run allocates nothing. */
+typedef struct dinoc_bf16_gemm dinoc_bf16_gemm;
+dinoc_status dinoc_bf16_gemm_init(dinoc_bf16_gemm **out, int M, int K, int N, int has_bias);
+dinoc_status dinoc_bf16_gemm_run(dinoc_bf16_gemm *g, float *out, const uint16_t *a,
+                                 const uint16_t *w, const float *bias);
+void         dinoc_bf16_gemm_free(dinoc_bf16_gemm *g);
+
 /* ---- JSON helpers (src/io/json.c) -------------------------------------------------------------- */
 
 struct cJSON;

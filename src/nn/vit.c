@@ -299,6 +299,7 @@ dinoc_status dinoc_vit_alloc(dinoc_model **out, const dinoc_vit_config *cfg) {
 void dinoc_model_free(dinoc_model *m) {
     if (!m) return;
     dinoc_free(m->params);
+    dinoc_free(m->bf16);
     free(m->blocks_storage);
     free(m);
 }
@@ -374,13 +375,22 @@ struct dinoc_state {
     float   *hidden;  /* [depth, B, T, D] with DINOC_STATE_HIDDEN */
     float   *attn;    /* [B, NH, T, T] with DINOC_STATE_ATTN */
     float   *scratch; /* attention scratch, nthreads rows */
+    /* bf16 products (dinoc_model_set_precision): the precision the state was made for and, when
+     * they run natively, the bf16 copy of a product's input and one prepared product per shape */
+    dinoc_precision  precision;
+    uint16_t        *bf_in;   /* [B*T, max(C*P*P, D, F)] */
+    dinoc_bf16_gemm *gemm[5]; /* patch embedding, qkv, proj, fc1, fc2 */
 };
+
+enum { G_PATCH, G_QKV, G_PROJ, G_FC1, G_FC2 };
 
 void dinoc_state_free(dinoc_state *s) {
     if (!s) return;
     float *bufs[] = {s->patches, s->x,   s->ln,    s->qkv,   s->ctx,    s->proj,  s->h1, s->h2,
                      s->out,     s->pos, s->pos_a, s->pos_b, s->hidden, s->attn, s->scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dinoc_free(bufs[i]);
+    dinoc_free(s->bf_in);
+    for (int i = 0; i < 5; i++) dinoc_bf16_gemm_free(s->gemm[i]);
     free(s);
 }
 
@@ -423,11 +433,31 @@ dinoc_status dinoc_state_init(dinoc_state **out, const dinoc_model *m, int B, in
     if (flags & DINOC_STATE_HIDDEN) ALLOC(s->hidden, (size_t)c->depth * BT * D);
     if (flags & DINOC_STATE_ATTN) ALLOC(s->attn, (size_t)B * c->heads * s->T * s->T);
     ALLOC(s->scratch, (size_t)s->nthreads * dinoc_attention_scratch_floats(s->T, c->dim / c->heads));
+    s->precision = m->precision;
+    if (m->bf16) {
+        size_t kmax = K > D ? K : D;
+        kmax        = (size_t)s->F > kmax ? (size_t)s->F : kmax;
+        ok &= (s->bf_in = dinoc_calloc(BT * kmax, sizeof(uint16_t))) != NULL;
+    }
 #undef ALLOC
     if (!ok) {
         dinoc_state_free(s);
         return dinoc_fail(DINOC_ERR_NOMEM, "cannot allocate activations for batch %d at %dx%d", B,
                           H, W);
+    }
+    if (m->bf16) {
+        const int    bt = (int)BT, d = (int)D;
+        const int    shape[5][3] = {{B * s->Np, (int)K, d}, {bt, d, 3 * d}, {bt, d, d}, {bt, d, s->F1}, {bt, s->F, d}};
+        dinoc_status st = DINOC_OK;
+        for (int i = 0; i < 5 && !st; i++) {
+            /* every product has a bias except CLIP's patch embedding */
+            int has_bias = i != G_PATCH || m->p.patch_b != NULL;
+            st = dinoc_bf16_gemm_init(&s->gemm[i], shape[i][0], shape[i][1], shape[i][2], has_bias);
+        }
+        if (st) {
+            dinoc_state_free(s);
+            return st;
+        }
     }
     *out = s;
     return DINOC_OK;
@@ -505,6 +535,21 @@ static void add_scaled(float *x, const float *y, const float *gamma, size_t rows
     }
 }
 
+/* out = inp @ w^T + b at the model's precision. In emulated bf16 the input is rounded in place:
+ * every product input of the forward (patches, ln, ctx, the MLP activation) is dead after it. */
+static dinoc_status linear(const dinoc_model *m, dinoc_state *s, int which, float *out, float *inp,
+                           const float *w, const float *b, int M, int K, int N) {
+    if (m->precision == DINOC_PRECISION_BF16) {
+        if (s->gemm[which]) {
+            dinoc_bf16_pack(s->bf_in, inp, (size_t)M * K);
+            return dinoc_bf16_gemm_run(s->gemm[which], out, s->bf_in, m->bf16 + (w - m->params), b);
+        }
+        dinoc_bf16_round(inp, (size_t)M * K); /* the weights were rounded by set_precision */
+    }
+    dinoc_linear_forward(out, inp, w, b, M, K, N);
+    return DINOC_OK;
+}
+
 dinoc_status dinoc_forward(const dinoc_model *m, dinoc_state *s, const float *images,
                            const uint8_t *mask) {
     const dinoc_vit_config *c = &m->cfg;
@@ -518,6 +563,11 @@ dinoc_status dinoc_forward(const dinoc_model *m, dinoc_state *s, const float *im
     if (s->nthreads < dinoc_get_threads())
         return dinoc_fail(DINOC_ERR_ARG, "the thread count grew to %d after the state was made for %d",
                           dinoc_get_threads(), s->nthreads);
+    if (s->precision != m->precision || (m->bf16 != NULL) != (s->gemm[0] != NULL))
+        return dinoc_fail(DINOC_ERR_ARG, "the state was made for %s products and the model now runs %s: "
+                          "make a new state after dinoc_model_set_precision",
+                          dinoc_precision_name(s->precision), dinoc_precision_name(m->precision));
+    dinoc_status st;
 
     /* im2col: row (b, gy, gx), column (c, ky, kx) matches Conv2d weight [D, C, P, P] flattened. */
 #pragma omp parallel for collapse(2) schedule(static)
@@ -533,7 +583,7 @@ dinoc_status dinoc_forward(const dinoc_model *m, dinoc_state *s, const float *im
                     }
             }
     float *emb = s->ln; /* [B*Np, D] fits in [B*T, D] */
-    dinoc_linear_forward(emb, s->patches, p->patch_w, p->patch_b, B * Np, K, D);
+    if ((st = linear(m, s, G_PATCH, emb, s->patches, p->patch_w, p->patch_b, B * Np, K, D))) return st;
     pos_embed(m, s);
 
     /* tokens: CLS + pos[0], registers (no position), patches (or mask token) + pos */
@@ -559,21 +609,21 @@ dinoc_status dinoc_forward(const dinoc_model *m, dinoc_state *s, const float *im
         const dinoc_block_params *bp   = &p->blocks[l];
         const int                 last = l == c->depth - 1;
         dinoc_layernorm_forward(s->ln, NULL, NULL, s->x, bp->ln1_w, bp->ln1_b, BT, D, c->ln_eps);
-        dinoc_linear_forward(s->qkv, s->ln, bp->qkv_w, bp->qkv_b, BT, D, 3 * D);
+        if ((st = linear(m, s, G_QKV, s->qkv, s->ln, bp->qkv_w, bp->qkv_b, BT, D, 3 * D))) return st;
         dinoc_attention_forward(s->ctx, last ? s->attn : NULL, s->qkv, B, T, D, c->heads,
                                 s->scratch, s->nthreads);
-        dinoc_linear_forward(s->proj, s->ctx, bp->proj_w, bp->proj_b, BT, D, D);
+        if ((st = linear(m, s, G_PROJ, s->proj, s->ctx, bp->proj_w, bp->proj_b, BT, D, D))) return st;
         add_scaled(s->x, s->proj, bp->ls1, (size_t)BT, D);
         dinoc_layernorm_forward(s->ln, NULL, NULL, s->x, bp->ln2_w, bp->ln2_b, BT, D, c->ln_eps);
-        dinoc_linear_forward(s->h1, s->ln, bp->fc1_w, bp->fc1_b, BT, D, s->F1);
-        const float *act = s->h1;
+        if ((st = linear(m, s, G_FC1, s->h1, s->ln, bp->fc1_w, bp->fc1_b, BT, D, s->F1))) return st;
+        float *act = s->h1;
         if (c->ffn == DINOC_FFN_SWIGLU) {
             dinoc_swiglu_forward(s->h2, s->h1, BT, s->F);
             act = s->h2;
         } else {
             dinoc_vit_act_forward(c, s->h1, s->h1, (size_t)BT * s->F);
         }
-        dinoc_linear_forward(s->proj, act, bp->fc2_w, bp->fc2_b, BT, s->F, D);
+        if ((st = linear(m, s, G_FC2, s->proj, act, bp->fc2_w, bp->fc2_b, BT, s->F, D))) return st;
         add_scaled(s->x, s->proj, bp->ls2, (size_t)BT, D);
         if (s->hidden) memcpy(s->hidden + (size_t)l * BT * D, s->x, sizeof(float) * (size_t)BT * D);
     }

@@ -58,6 +58,8 @@ struct dinoc_model {
     float           *params;   /* the flat buffer */
     dinoc_vit_params p;        /* views */
     dinoc_block_params *blocks_storage;
+    dinoc_precision     precision; /* of the linear products (dinoc_model_set_precision) */
+    uint16_t           *bf16;      /* params as bf16 when products run natively in bf16, else NULL */
 };
 
 /* Fills cfg-derived defaults and checks the config (names the field at fault). */

@@ -338,6 +338,7 @@ dinoc_status dinoc_model_load(dinoc_model **out, const char *path, const dinoc_l
     }
     if (dinoc_file_exists(pp_path) && (s = dinoc_preprocess_load(&m->pp, pp_path))) goto done;
     s = dinoc_vit_match_weights(m, w, path, NULL, 1);
+    if (!s && lp.precision != DINOC_PRECISION_FP32) s = dinoc_model_set_precision(m, lp.precision);
 done:
     dinoc_weights_close(w);
     if (s) {

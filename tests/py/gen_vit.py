@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -255,6 +256,65 @@ def preprocess_bit(path):
 # ---------------------------------------------------------------------------------------------
 
 
+def bf(t):
+    return t.to(torch.bfloat16).to(torch.float32)
+
+
+class Bf16Products:
+    """Within it, every nn.Linear and nn.Conv2d (the ViT's five products) rounds its input and weight
+    to bfloat16 and multiplies them in fp32 with an fp32 bias: dinoc's --precision bf16."""
+
+    def __enter__(self):
+        self.saved = nn.Linear.forward, nn.Conv2d.forward
+        nn.Linear.forward = lambda mod, x: F.linear(bf(x), bf(mod.weight), mod.bias)
+        nn.Conv2d.forward = lambda mod, x: mod._conv_forward(bf(x), bf(mod.weight), mod.bias)
+        return self
+
+    def __exit__(self, *exc):
+        nn.Linear.forward, nn.Conv2d.forward = self.saved
+
+
+def write_bf16(root, ms, mg, x_real):
+    """OUTDIR/vit/bf16.safetensors: the bf16 mode's references.
+    round_in / round_out: torch's float32 -> bfloat16 -> float32 on specials and random values;
+    s_pixel_values: the e2e images; s_fp32, s_bf16, s_autocast: dinov2_s's last_hidden_state in
+    fp32, with bf16 products (Bf16Products) and under torch.autocast("cpu", bfloat16) (real
+    PyTorch bf16: also rounds attention's products and each product's output); s_fp32_block0,
+    s_bf16_block0: the output of its first block (before the final norm);
+    g_pixel_values [1,3,224,224], g_fp32, g_bf16: the same for dinov2_giant_style (SwiGLU)."""
+    f32 = np.float32
+    specials = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 3.4028235e38, -3.4028235e38,
+                         1e-40, -1e-40, 1.17549435e-38, 65504.0, 1.0 + 2.0 ** -8, 1.0 + 3 * 2.0 ** -8,
+                         1.0 + 2.0 ** -8 + 2.0 ** -20, 1.0 + 2.0 ** -8 - 2.0 ** -20, 3.3961776e38,
+                         -1.0 - 2.0 ** -8, 0.1, 1.0 / 3.0], dtype=f32)
+    g = torch.Generator().manual_seed(11)
+    rnd = torch.randn(4096, generator=g) * torch.exp(torch.randn(4096, generator=g) * 8)
+    rin = torch.cat([torch.from_numpy(specials), rnd.float()])
+    rout = bf(rin)
+    t = {"round_in": rin, "round_out": rout}
+    with torch.no_grad():
+        t["s_pixel_values"] = x_real
+        o = ms(x_real)
+        t["s_fp32"], t["s_fp32_block0"] = o["last_hidden_state"], o["hidden_states"][1]
+        with Bf16Products():
+            o = ms(x_real)
+            t["s_bf16"], t["s_bf16_block0"] = o["last_hidden_state"], o["hidden_states"][1]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            t["s_autocast"] = ms(x_real)["last_hidden_state"].float()
+        xg = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(12))
+        t["g_pixel_values"] = xg
+        t["g_fp32"] = mg(xg)["last_hidden_state"]
+        with Bf16Products():
+            t["g_bf16"] = mg(xg)["last_hidden_state"]
+    fp = os.path.join(root, "bf16.safetensors")
+    st.save(fp, t, {"what": "bf16 references (gen_vit.py write_bf16)"})
+    e = lambda a, b: float((t[a] - t[b]).abs().max())
+    log("wrote %s: dinov2_s max |bf16 products - fp32| %.3g, |autocast - fp32| %.3g, |autocast - bf16 "
+        "products| %.3g; giant-style |bf16 - fp32| %.3g" % (fp, e("s_bf16", "s_fp32"), e("s_autocast", "s_fp32"),
+                                                             e("s_autocast", "s_bf16"), e("g_bf16", "g_fp32")))
+    return os.path.getsize(fp)
+
+
 def main():
     if len(sys.argv) != 2:
         print("usage: gen_vit.py OUTDIR", file=sys.stderr)
@@ -375,6 +435,8 @@ def main():
     index.append({"model": "dinov2_s", "pos_interp": "size", "H": 224, "W": 224, "B": 2, "masked": 0,
                   "file": "e2e.safetensors", "images": paths})
     log("wrote %s pixel_values %s last_hidden_state %s (%s)" % (fp, list(x.shape), list(y.shape), "; ".join(info)))
+
+    total += write_bf16(root, ms, models["dinov2_giant_style"], x)
 
     write_json(os.path.join(root, "index.json"), index)
     log("wrote %s (%d fixture files); total %.0f MB in %.1f s"
