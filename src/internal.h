@@ -183,6 +183,9 @@ dinoc_status dinoc_image_resize_region(uint8_t *dst, const dinoc_image *src, int
  * than 9 digits (stb 2.27 int overflow); 1 otherwise. Also used by tests/fuzz/fuzz_image.c. */
 int dinoc_jpeg_dht_ok(const uint8_t *p, size_t n); /* (fuzz_image guards its direct stbi_info call; JPEG decoding is libjpeg's) */
 int dinoc_pnm_header_ok(const uint8_t *p, size_t n);
+/* 0 if a PNG has a chunk running past the end of the file or no IEND (stb would allocate for the
+ * declared length first: finding F19); 1 otherwise, and for non-PNG data. */
+int dinoc_png_chunks_ok(const uint8_t *p, size_t n);
 
 /* ---- bf16 products (src/ops/bf16.c) ------------------------------------------------------------ */
 uint16_t dinoc_bf16_from_f32(float f); /* round to nearest even; NaN -> 0x7FC0 (PyTorch's) */

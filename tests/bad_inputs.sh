@@ -114,6 +114,8 @@ check "embed: truncated PGM"               1 "truncated.pgm"         "$E" absent
 # a crafted progressive JPEG on which stb_image reads out of bounds (finding F18): libjpeg refuses it
 check "embed: hostile JPEG (F18)"         1 "cannot decode JPEG"    "$E" absent "$DINOC" embed -q -m "$M" -o "$E" tests/fuzz/known/F18_stb_jpeg_huff_oob.jpg
 check "embed: JPEG behind fill bytes (F18)" 1 "Not a JPEG file"     "$E" absent "$DINOC" embed -q -m "$M" -o "$E" tests/fuzz/known/F18b_stb_jpeg_fill_bytes.jpg
+# a 99-byte PNG whose chunk claims 1.2 GB: stb allocated 2 GiB before reading it (finding F19)
+check "embed: PNG chunk past the end (F19)" 1 "truncated or corrupt PNG" "$E" absent "$DINOC" embed -q -m "$M" -o "$E" tests/fuzz/known/F19_stb_png_chunk_alloc.png
 check "embed: FIFO as image"               1 "not a regular file"    "$E" absent "$DINOC" embed -q -m "$M" -o "$E" "$TMP/fifo.png"
 check "embed: missing image"               1 "nope.png"              "$E" absent "$DINOC" embed -q -m "$M" -o "$E" "$TMP/nope.png"
 check "embed: folder without images"       1 "no images found"       "$E" absent "$DINOC" embed -q -m "$M" -o "$E" "$TMP/noimages"

@@ -90,6 +90,32 @@ for img, cap in base:
 assert open(os.path.join(d, "test/pairs.tsv")).read() == open(os.path.join(ref, "test/pairs.tsv")).read()
 assert json.load(open(os.path.join(d, "meta.json")))["part_captions"] is True
 ' "$TMP/s5" "$S1"
+expect_rc "--hard-negatives" 0 "$DINOC" data shapes -o "$TMP/s6" -n 120 --seed 5 --part-captions --hard-negatives -q
+expect_py "hard negatives: two-shape rows get the colours swapped, phrases the other colour; test unchanged" '
+import sys, os, json
+d, ref = sys.argv[1], sys.argv[2]
+rows = [l.split("\t") for l in open(os.path.join(d, "train/pairs.tsv")).read().split("\n")[:-1]]
+plain = [l.split("\t") for l in open(os.path.join(ref, "train/pairs.tsv")).read().split("\n")[:-1]]
+assert [r[:2] for r in rows] == plain, "captions changed"
+n3 = 0
+for i, r in enumerate(rows):
+    w = r[1].split()
+    if len(w) == 4 and (i == 0 or rows[i - 1][0] != r[0] or len(rows[i - 1][1].split()) == 4):
+        assert len(r) == 2, r          # a single-shape image: no negative
+        continue
+    if len(r) == 2:                     # equal colours and kinds: nothing to swap
+        continue
+    n3 += 1
+    nw = r[2].split()
+    assert len(nw) == len(w) and nw != w and sorted(nw) != [] and r[2] != r[1], r
+    if len(w) >= 9:                     # the whole caption: the same words, two of them swapped
+        assert sorted(nw) == sorted(w) and sum(a != b for a, b in zip(w, nw)) == 2, r
+    else:                               # a phrase: one word replaced
+        assert sum(a != b for a, b in zip(w, nw)) == 1, r
+assert n3 > 30, n3
+assert open(os.path.join(d, "test/pairs.tsv")).read() == open(os.path.join(ref, "test/pairs.tsv")).read()
+assert json.load(open(os.path.join(d, "meta.json")))["hard_negatives"] is True
+' "$TMP/s6" "$TMP/s5"
 
 expect_rc "data shapes --help" 0 "$DINOC" data shapes --help
 grep -q -- "--size N.*(default: 64)" "$TMP/out" && grep -q -- "--test-frac X.*(default: 0.2)" "$TMP/out" &&

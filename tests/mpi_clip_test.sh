@@ -15,8 +15,9 @@ source "$(dirname "$0")/mpi_lib.sh" # DINOC, PY, TMP, MPIRUN, ok/bad, check_kill
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 
 # 64 shapes items at 32 px (the tiny preset's size), two-shape images also listed with each shape's
-# phrase alone (several captions per image: each rank must draw the same one); global batch 16
-"$DINOC" data shapes --out "$TMP/shapes" -n 64 --size 32 --seed 3 --part-captions -q >/dev/null 2>"$TMP/ed" ||
+# phrase alone (several captions per image: each rank must draw the same one), with hard-negative
+# captions (gathered across ranks beside the captions; single-shape rows have none); global batch 16
+"$DINOC" data shapes --out "$TMP/shapes" -n 64 --size 32 --seed 3 --part-captions --hard-negatives -q >/dev/null 2>"$TMP/ed" ||
     { bad "make the pairs"; cat "$TMP/ed" >&2; }
 ARGS=(--pairs "$TMP/shapes" --preset tiny --batch 16 --warmup 2 --lr 2e-3 --threads 1 --ckpt-every 0)
 
@@ -29,7 +30,7 @@ if [ $rc1 = 0 ] && [ $rc2 = 0 ]; then ok "1-rank and 2-rank runs finish"; else
     bad "1-rank and 2-rank runs finish (exit $rc1, $rc2)"; tail -5 "$TMP/e1" "$TMP/e2" >&2; fi
 if [ "$(wc -l <"$TMP/o2")" = 1 ] && grep -q '"ranks":2' "$TMP/o2"; then ok "one summary line per job, ranks 2"; else
     bad "one summary line per job"; cat "$TMP/o2" >&2; fi
-if $PY -c "import json,sys; m=json.load(open(sys.argv[1])); sys.exit(0 if m['images'] == 51 and m['captions'] > 51 else 1)" \
+if $PY -c "import json,sys; m=json.load(open(sys.argv[1])); sys.exit(0 if m['images'] == 51 and m['captions'] > 51 and m['hard_negatives'] else 1)" \
     "$run1/metrics.json" 2>/dev/null; then ok "several captions per image: one item per image ($(cut -c1-200 "$run1/metrics.json"))"
 else bad "several captions per image: one item per image"; cat "$run1/metrics.json" >&2; fi
 

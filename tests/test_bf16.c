@@ -26,27 +26,12 @@
 #include "../src/nn/vit.h"
 
 static float *read_f32(const dinoc_safetensors *st, const char *name, int64_t *n_out) {
-    const dinoc_tensor *t = dinoc_safetensors_find(st, name);
-    CHECK_MSG(t, "fixture tensor %s missing", name);
-    if (!t) return NULL;
-    int64_t n = dinoc_tensor_numel(t);
-    float  *x = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    if (x && dinoc_tensor_to_f32(t, x, n) != DINOC_OK) {
-        free(x);
-        return NULL;
-    }
-    if (n_out) *n_out = n;
-    return x;
+    const dinoc_tensor *t = st ? dinoc_safetensors_find(st, name) : NULL;
+    CHECK_MSG(!t || t->dtype == DINOC_DTYPE_F32, "fixture tensor %s is not F32", name);
+    return t && t->dtype != DINOC_DTYPE_F32 ? NULL : dinoc_test_fixture_tensor(st, name, n_out);
 }
 
-static dinoc_safetensors *open_fixture(void) {
-    char p[1024];
-    snprintf(p, sizeof p, "%s/vit/bf16.safetensors", dinoc_test_fixtures());
-    dinoc_safetensors *st = NULL;
-    CHECK_MSG(dinoc_safetensors_open(&st, p) == DINOC_OK,
-              "%s: %s (run /usr/bin/python3 tests/py/gen_vit.py; scripts/test.sh does)", p, dinoc_last_error());
-    return st;
-}
+static dinoc_safetensors *open_fixture(void) { return dinoc_test_fixture_open("vit/bf16.safetensors", "gen_vit.py"); }
 
 static double mean_abs(const float *a, const float *b, size_t n) {
     double acc = 0;

@@ -19,7 +19,7 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 
-static const dinoc_shapes_config k_cfg = {64, 7, 0.5f, 0};
+static const dinoc_shapes_config k_cfg = {64, 7, 0.5f, 0, 0};
 
 DINOC_TEST(shapes_determinism) {
     const int           S = 64;

@@ -7,8 +7,8 @@
 #include <string.h>
 
 void dinoc_pairs_free(dinoc_pair_list *l) {
-    for (int i = 0; i < l->n; i++) free(l->image[i]), free(l->caption[i]);
-    free(l->image), free(l->caption);
+    for (int i = 0; i < l->n; i++) free(l->image[i]), free(l->caption[i]), free(l->negative ? l->negative[i] : NULL);
+    free(l->image), free(l->caption), free(l->negative);
     memset(l, 0, sizeof *l);
 }
 
@@ -23,7 +23,8 @@ static dinoc_status reserve(dinoc_pair_list *l, size_t cap) {
     if (cap > (size_t)1 << 30) return dinoc_fail(DINOC_ERR_ARG, "more than 2^30 pairs");
     l->image   = calloc(cap ? cap : 1, sizeof *l->image);
     l->caption = calloc(cap ? cap : 1, sizeof *l->caption);
-    if (!l->image || !l->caption) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory for %zu pairs", cap);
+    l->negative = calloc(cap ? cap : 1, sizeof *l->negative);
+    if (!l->image || !l->caption || !l->negative) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory for %zu pairs", cap);
     return DINOC_OK;
 }
 
@@ -47,17 +48,26 @@ dinoc_status dinoc_pairs_parse_tsv(dinoc_pair_list *out, const char *text, size_
             s = dinoc_fail(DINOC_ERR_FORMAT, "%s:%d: expected \"image<TAB>caption\"", where, lineno);
             break;
         }
-        size_t il = (size_t)(tab - line);
-        char  *img = dup_n(line, il), *cap_ = dup_n(tab + 1, l - il - 1);
-        char  *full = NULL;
+        size_t      il   = (size_t)(tab - line);
+        const char *c0   = tab + 1, *end = line + l;
+        const char *tab2 = memchr(c0, '\t', (size_t)(end - c0)); /* optional third column */
+        if (tab2 && memchr(tab2 + 1, '\t', (size_t)(end - tab2 - 1))) {
+            s = dinoc_fail(DINOC_ERR_FORMAT, "%s:%d: more than 3 columns (image, caption, negative caption)", where,
+                           lineno);
+            break;
+        }
+        char *img = dup_n(line, il), *cap_ = dup_n(c0, (size_t)((tab2 ? tab2 : end) - c0));
+        char *neg = tab2 && tab2 + 1 < end ? dup_n(tab2 + 1, (size_t)(end - tab2 - 1)) : NULL;
+        char *full = NULL;
         if (img) full = img[0] == '/' || !dir ? strdup(img) : dinoc_path_join(dir, img);
-        if (!full || !cap_) {
-            free(img), free(full), free(cap_);
+        if (!full || !cap_ || (tab2 && tab2 + 1 < end && !neg)) {
+            free(img), free(full), free(cap_), free(neg);
             s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
             break;
         }
         free(img);
-        out->image[out->n] = full, out->caption[out->n] = cap_, out->n++;
+        out->n_negative += neg != NULL;
+        out->image[out->n] = full, out->caption[out->n] = cap_, out->negative[out->n] = neg, out->n++;
     }
     if (!s && !out->n) s = dinoc_fail(DINOC_ERR_FORMAT, "%s: no pairs", where);
     if (s) dinoc_pairs_free(out);

@@ -101,7 +101,7 @@ dinoc_status dinoc_fmnist_write(const char *dir, const char *idx_dir, int train,
     for (int k = 0; k < 2 && !s; k++)
         if (ds[k]) {
             fmnist_src        src = {ds[k], seed, k};
-            dinoc_split_items it  = {ds[k]->cols, ds[k]->rows, 1, 10, fmnist_item, &src, 0};
+            dinoc_split_items it  = {ds[k]->cols, ds[k]->rows, 1, 10, fmnist_item, &src, 0, 0};
             s = dinoc_shapes_write_split(dir, k ? "test" : "train", n[k], &it, k ? n[0] : 0, n[0] + n[1], progress,
                                          user, NULL);
         }

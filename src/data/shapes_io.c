@@ -97,6 +97,41 @@ typedef struct {
     int  label_id;
 } item_text;
 
+/* Hard negatives of a two-shape caption "a S1 C1 K1 REL a S2 C2 K2" (words: 4, 1-2, 4). The
+ * caption's: the two colour words swapped ("a small blue circle above a large red square"); where
+ * the colours are equal, the kind words; where both are, none. A phrase's (which = 1, 2: the first
+ * or the last four words alone): its colour replaced by the other shape's, or else its kind.
+ * Writes into out (cap bytes) and returns 1, or returns 0 (no negative, or not that pattern). */
+static int swap_negative(const char *cap, int which, char *out, size_t cap_n) {
+    const char *w[12];
+    int         wl[12], nw = 0;
+    for (const char *c = cap; *c && nw < 12;) {
+        while (*c == ' ') c++;
+        if (!*c) break;
+        w[nw] = c;
+        while (*c && *c != ' ') c++;
+        wl[nw] = (int)(c - w[nw]), nw++;
+    }
+    if (nw < 9 || nw > 10 || wl[0] != 1 || w[0][0] != 'a' || wl[nw - 4] != 1 || w[nw - 4][0] != 'a') return 0;
+    const int c1 = 2, k1 = 3, c2 = nw - 2, k2 = nw - 1;
+#define SAME(i, j) (wl[i] == wl[j] && memcmp(w[i], w[j], (size_t)wl[i]) == 0)
+    int x = c1, y = c2; /* the pair of words that differ: colours, else kinds */
+    if (SAME(c1, c2)) x = k1, y = k2;
+    if (SAME(x, y)) return 0;
+#undef SAME
+    int lo = which == 2 ? nw - 4 : 0, hi = which == 1 ? 4 : nw; /* words written */
+    size_t n = 0;
+    for (int i = lo; i < hi; i++) {
+        int j = i == x ? y : i == y ? x : i; /* the swap: in a phrase, the other shape's word */
+        if (which == 2 && i == y) j = x;
+        if (n + (size_t)wl[j] + 2 > cap_n) return 0;
+        if (i > lo) out[n++] = ' ';
+        memcpy(out + n, w[j], (size_t)wl[j]), n += (size_t)wl[j];
+    }
+    out[n] = 0;
+    return 1;
+}
+
 static int cmp_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return (x > y) - (x < y);
@@ -158,7 +193,10 @@ dinoc_status dinoc_shapes_write_split(const char *dir, const char *name, int64_t
         }
         for (int i = 0; i < nb; i++) {
             const item_text *t = &txt[i];
-            dinoc_strbuf_printf(&pairs, "images/%06lld.png\t%s\n", (long long)(b0 + i), t->caption);
+            char neg[DINOC_SHAPES_TEXT];
+            int  hn = it->hard_negatives && swap_negative(t->caption, 0, neg, sizeof neg);
+            dinoc_strbuf_printf(&pairs, "images/%06lld.png\t%s%s%s\n", (long long)(b0 + i), t->caption, hn ? "\t" : "",
+                                hn ? neg : "");
             int nw = 1; /* two-shape captions have 4 + relation + 4 words: their phrases alone too */
             for (const char *c = t->caption; *c; c++) nw += *c == ' ';
             if (it->part_captions && nw >= 9) {
@@ -167,8 +205,12 @@ dinoc_status dinoc_shapes_write_split(const char *dir, const char *name, int64_t
                 int len = (int)strlen(t->caption), end1 = 0, start2 = len;
                 for (int sp = 0; end1 < len && (sp += t->caption[end1] == ' ') < 4;) end1++;
                 for (int sp = 0; start2 > 0 && (sp += t->caption[start2 - 1] == ' ') < 4;) start2--;
-                dinoc_strbuf_printf(&pairs, "images/%06lld.png\t%.*s\n", (long long)(b0 + i), end1, t->caption);
-                dinoc_strbuf_printf(&pairs, "images/%06lld.png\t%s\n", (long long)(b0 + i), t->caption + start2);
+                for (int ph = 1; ph <= 2; ph++) {
+                    hn = it->hard_negatives && swap_negative(t->caption, ph, neg, sizeof neg);
+                    dinoc_strbuf_printf(&pairs, "images/%06lld.png\t%.*s%s%s\n", (long long)(b0 + i),
+                                        ph == 1 ? end1 : len - start2, t->caption + (ph == 1 ? 0 : start2),
+                                        hn ? "\t" : "", hn ? neg : "");
+                }
             }
             dinoc_strbuf_printf(&labels, "images/%06lld.png\t%s\n", (long long)(b0 + i), t->label);
             hash[b0 + i] = fnv1a(t->caption);
@@ -246,6 +288,7 @@ static dinoc_status write_meta(const char *dir, const dinoc_shapes_config *cfg, 
     cJSON_AddNumberToObject(j, "test_frac", round(test_frac * 1e6) / 1e6);
     cJSON_AddNumberToObject(j, "pair_frac", round(cfg->pair_frac * 1e6) / 1e6);
     cJSON_AddBoolToObject(j, "part_captions", cfg->part_captions != 0);
+    cJSON_AddBoolToObject(j, "hard_negatives", cfg->hard_negatives != 0);
     for (int k = 0; k < 2; k++) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "n", (double)st[k].n);
@@ -314,7 +357,7 @@ dinoc_status dinoc_shapes_write(const char *dir, const dinoc_shapes_config *cfg,
     for (int k = 0; k < 2; k++) {
         shapes_src        src = {cfg, k ? DINOC_SHAPES_TEST : DINOC_SHAPES_TRAIN};
         dinoc_split_items it  = {cfg->size, cfg->size, 3, DINOC_SHAPES_COLOURS * DINOC_SHAPES_KINDS, shapes_item, &src,
-                                 k == 0 && cfg->part_captions}; /* training captions only */
+                                 k == 0 && cfg->part_captions, k == 0 && cfg->hard_negatives}; /* training only */
         s = dinoc_shapes_write_split(dir, k ? "test" : "train", st[k].n, &it, k ? n_train : 0, n, progress, user,
                                      &st[k].distinct_captions);
         if (s) return s;

@@ -94,6 +94,22 @@ int dinoc_pnm_header_ok(const uint8_t *p, size_t n) {
     return 1;
 }
 
+/* stb_image grows its IDAT buffer to a chunk's declared length before reading it: a 99-byte PNG
+ * whose chunk claims 1.2 GB made stb ask for 2 GiB (finding F19). Every chunk must fit in the
+ * file (length, type, data, CRC), up to IEND; PIL refuses such files too ("truncated"). */
+int dinoc_png_chunks_ok(const uint8_t *p, size_t n) {
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (n < 8 || memcmp(p, sig, 8) != 0) return 1;
+    for (size_t i = 8; i < n;) {
+        if (n - i < 12) return 0;
+        const uint64_t len = (uint64_t)p[i] << 24 | (uint64_t)p[i + 1] << 16 | (uint64_t)p[i + 2] << 8 | p[i + 3];
+        if (len > n - i - 12) return 0;
+        if (memcmp(p + i + 4, "IEND", 4) == 0) return 1;
+        i += 12 + (size_t)len;
+    }
+    return 0; /* no IEND */
+}
+
 static int pnm_truncated(const uint8_t *p, size_t n, int w, int h, int comp) {
     if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return 0;
     /* header: magic, width, height, maxval, each after whitespace/comments, then one byte */
@@ -209,6 +225,9 @@ dinoc_status dinoc_image_load_memory(dinoc_image *out, const void *buf, size_t s
      * to allocate for it. */
     if (!dinoc_pnm_header_ok(buf, size))
         return dinoc_fail(DINOC_ERR_FORMAT, "%s: PNM header with an out-of-range number", label);
+    if (!dinoc_png_chunks_ok(buf, size))
+        return dinoc_fail(DINOC_ERR_FORMAT, "%s: truncated or corrupt PNG (a chunk runs past the end of the file)",
+                          label);
     int w = 0, h = 0, comp = 0;
     if (!stbi_info_from_memory(buf, (int)size, &w, &h, &comp))
         return dinoc_fail(DINOC_ERR_FORMAT, "%s: not a decodable image: %s", label, stb_reason());

@@ -69,6 +69,9 @@ typedef struct {
     int                     ncap;    /* captions in all */
     int32_t                *cap_off; /* [n + 1]: image k's captions are rows cap_off[k] .. cap_off[k+1]-1 */
     int32_t                *ids, *len; /* [ncap, ctx], [ncap] */
+    int                     neg;        /* 1: the pairs file has hard-negative captions */
+    int32_t                *nids, *nlen; /* [ncap, ctx], [ncap]: each caption row's negative (length 0: none) */
+    uint8_t                *bvalid;     /* [nloc] the batch's rows with a negative */
     float                  *g;          /* one allocation: gv | gt | gh (one allreduce) */
     float                  *gv, *gt, *gh, *x;
     size_t                  ng;
@@ -85,6 +88,7 @@ static void run_free(run *r) {
     for (int i = 0; i < r->n && r->imgs; i++) dinoc_image_free(&r->imgs[i]);
     free(r->imgs);
     dinoc_free(r->ids), dinoc_free(r->len), dinoc_free(r->cap_off), dinoc_free(r->g);
+    dinoc_free(r->nids), dinoc_free(r->nlen), dinoc_free(r->bvalid);
     dinoc_free(r->x), dinoc_free(r->perm), dinoc_free(r->bids), dinoc_free(r->blen);
     dinoc_adamw_free(&r->ov), dinoc_adamw_free(&r->ot), dinoc_adamw_free(&r->oh);
     for (int i = 0; i < 3; i++) free(r->grp[i]), free(r->keep[i]);
@@ -113,7 +117,13 @@ static dinoc_status load_pairs(run *r, const char *p) {
     r->imgs    = calloc((size_t)l.n, sizeof *r->imgs);
     r->ids     = dinoc_calloc((size_t)l.n * r->ctx, sizeof(int32_t));
     r->len     = dinoc_calloc((size_t)l.n, sizeof(int32_t));
-    if (!ord || !img_of || !first || !rank || !r->cap_off || !r->imgs || !r->ids || !r->len)
+    r->neg     = l.n_negative > 0;
+    if (r->neg) {
+        r->nids = dinoc_calloc((size_t)l.n * r->ctx, sizeof(int32_t));
+        r->nlen = dinoc_calloc((size_t)l.n, sizeof(int32_t));
+    }
+    if (!ord || !img_of || !first || !rank || !r->cap_off || !r->imgs || !r->ids || !r->len ||
+        (r->neg && (!r->nids || !r->nlen)))
         s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for %d pairs", l.n);
     int n_img = 0;
     if (!s) {
@@ -143,6 +153,9 @@ static dinoc_status load_pairs(run *r, const char *p) {
         rank[k] = 1;
         if (!s && (s = dinoc_clip_tokenize(r->m, &cap, 1, r->ids + (size_t)row * r->ctx, r->len + row)))
             s = dinoc_fail_prefix(s, "%s: pair %d", p, i + 1);
+        const char *neg = l.negative[i];
+        if (!s && neg && (s = dinoc_clip_tokenize(r->m, &neg, 1, r->nids + (size_t)row * r->ctx, r->nlen + row)))
+            s = dinoc_fail_prefix(s, "%s: pair %d: the negative caption", p, i + 1);
     }
     if (!s) { /* the fill pointers now sit at each block's end: shift back */
         for (int k = n_img; k > 0; k--) r->cap_off[k] = r->cap_off[k - 1];
@@ -150,6 +163,8 @@ static dinoc_status load_pairs(run *r, const char *p) {
         r->n = n_img, r->ncap = l.n;
         if (r->ncap > r->n)
             dinoc_log(DINOC_LOG_INFO, "%s: %d captions of %d images (one caption per image and epoch)", p, r->ncap, r->n);
+        if (r->neg)
+            dinoc_log(DINOC_LOG_INFO, "%s: %d of %d captions have a hard-negative caption", p, l.n_negative, r->ncap);
     } else {
         r->n = n_img; /* every image decoded so far is freed by run_free */
     }
@@ -366,6 +381,7 @@ static dinoc_status run_init(run *r, const dinoc_clip_train_config *cfg) {
      * as the longest caption needs (shapes captions: ~16 of 32) */
     r->T = 1;
     for (int i = 0; i < r->ncap; i++) r->T = r->len[i] > r->T ? r->len[i] : r->T;
+    for (int i = 0; r->neg && i < r->ncap; i++) r->T = r->nlen[i] > r->T ? r->nlen[i] : r->T;
     if ((s = make_groups(r))) goto done;
     const dinoc_adamw_config ac = {0.9, 0.98, 1e-6}; /* open_clip's ViT settings (reference A.8) */
     if (!r->locked && (s = dinoc_adamw_init(&r->ov, r->m->vision->n_params, ac))) goto done;
@@ -379,15 +395,16 @@ static dinoc_status run_init(run *r, const dinoc_clip_train_config *cfg) {
     r->gh   = r->g ? r->g + nv + ntx : NULL;
     r->x    = dinoc_calloc((size_t)r->nloc * 3 * r->S * r->S, sizeof(float));
     r->perm = dinoc_calloc((size_t)r->n, sizeof(int32_t));
-    r->bids = dinoc_calloc((size_t)r->nloc * r->T, sizeof(int32_t));
-    r->blen = dinoc_calloc((size_t)r->nloc, sizeof(int32_t));
-    if (!r->g || !r->x || !r->perm || !r->bids || !r->blen) {
+    r->bids   = dinoc_calloc((size_t)(1 + r->neg) * r->nloc * r->T, sizeof(int32_t));
+    r->blen   = dinoc_calloc((size_t)(1 + r->neg) * r->nloc, sizeof(int32_t));
+    r->bvalid = dinoc_calloc((size_t)r->nloc, 1);
+    if (!r->g || !r->x || !r->perm || !r->bids || !r->blen || !r->bvalid) {
         s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for the training buffers");
         goto done;
     }
     r->perm_epoch = -1;
     r->total      = (int64_t)c->epochs * (r->n / c->batch);
-    if ((s = dinoc_clip_step_init(&r->step_ws, r->m, r->nloc, r->S, r->T, r->locked))) goto done;
+    if ((s = dinoc_clip_step_init(&r->step_ws, r->m, r->nloc, r->S, r->T, r->locked, r->neg))) goto done;
     if (st) s = load_state(r, st, ck);
 done:
     dinoc_safetensors_close(st);
@@ -438,6 +455,12 @@ static dinoc_status load_batch(run *r, int64_t step) {
         }
         memcpy(r->bids + (size_t)b * r->T, r->ids + (size_t)j * r->ctx, sizeof(int32_t) * r->T);
         r->blen[b] = r->len[j];
+        if (r->neg) { /* the drawn caption's negative (rows nloc..); a row without one is flagged */
+            const int nb = r->nloc + b, has = r->nlen[j] > 0;
+            memcpy(r->bids + (size_t)nb * r->T, (has ? r->nids : r->ids) + (size_t)j * r->ctx, sizeof(int32_t) * r->T);
+            r->blen[nb]  = has ? r->nlen[j] : r->len[j];
+            r->bvalid[b] = (uint8_t)has;
+        }
     }
     return DINOC_OK;
 }
@@ -447,7 +470,8 @@ static dinoc_status train_step(run *r, double lr, double *loss, double *acc) {
     dinoc_status s = load_batch(r, r->step);
     if (s) return s;
     memset(r->g, 0, sizeof(float) * r->ng);
-    if ((s = dinoc_clip_step_run(r->step_ws, m, r->x, r->bids, r->blen, r->gv, r->gt, r->gh, loss, acc)) ||
+    if ((s = dinoc_clip_step_run(r->step_ws, m, r->x, r->bids, r->blen, r->neg ? r->bvalid : NULL, r->gv, r->gt,
+                                 r->gh, loss, acc)) ||
         (s = dinoc_dist_sum_f32(r->g, r->ng))) /* the ranks' shares sum to the global batch's gradient */
         return dinoc_fail_prefix(s, "step %lld (the last checkpoint is intact)", (long long)r->step + 1);
     const double wd = r->cfg.wd;
@@ -520,7 +544,8 @@ dinoc_status dinoc_clip_train(const dinoc_clip_train_config *cfg, dinoc_clip_tra
         if (!f) s = dinoc_fail(DINOC_ERR_IO, "%s: cannot write", met);
         else {
             fprintf(f, "{\"steps\":%lld,\"total_steps\":%lld,\"final_loss\":%.6f,\"seconds\":%.2f,\"images\":%d,"
-                       "\"captions\":%d,\"locked_image_tower\":%s}\n", (long long)r.step, (long long)r.total, loss, r.seconds, r.n, r.ncap,
+                       "\"captions\":%d,\"hard_negatives\":%s,\"locked_image_tower\":%s}\n", (long long)r.step, (long long)r.total, loss, r.seconds, r.n, r.ncap,
+                    r.neg ? "true" : "false",
                     r.locked ? "true" : "false");
             fclose(f);
         }

@@ -11,25 +11,28 @@
 #include "../nn/clip.h"
 #include "../nn/vit_train.h"
 
-/* Workspace of the loss for N pairs of E-wide embeddings (allocated once, reused every step). */
+/* Workspace of the loss for N pairs of E-wide embeddings and M texts (M = N, or M = 2N with one
+ * hard-negative caption per pair; allocated once, reused every step). */
 typedef struct {
-    int      N, E;
-    float   *in, *tn;           /* [N, E] normalised copies */
-    float   *nrm_i, *nrm_t;     /* [N] norms */
-    float   *logits, *logits_t; /* [N, N] s I T^T and its transpose */
-    float   *probs, *probs_t;   /* [N, N] row softmaxes */
-    float   *dlog, *dlog_t;     /* [N, N] */
-    float   *din, *dtn;         /* [N, E] */
+    int      N, M, E;
+    float   *in, *tn;           /* [N, E], [M, E] normalised copies */
+    float   *nrm_i, *nrm_t;     /* [N], [M] norms */
+    float   *logits, *logits_t; /* [N, M] s I T^T; [N, N] the true captions' block, transposed */
+    float   *probs, *probs_t;   /* row softmaxes of those */
+    float   *dlog, *dlog_t;     /* [N, M], [N, N] */
+    float   *din, *dtn;         /* [N, E], [M, E] */
     int32_t *target;            /* [N] 0..N-1 */
 } dinoc_clip_loss_ws;
 
-dinoc_status dinoc_clip_loss_init(dinoc_clip_loss_ws *ws, int N, int E);
+dinoc_status dinoc_clip_loss_init(dinoc_clip_loss_ws *ws, int N, int M, int E);
 void         dinoc_clip_loss_free(dinoc_clip_loss_ws *ws);
-/* Symmetric InfoNCE of unnormalised img [N, E] and txt [N, E] at logit_scale (the log of s).
- * Returns the loss; dimg, dtxt [N, E] and *dscale ACCUMULATE its gradients (any may be NULL).
- * *acc (may be NULL) receives the image-to-text top-1 accuracy within the batch. */
+/* Symmetric InfoNCE of unnormalised img [N, E] and txt [M, E] at logit_scale (the log of s).
+ * With M = 2N, txt rows N.. are hard negatives (row N + j: pair j's): they join the image-to-text
+ * softmax only (NegCLIP); neg_valid [N] (NULL: all valid) drops pair j's negative when 0.
+ * Returns the loss; dimg [N, E], dtxt [M, E] and *dscale ACCUMULATE its gradients (any may be NULL).
+ * *acc (may be NULL) receives the image-to-text top-1 accuracy within the batch (over all M texts). */
 double dinoc_clip_loss(dinoc_clip_loss_ws *ws, float *dimg, float *dtxt, float *dscale, const float *img,
-                       const float *txt, float logit_scale, double *acc);
+                       const float *txt, const uint8_t *neg_valid, float logit_scale, double *acc);
 
 /* Activations and gradients scratch of one training step on N pairs of S x S images and
  * sequences of ctx tokens. locked = 1: the image tower runs in inference mode (LiT, no gradient).
@@ -37,16 +40,18 @@ double dinoc_clip_loss(dinoc_clip_loss_ws *ws, float *dimg, float *dtxt, float *
  * batch of W*N pairs (clip_train.c). */
 typedef struct dinoc_clip_step dinoc_clip_step;
 dinoc_status dinoc_clip_step_init(dinoc_clip_step **out, const dinoc_clip *m, int N, int S, int ctx,
-                                  int locked);
+                                  int locked, int negatives);
 void         dinoc_clip_step_free(dinoc_clip_step *w);
 /* Forward of both towers, the loss, and the backward: gradients ACCUMULATE into gv (vision,
  * m->vision->n_params floats; ignored when locked), gt (text) and gh (head: projection and
- * logit_scale). images [N, 3, S, S] normalised, ids [N, ctx], lengths [N]. *loss and *acc are
+ * logit_scale). images [N, 3, S, S] normalised, ids [N, ctx], lengths [N] (with negatives:
+ * [2N, ctx], [2N], rows N.. the pairs' hard-negative captions, neg_valid [N] flagging those
+ * present; NULL: all). *loss and *acc are
  * the global batch's. With W > 1 ranks each rank's gradients are its share: their sum over the
  * ranks is the gradient of the global batch's loss (the caller allreduces). */
 dinoc_status dinoc_clip_step_run(dinoc_clip_step *w, const dinoc_clip *m, const float *images,
-                                 const int32_t *ids, const int32_t *lengths, float *gv, float *gt,
-                                 float *gh, double *loss, double *acc);
+                                 const int32_t *ids, const int32_t *lengths, const uint8_t *neg_valid,
+                                 float *gv, float *gt, float *gh, double *loss, double *acc);
 
 /* ---- the training run ----------------------------------------------------------------------- */
 

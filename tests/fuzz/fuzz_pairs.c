@@ -14,14 +14,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dinoc_pair_list l;
     dinoc_status    s = dinoc_pairs_parse_tsv(&l, (const char *)data, size, (size & 1) ? "root/dir" : NULL, "fuzz.tsv");
     if (s) {
-        if (l.n != 0 || l.image || l.caption || !dinoc_last_error()[0]) abort();
+        if (l.n != 0 || l.image || l.caption || l.negative || !dinoc_last_error()[0]) abort();
         return 0;
     }
     if (l.n < 1) abort();
+    int nneg = 0;
     for (int i = 0; i < l.n; i++) {
         if (!l.image[i] || !l.image[i][0] || !l.caption[i]) abort();
         if (strchr(l.caption[i], '\n') || strchr(l.image[i], '\n') || strchr(l.image[i], '\t')) abort();
+        if (strchr(l.caption[i], '\t')) abort(); /* a third column is the negative caption */
+        if (l.negative[i] && (!l.negative[i][0] || strchr(l.negative[i], '\t') || strchr(l.negative[i], '\n'))) abort();
+        nneg += l.negative[i] != NULL;
     }
+    if (nneg != l.n_negative) abort();
     dinoc_pairs_free(&l);
     return 0;
 }

@@ -17,6 +17,12 @@ OUTDIR/clip/io.safetensors:
   step.pixels [4, 3, 32, 32], step.ids [4, 16]   a training batch (random pixels, the 4 texts)
   step.loss [1] F64       symmetric InfoNCE (A.8)
   grad.<HF name>          its gradient for every parameter, logit_scale included
+  negstep.ids [8, 16]     the same batch with hard negatives (NegCLIP): the 4 captions, then one
+                          negative per pair (its caption's tokens in reverse order)
+  negstep.valid [4]       1 where pair j's negative counts (pair 2's is flagged missing: 0)
+  negstep.loss [1] F64    image-to-text CE over the 8 texts (a missing negative masked out),
+                          text-to-image CE over the 4 captions, halved sum
+  neggrad.<HF name>       its gradients
 """
 import json
 import math
@@ -210,6 +216,27 @@ def main(out):
     io["step.pixels"], io["step.ids"], io["step.loss"] = spx, ids.numpy(), loss.detach().reshape(1)
     for k, v in p.items():
         io["grad." + k] = v.grad.detach().reshape(v.shape)
+        v.grad = None
+
+    # the same batch with one hard-negative caption per pair (clip_loss.c, NegCLIP)
+    nids = torch.zeros_like(ids)
+    for b, (_, toks) in enumerate(TEXTS):
+        row = [SOT] + toks[::-1] + [EOT]
+        nids[b, :len(row)] = torch.tensor(row)
+    valid = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    i = encode_image(p, spx)
+    t = encode_text(p, torch.cat([ids, nids]))
+    i = i / i.norm(dim=-1, keepdim=True)
+    t = t / t.norm(dim=-1, keepdim=True)
+    lg = p["logit_scale"].exp() * i @ t.t()
+    keep = torch.cat([torch.ones(len(TEXTS)), valid]).bool()
+    lg = lg.masked_fill(~keep[None], float("-inf"))
+    loss = 0.5 * (F.cross_entropy(lg.double(), y) + F.cross_entropy(lg[:, :len(TEXTS)].t().double(), y))
+    loss.backward()
+    io["negstep.ids"], io["negstep.valid"] = torch.cat([ids, nids]).numpy(), valid
+    io["negstep.loss"] = loss.detach().reshape(1)
+    for k, v in p.items():
+        io["neggrad." + k] = v.grad.detach().reshape(v.shape)
     st.save(os.path.join(d, "io.safetensors"), io)
 
 
