@@ -271,7 +271,10 @@ int cmd_bench(int argc, char **argv) {
     dinoc_vit_config cfg;
     dinoc_precision  prec;
     dinoc_status     s;
-    if ((s = dinoc_precision_parse(precision, &prec))) return cli_fail("bench", s);
+    if (dinoc_precision_parse(precision, &prec)) {
+        fprintf(stderr, "error: --precision %s: expected fp32 or bf16\n", precision);
+        return 2;
+    }
     if (dinoc_vit_preset(&cfg, model) == DINOC_OK)
         s = dinoc_model_init_random(&m, &cfg, 0);
     else

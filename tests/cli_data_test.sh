@@ -10,11 +10,6 @@ source "$(dirname "$0")/cli_lib.sh"
 DINOC=${DINOC:-./build/dinoc}
 PY=${PY:-/usr/bin/python3}
 
-# expect_py NAME SCRIPT ARGS...: a Python check that exits 0
-expect_py() {
-    local name=$1 script=$2; shift 2
-    if $PY -c "$script" "$@" >"$TMP/py" 2>&1; then ok "$name"; else bad "$name"; sed 's/^/    /' "$TMP/py" | tail -8 >&2; fi
-}
 
 S1=$TMP/s1
 expect_rc "data shapes writes a set" 0 "$DINOC" data shapes --out "$S1" -n 120 --seed 5 -t 1 --preview "$TMP/prev.png"

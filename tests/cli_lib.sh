@@ -31,3 +31,9 @@ expect_json() {
         bad "$1"; sed 's/^/    /' "$TMP/out" | head -5 >&2
     fi
 }
+
+# expect_py NAME SCRIPT ARGS...: a Python check (PY) that exits 0
+expect_py() {
+    local name=$1 script=$2; shift 2
+    if ${PY:-/usr/bin/python3} -c "$script" "$@" >"$TMP/py" 2>&1; then ok "$name"; else bad "$name"; sed 's/^/    /' "$TMP/py" | tail -8 >&2; fi
+}

@@ -72,6 +72,20 @@ expect_rc "unknown preset is a usage error" 2 "$DINOC" init --arch vitx -o "$TMP
 expect_rc "bench smoke run" 0 "$DINOC" bench -m "$TMP/rnd" --batch 2 --iters 1 --json
 grep -q '"img_s"' "$TMP/out" && ok "bench prints JSON" || bad "bench prints JSON"
 expect_rc "training-step bench smoke run" 0 "$DINOC" bench --train --batch 4 --iters 1 --json
+expect_rc "bf16 bench smoke run" 0 "$DINOC" bench -m "$TMP/rnd" --batch 2 --iters 1 --json --precision bf16
+grep -q '"precision":"bf16","backend":"' "$TMP/out" && ok "bf16 bench names its backend" || bad "bf16 bench names its backend"
+expect_rc "unknown precision is a usage error" 2 "$DINOC" bench --precision fp16
+expect_rc "bf16 training bench refused" 2 "$DINOC" bench --train --precision bf16
+# embed in bf16: rows close to fp32's (cosine > 0.999), not equal to them
+expect_rc "embed --precision bf16" 0 "$DINOC" embed -q -m "$TMP/rnd" --precision bf16 -o "$TMP/e16.npy" "$SK/astronaut.png" "$SK/chelsea.png"
+expect_rc "embed fp32 for comparison" 0 "$DINOC" embed -q -m "$TMP/rnd" -o "$TMP/e32.npy" "$SK/astronaut.png" "$SK/chelsea.png"
+expect_py "bf16 embeddings within bf16 distance of fp32" '
+import sys, numpy as np
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+assert a.shape == b.shape and cos.min() > 0.999 and not np.array_equal(a, b), (cos, a.shape)
+' "$TMP/e16.npy" "$TMP/e32.npy"
+expect_rc "embed --precision nonsense" 2 "$DINOC" embed -q -m "$TMP/rnd" --precision fp8 -o "$TMP/x.npy" "$SK/astronaut.png"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
