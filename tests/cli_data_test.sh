@@ -92,10 +92,12 @@ d, ref = sys.argv[1], sys.argv[2]
 rows = [l.split("\t") for l in open(os.path.join(d, "train/pairs.tsv")).read().split("\n")[:-1]]
 plain = [l.split("\t") for l in open(os.path.join(ref, "train/pairs.tsv")).read().split("\n")[:-1]]
 assert [r[:2] for r in rows] == plain, "captions changed"
+per = {}
+for r in rows: per[r[0]] = per.get(r[0], 0) + 1
 n3 = 0
-for i, r in enumerate(rows):
+for r in rows:
     w = r[1].split()
-    if len(w) == 4 and (i == 0 or rows[i - 1][0] != r[0] or len(rows[i - 1][1].split()) == 4):
+    if per[r[0]] == 1:
         assert len(r) == 2, r          # a single-shape image: no negative
         continue
     if len(r) == 2:                     # equal colours and kinds: nothing to swap
