@@ -37,7 +37,7 @@ static int parse_seed(const char *text, uint64_t *seed) {
 
 static int data_shapes(int argc, char **argv) {
     const char *out = NULL, *seed_s = "0", *preview = NULL;
-    int         n = 10000, size = 64, single = 0, threads = 0, quiet = 0, preview_n = 16, parts = 0, negs = 0;
+    int         n = 10000, size = 64, single = 0, threads = 0, quiet = 0, preview_n = 16, parts = 0, negs = 0, negs_any = 0;
     float       test_frac = 0.2f, pair_frac = 0.5f;
     const opt_spec opts[] = {
         {"out", 'o', OPT_STR, &out, "output folder (created; files in it are replaced)"},
@@ -51,7 +51,10 @@ static int data_shapes(int argc, char **argv) {
          "train/pairs.tsv also pairs each two-shape image with each shape's phrase alone (more captions per image)"},
         {"hard-negatives", 0, OPT_FLAG, &negs,
          "train/pairs.tsv gets a third column on two-shape rows: a hard-negative caption with the shapes' "
-         "colours swapped (a phrase row: the other shape's colour), for `dinoc train clip` (NegCLIP)"},
+         "colours swapped (a phrase row: the other shape's colour), for `dinoc train clip` (NegCLIP); only "
+         "negatives made of colour-kind pairs seen in training"},
+        {"hard-negatives-any", 0, OPT_FLAG, &negs_any,
+         "as --hard-negatives, also negatives that name held-out pairs (they hurt: see docs/clip.md)"},
         {"preview", 0, OPT_STR, &preview, "also write a contact sheet PNG of the first training items (image | mask)"},
         {"preview-n", 0, OPT_INT, &preview_n, "items on the contact sheet, 1..256"},
         {"threads", 't', OPT_INT, &threads, "threads (0: all cores)"},
@@ -73,7 +76,7 @@ static int data_shapes(int argc, char **argv) {
     }
     cli_log_to_stderr(0);
     dinoc_set_threads(threads);
-    dinoc_shapes_config cfg = {size, seed, single ? 0.0f : pair_frac, parts, negs};
+    dinoc_shapes_config cfg = {size, seed, single ? 0.0f : pair_frac, parts, negs_any ? 2 : negs ? 1 : 0};
     cli_progress        p;
     cli_progress_start(&p, "shapes");
     double       t0 = cli_now();

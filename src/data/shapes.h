@@ -41,7 +41,9 @@ typedef struct {
                              * captions often are (CLIP training samples one caption per image) */
     int      hard_negatives; /* 1: train/pairs.tsv rows of two-shape images get a third column, a
                               * hard-negative caption with the two shapes' colours swapped
-                              * (NegCLIP); a phrase row's negative takes the other shape's colour */
+                              * (NegCLIP); a phrase row's negative takes the other shape's colour;
+                              * only negatives made of training compositions. 2: any swap, held-out
+                              * compositions included */
 } dinoc_shapes_config;
 
 /* One drawn shape. (cx, cy, r) in pixel units, pixel (x, y) covering [x, x+1) x [y, y+1). */
@@ -134,7 +136,8 @@ typedef struct {
                          int *label_id);
     void *user;
     int   part_captions; /* also a pairs.tsv row per phrase of a "PHRASE RELATION PHRASE" caption */
-    int   hard_negatives; /* a third pairs.tsv column for such captions (dinoc_shapes_config) */
+    int   hard_negatives; /* a third pairs.tsv column for such captions: 1 seen compositions only, 2 any
+                           * (dinoc_shapes_config) */
 } dinoc_split_items;
 /* Writes items [0, n) into DIR/<split>/ (images/, masks/, pairs.tsv, labels.tsv, label_names.txt =
  * the labels occurring, by id). Items are made on all threads in blocks; files are byte-identical

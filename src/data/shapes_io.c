@@ -97,12 +97,22 @@ typedef struct {
     int  label_id;
 } item_text;
 
+/* Index of word w (n bytes) in a vocabulary list, or -1. */
+static int word_index(const char *w, int n, const char *(*name)(int), int count) {
+    for (int i = 0; i < count; i++)
+        if ((int)strlen(name(i)) == n && memcmp(name(i), w, (size_t)n) == 0) return i;
+    return -1;
+}
+
 /* Hard negatives of a two-shape caption "a S1 C1 K1 REL a S2 C2 K2" (words: 4, 1-2, 4). The
  * caption's: the two colour words swapped ("a small blue circle above a large red square"); where
  * the colours are equal, the kind words; where both are, none. A phrase's (which = 1, 2: the first
  * or the last four words alone): its colour replaced by the other shape's, or else its kind.
- * Writes into out (cap bytes) and returns 1, or returns 0 (no negative, or not that pattern). */
-static int swap_negative(const char *cap, int which, char *out, size_t cap_n) {
+ * any = 0 keeps only negatives whose colour-kind phrases are training compositions: a negative
+ * naming a held-out composition would teach that composition only ever as wrong (measured: it
+ * sinks the held-out classes, docs/clip.md). Writes into out (cap bytes) and returns 1, or
+ * returns 0 (no negative, or not that pattern). */
+static int swap_negative(const char *cap, int which, int any, char *out, size_t cap_n) {
     const char *w[12];
     int         wl[12], nw = 0;
     for (const char *c = cap; *c && nw < 12;) {
@@ -120,6 +130,16 @@ static int swap_negative(const char *cap, int which, char *out, size_t cap_n) {
     if (SAME(x, y)) return 0;
 #undef SAME
     int lo = which == 2 ? nw - 4 : 0, hi = which == 1 ? 4 : nw; /* words written */
+    if (!any) { /* every phrase of the negative must be a training composition */
+        for (int ph = 0; ph < 2; ph++) {
+            if ((which == 1 && ph == 1) || (which == 2 && ph == 0)) continue;
+            const int ci = ph ? c2 : c1, ki = ph ? k2 : k1; /* the words this phrase will hold */
+            const int cj = ci == x ? y : ci == y ? x : ci, kj = ki == x ? y : ki == y ? x : ki;
+            const int col  = word_index(w[cj], wl[cj], dinoc_shapes_colour_name, DINOC_SHAPES_COLOURS);
+            const int kind = word_index(w[kj], wl[kj], dinoc_shapes_kind_name, DINOC_SHAPES_KINDS);
+            if (col < 0 || kind < 0 || dinoc_shapes_held_out(col, kind)) return 0;
+        }
+    }
     size_t n = 0;
     for (int i = lo; i < hi; i++) {
         int j = i == x ? y : i == y ? x : i; /* the swap: in a phrase, the other shape's word */
@@ -194,7 +214,7 @@ dinoc_status dinoc_shapes_write_split(const char *dir, const char *name, int64_t
         for (int i = 0; i < nb; i++) {
             const item_text *t = &txt[i];
             char neg[DINOC_SHAPES_TEXT];
-            int  hn = it->hard_negatives && swap_negative(t->caption, 0, neg, sizeof neg);
+            int  hn = it->hard_negatives && swap_negative(t->caption, 0, it->hard_negatives == 2, neg, sizeof neg);
             dinoc_strbuf_printf(&pairs, "images/%06lld.png\t%s%s%s\n", (long long)(b0 + i), t->caption, hn ? "\t" : "",
                                 hn ? neg : "");
             int nw = 1; /* two-shape captions have 4 + relation + 4 words: their phrases alone too */
@@ -206,7 +226,7 @@ dinoc_status dinoc_shapes_write_split(const char *dir, const char *name, int64_t
                 for (int sp = 0; end1 < len && (sp += t->caption[end1] == ' ') < 4;) end1++;
                 for (int sp = 0; start2 > 0 && (sp += t->caption[start2 - 1] == ' ') < 4;) start2--;
                 for (int ph = 1; ph <= 2; ph++) {
-                    hn = it->hard_negatives && swap_negative(t->caption, ph, neg, sizeof neg);
+                    hn = it->hard_negatives && swap_negative(t->caption, ph, it->hard_negatives == 2, neg, sizeof neg);
                     dinoc_strbuf_printf(&pairs, "images/%06lld.png\t%.*s%s%s\n", (long long)(b0 + i),
                                         ph == 1 ? end1 : len - start2, t->caption + (ph == 1 ? 0 : start2),
                                         hn ? "\t" : "", hn ? neg : "");
@@ -288,7 +308,7 @@ static dinoc_status write_meta(const char *dir, const dinoc_shapes_config *cfg, 
     cJSON_AddNumberToObject(j, "test_frac", round(test_frac * 1e6) / 1e6);
     cJSON_AddNumberToObject(j, "pair_frac", round(cfg->pair_frac * 1e6) / 1e6);
     cJSON_AddBoolToObject(j, "part_captions", cfg->part_captions != 0);
-    cJSON_AddBoolToObject(j, "hard_negatives", cfg->hard_negatives != 0);
+    cJSON_AddStringToObject(j, "hard_negatives", cfg->hard_negatives == 2 ? "any" : cfg->hard_negatives ? "seen" : "none");
     for (int k = 0; k < 2; k++) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "n", (double)st[k].n);
@@ -357,7 +377,7 @@ dinoc_status dinoc_shapes_write(const char *dir, const dinoc_shapes_config *cfg,
     for (int k = 0; k < 2; k++) {
         shapes_src        src = {cfg, k ? DINOC_SHAPES_TEST : DINOC_SHAPES_TRAIN};
         dinoc_split_items it  = {cfg->size, cfg->size, 3, DINOC_SHAPES_COLOURS * DINOC_SHAPES_KINDS, shapes_item, &src,
-                                 k == 0 && cfg->part_captions, k == 0 && cfg->hard_negatives}; /* training only */
+                                 k == 0 && cfg->part_captions, k == 0 ? cfg->hard_negatives : 0}; /* training only */
         s = dinoc_shapes_write_split(dir, k ? "test" : "train", st[k].n, &it, k ? n_train : 0, n, progress, user,
                                      &st[k].distinct_captions);
         if (s) return s;
