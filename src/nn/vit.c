@@ -454,9 +454,9 @@ dinoc_status dinoc_state_init(dinoc_state **out, const dinoc_model *m, int B, in
             int has_bias = i != G_PATCH || m->p.patch_b != NULL;
             st = dinoc_bf16_gemm_init(&s->gemm[i], shape[i][0], shape[i][1], shape[i][2], has_bias);
         }
-        if (st) {
-            dinoc_state_free(s);
-            return st;
+        if (st) { /* the products run emulated in this state (same numbers, fp32 speed) */
+            dinoc_log(DINOC_LOG_WARN, "bf16: %s; this state's products are emulated", dinoc_last_error());
+            for (int i = 0; i < 5; i++) dinoc_bf16_gemm_free(s->gemm[i]), s->gemm[i] = NULL;
         }
     }
     *out = s;
@@ -540,7 +540,7 @@ static void add_scaled(float *x, const float *y, const float *gamma, size_t rows
 static dinoc_status linear(const dinoc_model *m, dinoc_state *s, int which, float *out, float *inp,
                            const float *w, const float *b, int M, int K, int N) {
     if (m->precision == DINOC_PRECISION_BF16) {
-        if (s->gemm[which]) {
+        if (s->gemm[which] && m->bf16) {
             dinoc_bf16_pack(s->bf_in, inp, (size_t)M * K);
             return dinoc_bf16_gemm_run(s->gemm[which], out, s->bf_in, m->bf16 + (w - m->params), b);
         }
@@ -563,7 +563,7 @@ dinoc_status dinoc_forward(const dinoc_model *m, dinoc_state *s, const float *im
     if (s->nthreads < dinoc_get_threads())
         return dinoc_fail(DINOC_ERR_ARG, "the thread count grew to %d after the state was made for %d",
                           dinoc_get_threads(), s->nthreads);
-    if (s->precision != m->precision || (m->bf16 != NULL) != (s->gemm[0] != NULL))
+    if (s->precision != m->precision)
         return dinoc_fail(DINOC_ERR_ARG, "the state was made for %s products and the model now runs %s: "
                           "make a new state after dinoc_model_set_precision",
                           dinoc_precision_name(s->precision), dinoc_precision_name(m->precision));
