@@ -225,9 +225,6 @@ dinoc_status dinoc_image_load_memory(dinoc_image *out, const void *buf, size_t s
      * to allocate for it. */
     if (!dinoc_pnm_header_ok(buf, size))
         return dinoc_fail(DINOC_ERR_FORMAT, "%s: PNM header with an out-of-range number", label);
-    if (!dinoc_png_chunks_ok(buf, size))
-        return dinoc_fail(DINOC_ERR_FORMAT, "%s: truncated or corrupt PNG (a chunk runs past the end of the file)",
-                          label);
     int w = 0, h = 0, comp = 0;
     if (!stbi_info_from_memory(buf, (int)size, &w, &h, &comp))
         return dinoc_fail(DINOC_ERR_FORMAT, "%s: not a decodable image: %s", label, stb_reason());
@@ -239,6 +236,10 @@ dinoc_status dinoc_image_load_memory(dinoc_image *out, const void *buf, size_t s
                           label, w, h, IMAGE_SIDE_MAX, (long long)IMAGE_PIXELS_MAX);
     if (pnm_truncated(buf, size, w, h, comp))
         return dinoc_fail(DINOC_ERR_FORMAT, "%s: truncated PGM/PPM image (%d x %d)", label, w, h);
+    /* (after the size check, which reads only the header: a huge header is named as such) */
+    if (!dinoc_png_chunks_ok(buf, size))
+        return dinoc_fail(DINOC_ERR_FORMAT, "%s: truncated or corrupt PNG (a chunk runs past the end of the file)",
+                          label);
 
     int      dw = 0, dh = 0, dc = 0;
     uint8_t *px = stbi_load_from_memory(buf, (int)size, &dw, &dh, &dc, 0);
