@@ -112,6 +112,9 @@ static int word_index(const char *w, int n, const char *(*name)(int), int count)
  * naming a held-out composition would teach that composition only ever as wrong (measured: it
  * sinks the held-out classes, docs/clip.md). Writes into out (cap bytes) and returns 1, or
  * returns 0 (no negative, or not that pattern). */
+/* Word i after swapping words x and y. */
+static int swapped(int i, int x, int y) { return i == x ? y : i == y ? x : i; }
+
 static int swap_negative(const char *cap, int which, int any, char *out, size_t cap_n) {
     const char *w[12];
     int         wl[12], nw = 0;
@@ -134,7 +137,7 @@ static int swap_negative(const char *cap, int which, int any, char *out, size_t 
         for (int ph = 0; ph < 2; ph++) {
             if ((which == 1 && ph == 1) || (which == 2 && ph == 0)) continue;
             const int ci = ph ? c2 : c1, ki = ph ? k2 : k1; /* the words this phrase will hold */
-            const int cj = ci == x ? y : ci == y ? x : ci, kj = ki == x ? y : ki == y ? x : ki;
+            const int cj = swapped(ci, x, y), kj = swapped(ki, x, y);
             const int col  = word_index(w[cj], wl[cj], dinoc_shapes_colour_name, DINOC_SHAPES_COLOURS);
             const int kind = word_index(w[kj], wl[kj], dinoc_shapes_kind_name, DINOC_SHAPES_KINDS);
             if (col < 0 || kind < 0 || dinoc_shapes_held_out(col, kind)) return 0;
@@ -142,8 +145,7 @@ static int swap_negative(const char *cap, int which, int any, char *out, size_t 
     }
     size_t n = 0;
     for (int i = lo; i < hi; i++) {
-        int j = i == x ? y : i == y ? x : i; /* the swap: in a phrase, the other shape's word */
-        if (which == 2 && i == y) j = x;
+        const int j = swapped(i, x, y); /* in a phrase: the other shape's word */
         if (n + (size_t)wl[j] + 2 > cap_n) return 0;
         if (i > lo) out[n++] = ' ';
         memcpy(out + n, w[j], (size_t)wl[j]), n += (size_t)wl[j];

@@ -4,7 +4,7 @@
  *   L = (CE(logits, y) + CE(logits^T, y)) / 2 with y the diagonal, CE the row mean (loss.c).
  * Hard negatives (NegCLIP, Yuksekgonul et al. 2023): T has M = 2N rows, the N captions then one
  *   negative caption per pair; the image-to-text term's softmax runs over all M texts (a negative
- *   flagged invalid gets logit -inf: weight 0), the text-to-image term over the N true captions
+ *   flagged invalid gets logit -1e30: weight 0), the text-to-image term over the N true captions
  *   only (a negative caption describes no image of the batch).
  * Backward: dlogits = (dCE(logits) + dCE(logits^T)^T) / 2; d logit_scale = sum(dlogits * logits)
  *   (logits = e^ls S); dIn = s dlogits Tn, dTn = s dlogits^T In; through the normalisation
@@ -67,7 +67,7 @@ static void normalize_backward(float *dx, const float *dy, const float *y, const
 }
 
 double dinoc_clip_loss(dinoc_clip_loss_ws *ws, float *dimg, float *dtxt, float *dscale, const float *img,
-                       const float *txt, const uint8_t *neg_valid, float logit_scale, double *acc) {
+                       const float *txt, const float *neg_valid, float logit_scale, double *acc) {
     const int    N = ws->N, M = ws->M, E = ws->E;
     const size_t NE = (size_t)N * E;
     const float  s  = expf(logit_scale);
@@ -80,7 +80,7 @@ double dinoc_clip_loss(dinoc_clip_loss_ws *ws, float *dimg, float *dtxt, float *
      * exactly-0 gradient (finite, not -inf: the cross-entropy's smoothing term sums the logits) */
     if (M > N && neg_valid)
         for (int j = 0; j < N; j++)
-            if (!neg_valid[j])
+            if (neg_valid[j] == 0.0f)
                 for (int i = 0; i < N; i++) ws->logits[(size_t)i * M + N + j] = -1e30f;
     for (int i = 0; i < N; i++)
         for (int j = 0; j < N; j++) ws->logits_t[(size_t)j * N + i] = ws->logits[(size_t)i * M + j];
@@ -105,7 +105,7 @@ double dinoc_clip_loss(dinoc_clip_loss_ws *ws, float *dimg, float *dtxt, float *
         for (int j = 0; j < M; j++) {
             float *d = &ws->dlog[(size_t)i * M + j];
             if (j < N) *d += ws->dlog_t[(size_t)j * N + i];
-            if (*d != 0.0f) ds += (double)*d * ws->logits[(size_t)i * M + j]; /* (skips masked logits) */
+            ds += (double)*d * ws->logits[(size_t)i * M + j]; /* a masked column adds 0 * -1e30 = 0 */
         }
     if (dscale) *dscale += (float)ds;
     /* dIn = s dlog Tn, dTn = s dlog^T In */

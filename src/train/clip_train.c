@@ -35,7 +35,6 @@ struct dinoc_clip_step {
     float             *dimg, *dtxt;       /* [W N, E], [(1 + neg) W N, E] the loss's gradients */
     float             *dtxt_loc;          /* [(1 + neg) N, E] this rank's rows of dtxt */
     float             *valid, *gvalid;    /* [N], [W N] negatives present (1) or not (0) */
-    uint8_t           *gvalid8;           /* [W N] */
     float             *dtok;              /* [N, T, Dv] gradient of the image tower's output */
     dinoc_clip_loss_ws loss;
 };
@@ -55,7 +54,6 @@ void dinoc_clip_step_free(dinoc_clip_step *w) {
     dinoc_free(w->dtxt_loc);
     dinoc_free(w->valid);
     dinoc_free(w->gvalid);
-    dinoc_free(w->gvalid8);
     dinoc_clip_loss_free(&w->loss);
     free(w);
 }
@@ -84,10 +82,9 @@ dinoc_status dinoc_clip_step_init(dinoc_clip_step **out, const dinoc_clip *m, in
         w->dtxt_loc = dinoc_calloc((size_t)NT * E, sizeof(float));
         w->valid    = dinoc_calloc((size_t)N, sizeof(float));
         w->gvalid   = dinoc_calloc((size_t)NG, sizeof(float));
-        w->gvalid8  = dinoc_calloc((size_t)NG, 1);
         w->dtok = locked ? NULL : dinoc_calloc((size_t)N * w->T * Dv, sizeof(float));
         if (!w->img || !w->txt || !w->gimg || !w->gtxt || !w->dimg || !w->dtxt || !w->dtxt_loc || !w->valid ||
-            !w->gvalid || !w->gvalid8 || (!locked && !w->dtok))
+            !w->gvalid || (!locked && !w->dtok))
             s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for a CLIP step of %d pairs", N);
     }
     if (s) dinoc_clip_step_free(w);
@@ -114,13 +111,12 @@ dinoc_status dinoc_clip_step_run(dinoc_clip_step *w, const dinoc_clip *m, const 
         if ((s = dinoc_dist_allgather_f32(w->txt + NE, w->gtxt + NGE, NE)) ||
             (s = dinoc_dist_allgather_f32(w->valid, w->gvalid, (size_t)N)))
             return s;
-        for (int i = 0; i < NG; i++) w->gvalid8[i] = w->gvalid[i] != 0.0f;
     }
     memset(w->dimg, 0, sizeof(float) * NGE);
     memset(w->dtxt, 0, sizeof(float) * (1 + w->neg) * NGE);
     const float ls = m->head[m->n_head - 1];
     float       dls = 0; /* the whole batch's d loss / d logit_scale, the same on every rank */
-    *loss = dinoc_clip_loss(&w->loss, w->dimg, w->dtxt, &dls, w->gimg, w->gtxt, w->neg ? w->gvalid8 : NULL, ls, acc);
+    *loss = dinoc_clip_loss(&w->loss, w->dimg, w->dtxt, &dls, w->gimg, w->gtxt, w->neg ? w->gvalid : NULL, ls, acc);
     if (!isfinite(*loss)) return dinoc_fail(DINOC_ERR_NUMERIC, "contrastive loss is %g", *loss);
     if (w->rank == 0) gh[m->n_head - 1] += dls;
     const float *dimg = w->dimg + (size_t)w->rank * NE;

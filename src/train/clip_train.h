@@ -28,11 +28,11 @@ dinoc_status dinoc_clip_loss_init(dinoc_clip_loss_ws *ws, int N, int M, int E);
 void         dinoc_clip_loss_free(dinoc_clip_loss_ws *ws);
 /* Symmetric InfoNCE of unnormalised img [N, E] and txt [M, E] at logit_scale (the log of s).
  * With M = 2N, txt rows N.. are hard negatives (row N + j: pair j's): they join the image-to-text
- * softmax only (NegCLIP); neg_valid [N] (NULL: all valid) drops pair j's negative when 0.
+ * softmax only (NegCLIP); neg_valid [N] (NULL: all valid) drops pair j's negative when 0.0f.
  * Returns the loss; dimg [N, E], dtxt [M, E] and *dscale ACCUMULATE its gradients (any may be NULL).
  * *acc (may be NULL) receives the image-to-text top-1 accuracy within the batch (over all M texts). */
 double dinoc_clip_loss(dinoc_clip_loss_ws *ws, float *dimg, float *dtxt, float *dscale, const float *img,
-                       const float *txt, const uint8_t *neg_valid, float logit_scale, double *acc);
+                       const float *txt, const float *neg_valid, float logit_scale, double *acc);
 
 /* Activations and gradients scratch of one training step on N pairs of S x S images and
  * sequences of ctx tokens. locked = 1: the image tower runs in inference mode (LiT, no gradient).
