@@ -87,6 +87,23 @@ $(BUILD)/dinoc-mpi: $(CLI_OBJ) $(filter-out $(BUILD)/src/core/dist.o,$(LIB_OBJ))
 
 mpi: $(BUILD)/dinoc-mpi
 
+# bf16_dnnl_f32: src/ops/bf16.c's oneDNN calls (layouts, sum post-op, bias, scratchpad) run on fp32
+# operands, checked against a double product on any CPU (tests/harness/bf16_dnnl_f32.c)
+HARNESS_SRC = tests/harness/bf16_dnnl_f32.c src/ops/bf16.c src/core/status.c src/core/mem.c src/core/rng.c src/core/threads.c
+$(BUILD)/bf16_dnnl_f32: $(HARNESS_SRC) src/internal.h
+	$(CC) $(filter-out -DDINOC_DNNL,$(CFLAGS_BASE)) -DDINOC_DNNL -DDINOC_BF16_DT=dnnl_f32 -DDINOC_BF16_HARNESS -O1 -g \
+	    -fsanitize=address,undefined -fno-sanitize-recover=all -o $@ $(HARNESS_SRC) $(LDLIBS) -ldnnl
+
+# dinoc_tests_fakebf16: the test runner with bf16.c's backend replaced by a plain-C stand-in of the
+# native API (tests/harness/bf16_fake_native.c): the native dispatch of bf16 inference and training
+# runs on any CPU (scripts/test.sh runs its bf16 tests)
+$(BUILD)/harness/bf16_base.o: src/ops/bf16.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DDINOC_BF16_EXTERNAL_BACKEND -c $< -o $@
+$(BUILD)/dinoc_tests_fakebf16: $(TEST_OBJ) $(filter-out $(BUILD)/src/ops/bf16.o,$(LIB_OBJ)) $(BUILD)/harness/bf16_base.o \
+                               $(BUILD)/tests/harness/bf16_fake_native.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 test:
 	bash scripts/test.sh
 

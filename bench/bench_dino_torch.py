@@ -3,7 +3,7 @@
   /usr/bin/python3 bench/bench_dino_torch.py [--threads 2] [--iters 3 | --min-time 5] [--json]
       [--dim 192 --depth 12 --heads 3 --patch 4 --channels 1 --global-size 32 --local-size 16
        --global-crops 2 --local-crops 6 --head-hidden 1024 --head-bottleneck 256 --out-dim 4096
-       --batch 64 --drop-path 0.1]
+       --batch 64 --drop-path 0.1] [--precision fp32|bf16]
 
 One step is what src/train/dino.c dinoc_dino_step does (and `dinoc bench dino` times), written as
 facebookresearch/dino main_dino.py train_one_epoch does it, on random crops held in memory:
@@ -26,6 +26,9 @@ Timing: --warmup steps (2), then --iters timed steps (0: until --min-time second
 img/s = batch / median step (source images per second). Phases (mean ms): teacher (backbone + head),
 student_fwd (backbones), heads_loss (student head + loss), backward, update (clip, AdamW, EMA,
 center), the C bench's split. Prints one line, or with --json one JSON object.
+--precision bf16 runs the three forwards under torch.autocast("cpu", dtype=torch.bfloat16) (PyTorch's
+mixed precision: bf16 products, fp32 master weights and AdamW; the loss on fp32 logits), the peer
+of `dinoc bench dino --precision bf16`.
 Run with Debian's /usr/bin/python3 (torch 1.13).
 """
 import argparse
@@ -219,15 +222,20 @@ class Step:
         t0 = time.perf_counter()
         xg = torch.cat(self.globals)
         xl = torch.cat(self.locals) if self.locals else None
-        with torch.no_grad():
-            t_out = self.teacher.head(self.teacher.backbone(xg))
+        # --precision bf16: the forwards under CPU autocast (bf16 products, fp32 master weights and
+        # AdamW), PyTorch's mixed-precision training; the loss in fp32
+        amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.a.precision == "bf16")
+        with torch.no_grad(), amp:
+            t_out = self.teacher.head(self.teacher.backbone(xg)).float()
         t1 = time.perf_counter()
-        feats = [self.student.backbone(xg)]
-        if xl is not None:
-            feats.append(self.student.backbone(xl))
+        with amp:
+            feats = [self.student.backbone(xg)]
+            if xl is not None:
+                feats.append(self.student.backbone(xl))
         t2 = time.perf_counter()
-        s_out = self.student.head(torch.cat(feats))
-        loss = self.loss(s_out, t_out)
+        with amp:
+            s_out = self.student.head(torch.cat(feats))
+        loss = self.loss(s_out.float(), t_out)
         lv = loss.item()
         if not math.isfinite(lv):
             raise SystemExit("bench_dino_torch: the loss became %g" % lv)
@@ -267,6 +275,8 @@ def main():
     ap.add_argument("--min-time", type=float, default=5.0)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--no-foreach", dest="foreach", action="store_false", help="AdamW's per-tensor loop")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16: forwards under torch.autocast('cpu', bfloat16)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if (a.global_size % a.patch or a.local_size % a.patch or a.dim % a.heads or a.global_crops < 1
@@ -285,7 +295,7 @@ def main():
     n = len(times)
     r = {"impl": "torch", "mode": "dino", "dim": a.dim, "depth": a.depth, "heads": a.heads, "patch": a.patch,
          "batch": a.batch, "global": [a.global_crops, a.global_size], "local": [a.local_crops, a.local_size],
-         "out_dim": a.out_dim, "threads": torch.get_num_threads(), "img_s": round(a.batch / med, 3),
+         "out_dim": a.out_dim, "threads": torch.get_num_threads(), "precision": a.precision, "img_s": round(a.batch / med, 3),
          "ms_per_step": round(med * 1e3, 2), "runs": n}
     for k, v in ph.items():
         r["ms_" + k] = round(v * 1e3 / n, 2)

@@ -36,6 +36,7 @@ int cmd_bench_dino(int argc, char **argv) {
         {"threads", 't', OPT_INT, &threads, "threads (0: all cores)"},
         {"iters", 'n', OPT_INT, &iters, "timed steps (0: until --min-time)"},
         {"min-time", 0, OPT_FLOAT, &min_time, "seconds to keep timing when --iters is 0"},
+        {"precision", 0, OPT_STR, &c.precision, "fp32, or bf16 (products on bf16 operands, fp32 master weights)"},
         {"json", 0, OPT_FLAG, &json, "print one JSON object"},
         {NULL, 0, 0, NULL, NULL},
     };
@@ -83,16 +84,17 @@ int cmd_bench_dino(int argc, char **argv) {
     const double k = 1e3 / done;
     if (json)
         printf("{\"impl\":\"dinoc\",\"mode\":\"dino\",\"dim\":%d,\"depth\":%d,\"heads\":%d,\"patch\":%d,\"batch\":%d,"
-               "\"global\":[%d,%d],\"local\":[%d,%d],\"out_dim\":%d,\"threads\":%d,\"img_s\":%.3f,\"ms_per_step\":%.2f,"
+               "\"global\":[%d,%d],\"local\":[%d,%d],\"out_dim\":%d,\"threads\":%d,\"precision\":\"%s\",\"backend\":\"%s\",\"img_s\":%.3f,\"ms_per_step\":%.2f,"
                "\"runs\":%d,\"ms_teacher\":%.2f,\"ms_student_fwd\":%.2f,\"ms_heads_loss\":%.2f,\"ms_backward\":%.2f,"
                "\"ms_update\":%.2f,\"loss\":%.5f}\n",
                c.dim, c.depth, c.heads, c.patch, c.batch, c.crops.n_global, c.crops.global_size, c.crops.n_local,
-               c.crops.local_size, c.out_dim, dinoc_get_threads(), c.batch / med, med * 1e3, done, sum.t_teacher * k,
+               c.crops.local_size, c.out_dim, dinoc_get_threads(), dinoc_precision_name(d.prec),
+               d.prec == DINOC_PRECISION_BF16 ? dinoc_bf16_backend() : "fp32 sgemm", c.batch / med, med * 1e3, done, sum.t_teacher * k,
                sum.t_student * k, sum.t_loss * k, sum.t_backward * k, sum.t_update * k, st.loss);
     else
-        printf("dinoc dino step D%d L%d P%d batch=%d threads=%d img_s=%.2f ms_per_step=%.1f (%d steps; teacher %.1f, "
+        printf("dinoc dino step D%d L%d P%d %s batch=%d threads=%d img_s=%.2f ms_per_step=%.1f (%d steps; teacher %.1f, "
                "student fwd %.1f, heads+loss %.1f, backward %.1f, update %.1f ms)\n",
-               c.dim, c.depth, c.patch, c.batch, dinoc_get_threads(), c.batch / med, med * 1e3, done, sum.t_teacher * k,
+               c.dim, c.depth, c.patch, dinoc_precision_name(d.prec), c.batch, dinoc_get_threads(), c.batch / med, med * 1e3, done, sum.t_teacher * k,
                sum.t_student * k, sum.t_loss * k, sum.t_backward * k, sum.t_update * k);
     free(times);
     dinoc_dino_free(&d);

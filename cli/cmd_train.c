@@ -238,6 +238,7 @@ static int train_dino(int argc, char **argv) {
         {"lr", 0, OPT_FLOAT, &x.lr, "peak learning rate for batch 256 (scaled by batch/256)"},
         {"clip-grad", 0, OPT_FLOAT, &x.clip, "per-tensor gradient norm clip (0: off)"},
         {"freeze-last-layer", 0, OPT_INT, &c.freeze_last_layer, "epochs during which the head's last layer is frozen"},
+        {"precision", 0, OPT_STR, &c.precision, "fp32, or bf16: the ViT's products on bf16 operands, fp32 master weights"},
         {NULL, 0, 0, NULL, NULL},
     };
     const char *use = "usage: dinoc train dino [options]\n\nSelf-supervised DINO pretraining of a ViT or a ResNet (student, EMA "

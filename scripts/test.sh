@@ -57,6 +57,20 @@ run_part() {
 }
 # (logs go to files and are shown afterwards: `tee /dev/stderr` would truncate a redirected log)
 run_part "C tests" $BUILD/c_tests.log env DINOC_FIXTURES=$FIX DINOC_TMP=$BUILD/tmp ./$BUILD/dinoc_tests
+if [ "${DNNL:-1}" = 1 ]; then # (built with DNNL=1 by default)
+    if make -s BUILD=$BUILD $BUILD/bf16_dnnl_f32 >&2; then
+        run_part "oneDNN bf16 plumbing (fp32 operands)" $BUILD/bf16_dnnl_f32.log ./$BUILD/bf16_dnnl_f32
+    else
+        echo "error: the bf16_dnnl_f32 harness did not build" >&2; failed=$((failed + 1))
+    fi
+fi
+# the bf16 tests once more with the native dispatch on (a plain-C stand-in for oneDNN)
+if make -s BUILD=$BUILD SAN="${SAN:-}" $BUILD/dinoc_tests_fakebf16 >&2; then
+    run_part "bf16 native dispatch (stand-in backend)" $BUILD/fakebf16.log env DINOC_FIXTURES=$FIX \
+        DINOC_TMP=$BUILD/tmp ./$BUILD/dinoc_tests_fakebf16 bf16
+else
+    echo "error: dinoc_tests_fakebf16 did not build" >&2; failed=$((failed + 1))
+fi
 run_part "CLI tests" $BUILD/cli_tests.log env DINOC=./$BUILD/dinoc FIX=$FIX PY=$PY bash tests/cli_test.sh
 run_part "bad-input CLI tests" $BUILD/bad_inputs.log env DINOC=./$BUILD/dinoc bash tests/bad_inputs.sh
 run_part "eval CLI tests" $BUILD/cli_eval.log env DINOC=./$BUILD/dinoc PY=$PY bash tests/cli_eval_test.sh

@@ -200,6 +200,11 @@ void dinoc_bf16_force_emulation(int on);
  * Fails with DINOC_ERR_UNSUPPORTED where dinoc_bf16_native() is 0. run allocates nothing. */
 typedef struct dinoc_bf16_gemm dinoc_bf16_gemm;
 dinoc_status dinoc_bf16_gemm_init(dinoc_bf16_gemm **out, int M, int K, int N, int has_bias);
+/* The general form (bf16 training's backward products): out [M,N] f32 (+)= A @ W (+ bias) with
+ * A [M,K] given as [M,K] row-major, or [K,M] with DINOC_BF16_A_T; W [K,N] given as [N,K] row-major
+ * (our weights, the default), or [K,N] with DINOC_BF16_W_KN; DINOC_BF16_ACC adds to out. */
+enum { DINOC_BF16_A_T = 1, DINOC_BF16_W_KN = 2, DINOC_BF16_ACC = 4 };
+dinoc_status dinoc_bf16_gemm_init_ex(dinoc_bf16_gemm **out, int M, int K, int N, int has_bias, int flags);
 dinoc_status dinoc_bf16_gemm_run(dinoc_bf16_gemm *g, float *out, const uint16_t *a,
                                  const uint16_t *w, const float *bias);
 void         dinoc_bf16_gemm_free(dinoc_bf16_gemm *g);

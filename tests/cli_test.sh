@@ -76,6 +76,10 @@ expect_rc "bf16 bench smoke run" 0 "$DINOC" bench -m "$TMP/rnd" --batch 2 --iter
 grep -q '"precision":"bf16","backend":"' "$TMP/out" && ok "bf16 bench names its backend" || bad "bf16 bench names its backend"
 expect_rc "unknown precision is a usage error" 2 "$DINOC" bench --precision fp16
 expect_rc "bf16 training bench refused" 2 "$DINOC" bench --train --precision bf16
+expect_rc "bf16 DINO-step bench smoke run" 0 "$DINOC" bench dino --depth 1 --batch 2 --iters 1 --precision bf16 --json
+grep -q '"precision":"bf16","backend":"' "$TMP/out" && ok "bf16 DINO-step bench names its backend" || bad "bf16 DINO-step bench names its backend"
+expect_rc "train dino: unknown precision" 1 "$DINOC" train dino -o "$TMP/dino16" --precision fp16 --max-steps 1
+expect_err "the error names the precision" "precision 'fp16'"
 # embed in bf16: rows close to fp32's (cosine > 0.999), not equal to them
 expect_rc "embed --precision bf16" 0 "$DINOC" embed -q -m "$TMP/rnd" --precision bf16 -o "$TMP/e16.npy" "$SK/astronaut.png" "$SK/chelsea.png"
 expect_rc "embed fp32 for comparison" 0 "$DINOC" embed -q -m "$TMP/rnd" -o "$TMP/e32.npy" "$SK/astronaut.png" "$SK/chelsea.png"

@@ -70,17 +70,17 @@ float *dinoc_test_poison_checkpoint(const char *dir, const char *dst, const char
     return poison;
 }
 
-DINOC_TEST(dino_run_resume_is_exact) {
-    char a[512], b[512];
-    snprintf(a, sizeof a, "%s/dino_a", dinoc_test_tmpdir());
-    snprintf(b, sizeof b, "%s/dino_b", dinoc_test_tmpdir());
+/* 2N steps straight vs N steps and a resume (which takes the precision from the checkpoint) */
+static void resume_case(const char *tag, const char *precision, char *a, char *b) {
+    snprintf(a, 512, "%s/dino_a%s", dinoc_test_tmpdir(), tag);
+    snprintf(b, 512, "%s/dino_b%s", dinoc_test_tmpdir(), tag);
     const int         N = 4;
     dinoc_dino_result res;
     dinoc_dino_config ca = tiny(a);
-    ca.max_steps = 2 * N, ca.ckpt_every = N;
+    ca.max_steps = 2 * N, ca.ckpt_every = N, ca.precision = precision;
     CHECK_OK(dinoc_dino_train(&ca, &res));
     dinoc_dino_config cb = tiny(b);
-    cb.max_steps = N, cb.ckpt_every = N;
+    cb.max_steps = N, cb.ckpt_every = N, cb.precision = precision;
     CHECK_OK(dinoc_dino_train(&cb, &res));
     CHECK(res.steps == N);
     dinoc_dino_config cr = dinoc_dino_default();
@@ -90,6 +90,21 @@ DINOC_TEST(dino_run_resume_is_exact) {
     const char *names[] = {"student", "teacher", "student_head", "teacher_head", "center", "adam.m", "adam.v",
                            "head_adam.m", "last_adam.v"};
     dinoc_test_same_runs(a, b, names, 9);
+}
+
+DINOC_TEST(dino_run_resume_is_exact_bf16) {
+    char a[512], b[512], c[512], d[512];
+    resume_case("_bf16", "bf16", a, b);
+    resume_case("_fp32ref", NULL, c, d); /* a bf16 run that silently ran fp32 would equal this one */
+    int64_t n1 = 0, n2 = 0;
+    float  *t1 = read_tensor(a, "student", &n1), *t2 = read_tensor(c, "student", &n2);
+    CHECK(t1 && t2 && n1 == n2 && memcmp(t1, t2, sizeof(float) * n1) != 0);
+    free(t1), free(t2);
+}
+
+DINOC_TEST(dino_run_resume_is_exact) {
+    char a[512], b[512];
+    resume_case("", NULL, a, b);
     /* the run folder's model is the teacher, loadable, with the Fashion-MNIST preprocessing */
     dinoc_model *m = NULL;
     CHECK_OK(dinoc_model_load(&m, a, NULL));

@@ -70,6 +70,10 @@ dinoc_status dinoc_vit_config_check(const dinoc_vit_config *cfg, const char *whe
 size_t dinoc_vit_carve(const dinoc_vit_config *cfg, float *base, dinoc_vit_params *p);
 /* Allocates a model with zeroed parameters laid out for cfg. */
 dinoc_status dinoc_vit_alloc(dinoc_model **out, const dinoc_vit_config *cfg);
+/* bf16 (vit_precision.c): rounds the five product matrices of p (patch embedding, qkv, proj, fc1,
+ * fc2) in place; _prepare does it to a model and (re)packs its native bf16 copy. */
+void         dinoc_vit_bf16_round_products(const dinoc_vit_config *c, dinoc_vit_params *p);
+dinoc_status dinoc_vit_bf16_prepare(dinoc_model *m);
 /* The MLP activation of cfg (GELU or QuickGELU): out = act(inp) (in place allowed);
  * dinp += dout * act'(inp). Not for SwiGLU. */
 void dinoc_vit_act_forward(const dinoc_vit_config *cfg, float *out, const float *inp, size_t n);

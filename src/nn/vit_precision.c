@@ -16,6 +16,36 @@ dinoc_status dinoc_precision_parse(const char *s, dinoc_precision *out) {
 
 dinoc_precision dinoc_model_precision(const dinoc_model *m) { return m->precision; }
 
+/* Rounds the five product matrices of m in place and, where products run natively, (re)packs the
+ * bf16 copy of the flat buffer. Also used by bf16 training on each step's copy of the teacher. */
+void dinoc_vit_bf16_round_products(const dinoc_vit_config *c, dinoc_vit_params *p) {
+    const size_t D = (size_t)c->dim, K = (size_t)c->channels * c->patch * c->patch;
+    const size_t F = (size_t)c->ffn_hidden, F1 = c->ffn == DINOC_FFN_SWIGLU ? 2 * F : F;
+    dinoc_bf16_round(p->patch_w, D * K);
+    for (int l = 0; l < c->depth; l++) {
+        dinoc_block_params *b = &p->blocks[l];
+        dinoc_bf16_round(b->qkv_w, 3 * D * D);
+        dinoc_bf16_round(b->proj_w, D * D);
+        dinoc_bf16_round(b->fc1_w, F1 * D);
+        dinoc_bf16_round(b->fc2_w, D * F);
+    }
+}
+
+dinoc_status dinoc_vit_bf16_prepare(dinoc_model *m) {
+    dinoc_vit_bf16_round_products(&m->cfg, &m->p);
+    if (dinoc_bf16_native()) {
+        /* a bf16 copy of the whole flat buffer keeps each weight at its params offset */
+        if (!m->bf16 && !(m->bf16 = dinoc_calloc(m->n_params, sizeof(uint16_t))))
+            return dinoc_fail(DINOC_ERR_NOMEM, "cannot allocate the bf16 weights (%zu)", m->n_params);
+        dinoc_bf16_pack(m->bf16, m->params, m->n_params);
+    } else if (m->bf16) {
+        dinoc_free(m->bf16);
+        m->bf16 = NULL;
+    }
+    m->precision = DINOC_PRECISION_BF16;
+    return DINOC_OK;
+}
+
 dinoc_status dinoc_model_set_precision(dinoc_model *m, dinoc_precision p) {
     if (p != DINOC_PRECISION_FP32 && p != DINOC_PRECISION_BF16)
         return dinoc_fail(DINOC_ERR_ARG, "precision %d: expected DINOC_PRECISION_FP32 or _BF16", (int)p);
@@ -26,28 +56,7 @@ dinoc_status dinoc_model_set_precision(dinoc_model *m, dinoc_precision p) {
         return DINOC_OK;
     }
     /* the weights of the five products, rounded once; their inputs are rounded at each product */
-    const dinoc_vit_config *c  = &m->cfg;
-    const size_t            D  = (size_t)c->dim, K = (size_t)c->channels * c->patch * c->patch;
-    const size_t            F  = (size_t)c->ffn_hidden;
-    const size_t            F1 = c->ffn == DINOC_FFN_SWIGLU ? 2 * F : F;
-    dinoc_bf16_round(m->p.patch_w, D * K);
-    for (int l = 0; l < c->depth; l++) {
-        dinoc_block_params *b = &m->p.blocks[l];
-        dinoc_bf16_round(b->qkv_w, 3 * D * D);
-        dinoc_bf16_round(b->proj_w, D * D);
-        dinoc_bf16_round(b->fc1_w, F1 * D);
-        dinoc_bf16_round(b->fc2_w, D * F);
-    }
-    if (dinoc_bf16_native() && !m->bf16) {
-        /* a bf16 copy of the whole flat buffer keeps each weight at its params offset */
-        m->bf16 = dinoc_calloc(m->n_params, sizeof(uint16_t));
-        if (!m->bf16) return dinoc_fail(DINOC_ERR_NOMEM, "cannot allocate the bf16 weights (%zu)", m->n_params);
-        dinoc_bf16_pack(m->bf16, m->params, m->n_params);
-    } else if (!dinoc_bf16_native() && m->bf16) {
-        dinoc_free(m->bf16);
-        m->bf16 = NULL;
-    }
-    m->precision = p;
-    dinoc_log(DINOC_LOG_INFO, "bf16 products: %s", dinoc_bf16_backend());
-    return DINOC_OK;
+    dinoc_status s = dinoc_vit_bf16_prepare(m);
+    if (!s) dinoc_log(DINOC_LOG_INFO, "bf16 products: %s", dinoc_bf16_backend());
+    return s;
 }

@@ -39,7 +39,29 @@ struct dinoc_train_state {
     /* backward scratch */
     float *dx, *dln, *dbr, *dqkv, *dctx, *dh1, *dact, *dpos, *dpos_a, *dpos_b, *demb;
     float *att_scratch, *attb_scratch;
+    /* bf16 training (dinoc_train_state_set_precision): the model's weights with the five product
+     * matrices rounded to bf16, refreshed at each forward (the model keeps fp32 master weights),
+     * carved as wp; NULL in fp32 */
+    dinoc_precision  precision;
+    float           *wr;
+    dinoc_vit_params wp;
+    /* where bf16 products run natively (oneDNN): per product (patch embedding, qkv, proj, fc1,
+     * fc2) the forward, input-gradient and weight-gradient products, the packed weights and two
+     * bf16 staging buffers; all NULL when emulated */
+    dinoc_bf16_gemm *gf[5], *gdx[5], *gdw[5];
+    uint16_t        *wb, *ba, *bb;
 };
+
+enum { P_PATCH, P_QKV, P_PROJ, P_FC1, P_FC2 };
+
+static void free_native(dinoc_train_state *s) {
+    for (int i = 0; i < 5; i++) {
+        dinoc_bf16_gemm_free(s->gf[i]), dinoc_bf16_gemm_free(s->gdx[i]), dinoc_bf16_gemm_free(s->gdw[i]);
+        s->gf[i] = s->gdx[i] = s->gdw[i] = NULL;
+    }
+    dinoc_free(s->wb), dinoc_free(s->ba), dinoc_free(s->bb);
+    s->wb = s->ba = s->bb = NULL;
+}
 
 void dinoc_train_state_free(dinoc_train_state *s) {
     if (!s) return;
@@ -47,8 +69,10 @@ void dinoc_train_state_free(dinoc_train_state *s) {
                      s->ln2, s->ln2_m, s->ln2_r, s->h1, s->act, s->br2, s->dp, s->out, s->out_m,
                      s->out_r, s->x_emb, s->pre_m, s->pre_r, s->patches, s->emb, s->pos, s->pos_a, s->pos_b, s->dx, s->dln, s->dbr,
                      s->dqkv, s->dctx, s->dh1, s->dact, s->dpos, s->dpos_a, s->dpos_b, s->demb,
-                     s->att_scratch, s->attb_scratch};
+                     s->att_scratch, s->attb_scratch, s->wr};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dinoc_free(bufs[i]);
+    free(s->wp.blocks);
+    free_native(s);
     free(s);
 }
 
@@ -123,6 +147,95 @@ dinoc_status dinoc_train_state_init(dinoc_train_state **out, const dinoc_model *
     return DINOC_OK;
 }
 
+/* The native products of the five linear layers at this state's shapes. */
+static dinoc_status init_native(dinoc_train_state *s, const dinoc_model *m) {
+    const int    K = m->cfg.channels * m->cfg.patch * m->cfg.patch, D = s->D, BT = (int)s->BT;
+    const int    shape[5][3] = {{s->B * s->Np, K, D}, {BT, D, 3 * D}, {BT, D, D}, {BT, D, s->F1}, {BT, s->F, D}};
+    const int    acc = DINOC_BF16_ACC;
+    size_t       most = 0;
+    dinoc_status st   = DINOC_OK;
+    for (int i = 0; i < 5 && !st; i++) {
+        const int M = shape[i][0], Ki = shape[i][1], N = shape[i][2];
+        /* out = x @ w^T + b; dx += dy @ w (w [N,K] is [K',N'] row-major); dw += dy^T @ x */
+        st = dinoc_bf16_gemm_init(&s->gf[i], M, Ki, N, 1);
+        if (!st && i != P_PATCH) st = dinoc_bf16_gemm_init_ex(&s->gdx[i], M, N, Ki, 0, DINOC_BF16_W_KN | acc);
+        if (!st) st = dinoc_bf16_gemm_init_ex(&s->gdw[i], N, M, Ki, 0, DINOC_BF16_A_T | DINOC_BF16_W_KN | acc);
+        most = (size_t)M * Ki > most ? (size_t)M * Ki : most;
+        most = (size_t)M * N > most ? (size_t)M * N : most;
+    }
+    if (st) return st;
+    s->wb = dinoc_calloc(m->n_params, sizeof(uint16_t));
+    s->ba = dinoc_calloc(most, sizeof(uint16_t));
+    s->bb = dinoc_calloc(most, sizeof(uint16_t));
+    if (!s->wb || !s->ba || !s->bb) return dinoc_fail(DINOC_ERR_NOMEM, "cannot allocate bf16 training buffers");
+    return DINOC_OK;
+}
+
+/* out = in @ w^T + b: oneDNN's bf16 product where prepared, else fp32 sgemm (in bf16 its operands
+ * were rounded already). w points into the model's or the state's rounded weights. */
+static dinoc_status prod_forward(dinoc_train_state *s, int which, float *out, const float *in, const float *w,
+                                 const float *b, int M, int K, int N) {
+    if (s->precision == DINOC_PRECISION_BF16 && s->gf[which]) {
+        dinoc_bf16_pack(s->ba, in, (size_t)M * K);
+        return dinoc_bf16_gemm_run(s->gf[which], out, s->ba, s->wb + (w - s->wr), b);
+    }
+    dinoc_linear_forward(out, in, w, b, M, K, N);
+    return DINOC_OK;
+}
+
+/* dinoc_linear_backward (dx, dw, db accumulate) on the same choice of backend. */
+static dinoc_status prod_backward(dinoc_train_state *s, int which, float *dx, float *dw, float *db, const float *dy,
+                                  const float *x, const float *w, int M, int K, int N) {
+    if (!(s->precision == DINOC_PRECISION_BF16 && s->gdw[which])) {
+        dinoc_linear_backward(dx, dw, db, dy, x, w, M, K, N);
+        return DINOC_OK;
+    }
+    dinoc_linear_backward(NULL, NULL, db, dy, x, w, M, K, N); /* the bias sum stays fp32 */
+    dinoc_status st = DINOC_OK;
+    dinoc_bf16_pack(s->bb, dy, (size_t)M * N);
+    if (dx) st = dinoc_bf16_gemm_run(s->gdx[which], dx, s->bb, s->wb + (w - s->wr), NULL);
+    if (!st) {
+        dinoc_bf16_pack(s->ba, x, (size_t)M * K);
+        st = dinoc_bf16_gemm_run(s->gdw[which], dw, s->bb, s->ba, NULL);
+    }
+    return st;
+}
+
+dinoc_status dinoc_train_state_set_precision(dinoc_train_state *s, const dinoc_model *m, dinoc_precision p) {
+    if (p != DINOC_PRECISION_FP32 && p != DINOC_PRECISION_BF16)
+        return dinoc_fail(DINOC_ERR_ARG, "training precision %d: expected fp32 or bf16", (int)p);
+    if (m->precision != DINOC_PRECISION_FP32)
+        return dinoc_fail(DINOC_ERR_ARG, "bf16 training keeps fp32 master weights: the model must stay fp32");
+    if (p == DINOC_PRECISION_BF16 && !s->wr) {
+        s->wr       = dinoc_calloc(m->n_params, sizeof(float));
+        s->wp.blocks = calloc((size_t)m->cfg.depth, sizeof *s->wp.blocks);
+        if (!s->wr || !s->wp.blocks) return dinoc_fail(DINOC_ERR_NOMEM, "cannot allocate bf16 training weights (%zu)", m->n_params);
+        dinoc_vit_carve(&m->cfg, s->wr, &s->wp);
+        if (dinoc_bf16_native()) {
+            dinoc_status st = init_native(s, m);
+            if (st) {
+                dinoc_log(DINOC_LOG_WARN, "bf16 training: %s; this state's products are emulated", dinoc_last_error());
+                free_native(s);
+            }
+        }
+    }
+    s->precision = p;
+    return DINOC_OK;
+}
+
+/* bf16: the weights the products use this step, rounded from the master weights. */
+static void bf16_weights(const dinoc_model *m, dinoc_train_state *s) {
+    memcpy(s->wr, m->params, sizeof(float) * m->n_params);
+    dinoc_vit_bf16_round_products(&m->cfg, &s->wp);
+    if (s->wb) dinoc_bf16_pack(s->wb, s->wr, m->n_params);
+}
+
+/* In bf16 a product's operand (an input, or a gradient arriving at a product) is rounded in
+ * place: each one is read only by its product(s). */
+static void bf16_operand(const dinoc_train_state *s, float *x, size_t n) {
+    if (s->precision == DINOC_PRECISION_BF16) dinoc_bf16_round(x, n);
+}
+
 void dinoc_train_state_dims(const dinoc_train_state *s, int *B, int *T, int *D) {
     if (B) *B = s->B;
     if (T) *T = s->T;
@@ -165,7 +278,8 @@ static void add_branch(float *x, const float *y, const float *gamma, const float
 dinoc_status dinoc_vit_forward_train(const dinoc_model *m, dinoc_train_state *s, const float *images,
                                      const uint8_t *mask, const float *drop_path, dinoc_rng *rng) {
     const dinoc_vit_config *c = &m->cfg;
-    const dinoc_vit_params *p = &m->p;
+    if (s->precision == DINOC_PRECISION_BF16) bf16_weights(m, s);
+    const dinoc_vit_params *p = s->precision == DINOC_PRECISION_BF16 ? &s->wp : &m->p;
     const int B = s->B, T = s->T, D = s->D, P = c->patch, C = c->channels, R = c->n_registers;
     const int gw = s->gw, Np = s->Np, H = s->H, W = s->W, K = C * P * P, BT = (int)s->BT;
     if (mask && !p->mask_token)
@@ -183,7 +297,9 @@ dinoc_status dinoc_vit_forward_train(const dinoc_model *m, dinoc_train_state *s,
                        images + (((size_t)b * C + ch) * H + (size_t)gy * P + ky) * W + (size_t)gx * P,
                        sizeof(float) * P);
     }
-    dinoc_linear_forward(s->emb, s->patches, p->patch_w, p->patch_b, B * Np, K, D);
+    bf16_operand(s, s->patches, (size_t)B * Np * K);
+    dinoc_status st = prod_forward(s, P_PATCH, s->emb, s->patches, p->patch_w, p->patch_b, B * Np, K, D);
+    if (st) return st;
     int    aa;
     double sfh, sfw;
     const int M = m->pos_m;
@@ -230,14 +346,17 @@ dinoc_status dinoc_vit_forward_train(const dinoc_model *m, dinoc_train_state *s,
         float *act = c->ffn == DINOC_FFN_SWIGLU ? s->act + l * s->BT * s->F : h1;
         dinoc_layernorm_forward(ln1, s->ln1_m + l * s->BT, s->ln1_r + l * s->BT, xi, bp->ln1_w, bp->ln1_b,
                                 BT, D, c->ln_eps);
-        dinoc_linear_forward(qkv, ln1, bp->qkv_w, bp->qkv_b, BT, D, 3 * D);
+        bf16_operand(s, ln1, BTD);
+        if ((st = prod_forward(s, P_QKV, qkv, ln1, bp->qkv_w, bp->qkv_b, BT, D, 3 * D))) return st;
         dinoc_attention_forward(ctx, att, qkv, B, T, D, s->NH, s->att_scratch, s->nthreads);
-        dinoc_linear_forward(br1, ctx, bp->proj_w, bp->proj_b, BT, D, D);
+        bf16_operand(s, ctx, BTD);
+        if ((st = prod_forward(s, P_PROJ, br1, ctx, bp->proj_w, bp->proj_b, BT, D, D))) return st;
         memcpy(xm, xi, sizeof(float) * BTD);
         add_branch(xm, br1, bp->ls1, s->dp + (size_t)l * 2 * B, B, T, D);
         dinoc_layernorm_forward(ln2, s->ln2_m + l * s->BT, s->ln2_r + l * s->BT, xm, bp->ln2_w, bp->ln2_b,
                                 BT, D, c->ln_eps);
-        dinoc_linear_forward(h1, ln2, bp->fc1_w, bp->fc1_b, BT, D, s->F1);
+        bf16_operand(s, ln2, BTD);
+        if ((st = prod_forward(s, P_FC1, h1, ln2, bp->fc1_w, bp->fc1_b, BT, D, s->F1))) return st;
         /* keep the pre-activation h1 for the backward; GELU's output is only needed for fc2 and
          * is recomputed in the backward, so it goes to scratch (SwiGLU's output is kept) */
         const float *a = act;
@@ -247,7 +366,8 @@ dinoc_status dinoc_vit_forward_train(const dinoc_model *m, dinoc_train_state *s,
             dinoc_vit_act_forward(c, s->dact, h1, s->BT * s->F);
             a = s->dact;
         }
-        dinoc_linear_forward(br2, a, bp->fc2_w, bp->fc2_b, BT, s->F, D);
+        bf16_operand(s, (float *)a, s->BT * s->F);
+        if ((st = prod_forward(s, P_FC2, br2, a, bp->fc2_w, bp->fc2_b, BT, s->F, D))) return st;
         memcpy(xo, xm, sizeof(float) * BTD);
         add_branch(xo, br2, bp->ls2, s->dp + (size_t)l * 2 * B + B, B, T, D);
     }
@@ -277,7 +397,8 @@ static void branch_backward(float *dbr, float *dgamma, const float *dx, const fl
 dinoc_status dinoc_vit_backward(const dinoc_model *m, dinoc_train_state *s, const float *dout,
                                 float *grads) {
     const dinoc_vit_config *c = &m->cfg;
-    const dinoc_vit_params *p = &m->p;
+    /* bf16: the weights rounded by the forward (the same values elsewhere) */
+    const dinoc_vit_params *p = s->precision == DINOC_PRECISION_BF16 ? &s->wp : &m->p;
     dinoc_block_params      gblocks_stack[64];
     dinoc_block_params     *gblocks = c->depth <= 64 ? gblocks_stack : calloc((size_t)c->depth, sizeof *gblocks);
     if (!gblocks) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
@@ -288,6 +409,7 @@ dinoc_status dinoc_vit_backward(const dinoc_model *m, dinoc_train_state *s, cons
     const int K = c->channels * c->patch * c->patch, M = m->pos_m;
     const size_t BTD = s->BT * D;
 
+    dinoc_status st = DINOC_OK;
     memset(s->dx, 0, sizeof(float) * BTD);
     dinoc_layernorm_backward(s->dx, g.norm_w, g.norm_b, dout, s->x_in + (size_t)s->L * BTD, p->norm_w,
                              s->out_m, s->out_r, BT, D);
@@ -304,29 +426,41 @@ dinoc_status dinoc_vit_backward(const dinoc_model *m, dinoc_train_state *s, cons
         else {
             dinoc_vit_act_forward(c, s->dh1, h1, s->BT * s->F); /* recompute act(h1) into scratch */
             a = s->dh1;
+            bf16_operand(s, s->dh1, s->BT * s->F);
         }
+        bf16_operand(s, s->dbr, BTD);
         memset(s->dact, 0, sizeof(float) * s->BT * s->F);
-        dinoc_linear_backward(s->dact, gb->fc2_w, gb->fc2_b, s->dbr, a, bp->fc2_w, BT, s->F, D);
+        if ((st = prod_backward(s, P_FC2, s->dact, gb->fc2_w, gb->fc2_b, s->dbr, a, bp->fc2_w, BT, s->F, D))) break;
         memset(s->dh1, 0, sizeof(float) * s->BT * s->F1);
         if (c->ffn == DINOC_FFN_SWIGLU)
             dinoc_swiglu_backward(s->dh1, s->dact, h1, BT, s->F);
         else
             dinoc_vit_act_backward(c, s->dh1, s->dact, h1, s->BT * s->F);
+        bf16_operand(s, s->dh1, s->BT * s->F1);
         memset(s->dln, 0, sizeof(float) * BTD);
-        dinoc_linear_backward(s->dln, gb->fc1_w, gb->fc1_b, s->dh1, s->ln2 + l * BTD, bp->fc1_w, BT, D, s->F1);
+        if ((st = prod_backward(s, P_FC1, s->dln, gb->fc1_w, gb->fc1_b, s->dh1, s->ln2 + l * BTD, bp->fc1_w, BT, D, s->F1)))
+            break;
         dinoc_layernorm_backward(s->dx, gb->ln2_w, gb->ln2_b, s->dln, s->x_mid + l * BTD, bp->ln2_w,
                                  s->ln2_m + l * s->BT, s->ln2_r + l * s->BT, BT, D);
         /* attention branch: x_mid = x_in + dp1 * ls1 * proj(attn(LN1(x_in))) */
         branch_backward(s->dbr, gb->ls1, s->dx, s->br1 + l * BTD, bp->ls1, dp1, B, T, D);
+        bf16_operand(s, s->dbr, BTD);
         memset(s->dctx, 0, sizeof(float) * BTD);
-        dinoc_linear_backward(s->dctx, gb->proj_w, gb->proj_b, s->dbr, s->ctx + l * BTD, bp->proj_w, BT, D, D);
+        if ((st = prod_backward(s, P_PROJ, s->dctx, gb->proj_w, gb->proj_b, s->dbr, s->ctx + l * BTD, bp->proj_w, BT, D, D)))
+            break;
         memset(s->dqkv, 0, sizeof(float) * BTD * 3);
         dinoc_attention_backward(s->dqkv, s->dctx, s->qkv + l * BTD * 3, s->att + (size_t)l * B * s->NH * T * T,
                                  B, T, D, s->NH, s->attb_scratch, s->nthreads);
+        bf16_operand(s, s->dqkv, BTD * 3);
         memset(s->dln, 0, sizeof(float) * BTD);
-        dinoc_linear_backward(s->dln, gb->qkv_w, gb->qkv_b, s->dqkv, s->ln1 + l * BTD, bp->qkv_w, BT, D, 3 * D);
+        if ((st = prod_backward(s, P_QKV, s->dln, gb->qkv_w, gb->qkv_b, s->dqkv, s->ln1 + l * BTD, bp->qkv_w, BT, D, 3 * D)))
+            break;
         dinoc_layernorm_backward(s->dx, gb->ln1_w, gb->ln1_b, s->dln, s->x_in + l * BTD, bp->ln1_w,
                                  s->ln1_m + l * s->BT, s->ln1_r + l * s->BT, BT, D);
+    }
+    if (st) {
+        if (gblocks != gblocks_stack) free(gblocks);
+        return st;
     }
     if (p->pre_w) { /* CLIP: through pre_layrnorm to d(x_emb) */
         memset(s->dln, 0, sizeof(float) * BTD);
@@ -373,7 +507,8 @@ dinoc_status dinoc_vit_backward(const dinoc_model *m, dinoc_train_state *s, cons
     } else {
         for (size_t i = 0; i < (size_t)Np * D; i++) g.pos[D + i] += s->dpos[i];
     }
-    dinoc_linear_backward(NULL, g.patch_w, g.patch_b, s->demb, s->patches, p->patch_w, B * Np, K, D);
+    bf16_operand(s, s->demb, (size_t)B * Np * D);
+    st = prod_backward(s, P_PATCH, NULL, g.patch_w, g.patch_b, s->demb, s->patches, p->patch_w, B * Np, K, D);
     if (gblocks != gblocks_stack) free(gblocks);
-    return DINOC_OK;
+    return st;
 }

@@ -9,6 +9,11 @@ typedef struct dinoc_train_state dinoc_train_state;
 /* Activations saved for the backward of a batch of B images of H x W. */
 dinoc_status dinoc_train_state_init(dinoc_train_state **out, const dinoc_model *m, int B, int H, int W);
 void         dinoc_train_state_free(dinoc_train_state *s);
+/* bf16 training: the products of this state's forward and backward (patch embedding, qkv, proj,
+ * fc1, fc2) take bf16-rounded operands (inputs, weights, and the gradients arriving at them) and
+ * accumulate in fp32, as dinoc_model_set_precision's inference mode does; the model keeps its fp32
+ * master weights (it must stay at FP32 precision) and gradients stay fp32. */
+dinoc_status dinoc_train_state_set_precision(dinoc_train_state *s, const dinoc_model *m, dinoc_precision p);
 void         dinoc_train_state_dims(const dinoc_train_state *s, int *B, int *T, int *D);
 /* Final normed tokens [B, T, D] of the last training forward. */
 const float *dinoc_train_state_output(const dinoc_train_state *s);

@@ -54,10 +54,16 @@ void dinoc_bf16_pack(uint16_t *dst, const float *src, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = dinoc_bf16_from_f32(src[i]);
 }
 
+#ifdef DINOC_BF16_EXTERNAL_BACKEND
+/* the backend (dinoc_bf16_force_emulation, _native, _backend, the dinoc_bf16_gemm functions) is
+ * linked from elsewhere: tests/harness/bf16_fake_native.c, a plain-C stand-in that lets the
+ * native dispatch of bf16 inference and training run on any CPU (make dinoc_tests_fakebf16) */
+#else
 static int g_force_emulation;
 void dinoc_bf16_force_emulation(int on) { g_force_emulation = on; }
+#endif
 
-#ifdef DINOC_DNNL
+#if defined(DINOC_DNNL) && !defined(DINOC_BF16_EXTERNAL_BACKEND)
 /* ---- native backend: oneDNN ------------------------------------------------------------------- */
 
 /* (a test harness may build this file with DINOC_BF16_DT dnnl_f32 to run the oneDNN plumbing on
@@ -71,30 +77,32 @@ static dnnl_engine_t  g_engine;
 static int            g_native;
 static char           g_backend[160] = "emulated (no bf16 backend probed yet)";
 
-/* out [M,N] f32 = a [M,K] bf16 @ w[N,K]^T bf16 (+ bias [N] f32). Weights stay in our [N,K]
- * layout (oneDNN's "ba" tag for a [K,N] operand): no per-model reorder, and oneDNN's copy of a
- * weight panel costs O(K N) against the product's O(M K N). */
-static dnnl_status_t make_pd(dnnl_primitive_desc_t *pd, int M, int K, int N, int has_bias,
+/* out [M,N] f32 (+)= a [M,K] bf16 @ w [K,N] bf16 (+ bias [N] f32), the operands in the layouts
+ * of dinoc_bf16_gemm_init_ex's flags. By default the weights stay in our [N,K] layout (oneDNN's
+ * "ba" tag for a [K,N] operand): no per-model reorder, and oneDNN's copy of a weight panel costs
+ * O(K N) against the product's O(M K N). DINOC_BF16_ACC is oneDNN's sum post-op. */
+static dnnl_status_t make_pd(dnnl_primitive_desc_t *pd, int M, int K, int N, int has_bias, int flags,
                              int user_scratchpad) {
     dnnl_memory_desc_t a, w, b, c;
     dnnl_dims_t        da = {M, K}, dw = {K, N}, db = {1, N}, dc = {M, N};
     dnnl_status_t      st;
-    if ((st = dnnl_memory_desc_init_by_tag(&a, 2, da, DINOC_BF16_DT, dnnl_ab)) ||
-        (st = dnnl_memory_desc_init_by_tag(&w, 2, dw, DINOC_BF16_DT, dnnl_ba)) ||
+    if ((st = dnnl_memory_desc_init_by_tag(&a, 2, da, DINOC_BF16_DT, flags & DINOC_BF16_A_T ? dnnl_ba : dnnl_ab)) ||
+        (st = dnnl_memory_desc_init_by_tag(&w, 2, dw, DINOC_BF16_DT, flags & DINOC_BF16_W_KN ? dnnl_ab : dnnl_ba)) ||
         (st = dnnl_memory_desc_init_by_tag(&b, 2, db, dnnl_f32, dnnl_ab)) ||
         (st = dnnl_memory_desc_init_by_tag(&c, 2, dc, dnnl_f32, dnnl_ab)))
         return st;
     dnnl_matmul_desc_t md;
     if ((st = dnnl_matmul_desc_init(&md, &a, &w, has_bias ? &b : NULL, &c))) return st;
     dnnl_primitive_attr_t attr = NULL;
-    if (user_scratchpad) {
-        if ((st = dnnl_primitive_attr_create(&attr))) return st;
-        if ((st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))) {
-            dnnl_primitive_attr_destroy(attr);
-            return st;
-        }
+    dnnl_post_ops_t       po   = NULL;
+    if ((user_scratchpad || (flags & DINOC_BF16_ACC)) && (st = dnnl_primitive_attr_create(&attr))) return st;
+    if (user_scratchpad) st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (!st && (flags & DINOC_BF16_ACC)) {
+        if (!(st = dnnl_post_ops_create(&po)) && !(st = dnnl_post_ops_append_sum(po, 1.0f)))
+            st = dnnl_primitive_attr_set_post_ops(attr, po);
+        if (po) dnnl_post_ops_destroy(po);
     }
-    st = dnnl_primitive_desc_create(pd, &md, attr, g_engine, NULL);
+    if (!st) st = dnnl_primitive_desc_create(pd, &md, attr, g_engine, NULL);
     if (attr) dnnl_primitive_attr_destroy(attr);
     return st;
 }
@@ -109,6 +117,11 @@ static void probe(void) {
         snprintf(g_backend, sizeof g_backend, "emulated (oneDNN has no CPU engine)");
         return;
     }
+#ifdef DINOC_BF16_HARNESS /* tests/bf16_dnnl_f32.c: this file's oneDNN calls on fp32 operands, any CPU */
+    g_native = 1;
+    snprintf(g_backend, sizeof g_backend, "oneDNN fp32 operands (harness)");
+    return;
+#endif
     dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
     if ((isa & dnnl_cpu_isa_avx512_core_bf16) != dnnl_cpu_isa_avx512_core_bf16) {
         snprintf(g_backend, sizeof g_backend,
@@ -116,7 +129,7 @@ static void probe(void) {
         return;
     }
     dnnl_primitive_desc_t pd;
-    if (make_pd(&pd, 256, 384, 384, 1, 0) != dnnl_success) {
+    if (make_pd(&pd, 256, 384, 384, 1, 0, 0) != dnnl_success) {
         snprintf(g_backend, sizeof g_backend, "emulated (oneDNN offers no bf16 matmul here)");
         return;
     }
@@ -144,7 +157,7 @@ const char *dinoc_bf16_backend(void) {
 }
 
 struct dinoc_bf16_gemm {
-    int              M, K, N, has_bias;
+    int              M, K, N, has_bias, flags;
     dnnl_primitive_t prim;
     dnnl_stream_t    stream;
     dnnl_memory_t    a, w, b, c, pad;
@@ -162,15 +175,15 @@ void dinoc_bf16_gemm_free(dinoc_bf16_gemm *g) {
     free(g);
 }
 
-dinoc_status dinoc_bf16_gemm_init(dinoc_bf16_gemm **out, int M, int K, int N, int has_bias) {
+dinoc_status dinoc_bf16_gemm_init_ex(dinoc_bf16_gemm **out, int M, int K, int N, int has_bias, int flags) {
     *out = NULL;
     if (!dinoc_bf16_native())
         return dinoc_fail(DINOC_ERR_UNSUPPORTED, "no native bf16 products: %s", dinoc_bf16_backend());
     dinoc_bf16_gemm *g = calloc(1, sizeof *g);
     if (!g) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory for a bf16 product");
-    g->M = M, g->K = K, g->N = N, g->has_bias = has_bias;
+    g->M = M, g->K = K, g->N = N, g->has_bias = has_bias, g->flags = flags;
     dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t         st = make_pd(&pd, M, K, N, has_bias, 1);
+    dnnl_status_t         st = make_pd(&pd, M, K, N, has_bias, flags, 1);
     const dnnl_memory_desc_t *md;
     if (!st) st = dnnl_primitive_create(&g->prim, pd);
     if (!st) st = dnnl_stream_create(&g->stream, g_engine, dnnl_stream_default_flags);
@@ -194,8 +207,8 @@ dinoc_status dinoc_bf16_gemm_init(dinoc_bf16_gemm **out, int M, int K, int N, in
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (st) {
         dinoc_bf16_gemm_free(g);
-        return dinoc_fail(DINOC_ERR_UNSUPPORTED, "oneDNN cannot prepare a bf16 product [%d,%d] x [%d,%d]^T (status %d)",
-                          M, K, N, K, (int)st);
+        return dinoc_fail(DINOC_ERR_UNSUPPORTED, "oneDNN cannot prepare a bf16 product [%d,%d] x [%d,%d] (flags %d, status %d)",
+                          M, K, K, N, flags, (int)st);
     }
     *out = g;
     return DINOC_OK;
@@ -214,18 +227,19 @@ dinoc_status dinoc_bf16_gemm_run(dinoc_bf16_gemm *g, float *out, const uint16_t 
     st = dnnl_primitive_execute(g->prim, g->stream, g->has_bias ? 5 : 4, args);
     if (!st) st = dnnl_stream_wait(g->stream);
     if (st)
-        return dinoc_fail(DINOC_ERR_UNSUPPORTED, "oneDNN bf16 product [%d,%d] x [%d,%d]^T failed (status %d)",
-                          g->M, g->K, g->N, g->K, (int)st);
+        return dinoc_fail(DINOC_ERR_UNSUPPORTED, "oneDNN bf16 product [%d,%d] x [%d,%d] (flags %d) failed (status %d)",
+                          g->M, g->K, g->K, g->N, g->flags, (int)st);
     return DINOC_OK;
 }
 
-#else /* built without oneDNN (DNNL=0): always emulated */
+#elif !defined(DINOC_BF16_EXTERNAL_BACKEND) /* built without oneDNN (DNNL=0): always emulated */
 
 int         dinoc_bf16_native(void) { return 0; }
 const char *dinoc_bf16_backend(void) { return "emulated (built without oneDNN: DNNL=0)"; }
 struct dinoc_bf16_gemm { int unused; };
 void         dinoc_bf16_gemm_free(dinoc_bf16_gemm *g) { free(g); }
-dinoc_status dinoc_bf16_gemm_init(dinoc_bf16_gemm **out, int M, int K, int N, int has_bias) {
+dinoc_status dinoc_bf16_gemm_init_ex(dinoc_bf16_gemm **out, int M, int K, int N, int has_bias, int flags) {
+    (void)M, (void)K, (void)N, (void)has_bias, (void)flags;
     *out = NULL;
     return dinoc_fail(DINOC_ERR_UNSUPPORTED, "no native bf16 products: %s", dinoc_bf16_backend());
 }
@@ -234,3 +248,7 @@ dinoc_status dinoc_bf16_gemm_run(dinoc_bf16_gemm *g, float *out, const uint16_t 
     return dinoc_fail(DINOC_ERR_UNSUPPORTED, "no native bf16 products: %s", dinoc_bf16_backend());
 }
 #endif
+
+dinoc_status dinoc_bf16_gemm_init(dinoc_bf16_gemm **out, int M, int K, int N, int has_bias) {
+    return dinoc_bf16_gemm_init_ex(out, M, K, N, has_bias, 0);
+}

@@ -132,7 +132,7 @@ static dinoc_status head_groups(dinoc_dino *d) {
 }
 
 void dinoc_dino_free(dinoc_dino *d) {
-    dinoc_model_free(d->student), dinoc_model_free(d->teacher);
+    dinoc_model_free(d->student), dinoc_model_free(d->teacher), dinoc_model_free(d->tbf);
     dinoc_resnet_free(d->rs), dinoc_resnet_free(d->rt);
     dinoc_resnet_ws_free(d->rwg), dinoc_resnet_ws_free(d->rwl), dinoc_resnet_ws_free(d->rwt);
     dinoc_free(d->shead), dinoc_free(d->thead), dinoc_free(d->g), dinoc_free(d->ghead), dinoc_free(d->center);
@@ -191,7 +191,16 @@ static dinoc_status backbone_states(dinoc_dino *d) {
     }
     if ((s = dinoc_train_state_init(&d->tsg, d->student, NT, d->G, d->G))) return s;
     if (d->nL && (s = dinoc_train_state_init(&d->tsl, d->student, d->nL * B, d->L, d->L))) return s;
-    return dinoc_state_init(&d->tst, d->teacher, NT, d->G, d->G, 0);
+    if (d->prec == DINOC_PRECISION_BF16) {
+        /* bf16 training: student products round their operands (fp32 master weights and AdamW);
+         * the teacher forward runs on a bf16 copy of the EMA teacher, refreshed each step */
+        if ((s = dinoc_train_state_set_precision(d->tsg, d->student, DINOC_PRECISION_BF16)) ||
+            (d->tsl && (s = dinoc_train_state_set_precision(d->tsl, d->student, DINOC_PRECISION_BF16))) ||
+            (s = dinoc_vit_alloc(&d->tbf, &d->teacher->cfg)) ||
+            (s = dinoc_model_set_precision(d->tbf, DINOC_PRECISION_BF16)))
+            return s;
+    }
+    return dinoc_state_init(&d->tst, d->tbf ? d->tbf : d->teacher, NT, d->G, d->G, 0);
 }
 
 dinoc_status dinoc_dino_init(dinoc_dino *d, const dinoc_dino_config *cfg) {
@@ -204,6 +213,9 @@ dinoc_status dinoc_dino_init(dinoc_dino *d, const dinoc_dino_config *cfg) {
     if (c->batch < 1 || c->epochs < 1 || c->image < 1 || (vit && (c->patch < 1 || c->image % c->patch)))
         return dinoc_fail(DINOC_ERR_ARG, "batch %d, epochs %d, image %d (a multiple of the patch %d)", c->batch,
                           c->epochs, c->image, c->patch);
+    if (c->precision && (s = dinoc_precision_parse(c->precision, &d->prec))) return dinoc_fail_prefix(s, "DINO");
+    if (d->prec == DINOC_PRECISION_BF16 && !vit)
+        return dinoc_fail(DINOC_ERR_ARG, "precision bf16: bf16 training is for ViT backbones, not '%s'", c->arch);
     if (c->crops.channels != c->channels)
         return dinoc_fail(DINOC_ERR_ARG, "crops have %d channels, the model %d", c->crops.channels, c->channels);
     if ((s = dinoc_multicrop_check(&c->crops))) return s;
@@ -286,7 +298,12 @@ static dinoc_status teacher_forward(dinoc_dino *d, float *feats) {
     const int NT = d->nG * d->B;
     if (d->rt) return dinoc_resnet_forward_train(d->rt, d->xg, NT, d->G, d->G, feats, d->rwt);
     int          T;
-    dinoc_status s = dinoc_forward(d->teacher, d->tst, d->xg, NULL);
+    if (d->tbf) { /* bf16: this step's teacher, rounded (and packed where products run natively) */
+        memcpy(d->tbf->params, d->teacher->params, sizeof(float) * d->teacher->n_params);
+        dinoc_status s = dinoc_vit_bf16_prepare(d->tbf);
+        if (s) return s;
+    }
+    dinoc_status s = dinoc_forward(d->tbf ? d->tbf : d->teacher, d->tst, d->xg, NULL);
     dinoc_state_dims(d->tst, NULL, &T, NULL, NULL, NULL);
     if (!s) take_cls(feats, dinoc_state_output(d->tst), NT, T, d->D);
     return s;

@@ -53,6 +53,8 @@ typedef struct {
     /* doubles, as the Python floats of the reference (see optim.h) */
     double lr;               /* peak lr for batch 256; the run uses lr * batch / 256 */
     double min_lr, wd, wd_end, clip_grad, drop_path;
+    const char *precision;   /* NULL or "fp32"; "bf16": bf16 products with fp32 master weights
+                              * (ViT only; dinoc_train_state_set_precision, docs/design.md) */
     double momentum_teacher, teacher_temp, warmup_teacher_temp, student_temp, center_momentum;
     int   warmup_teacher_temp_epochs;
     int   max_steps;         /* stop after this many steps in total (0: all epochs); for tests */
@@ -108,6 +110,9 @@ typedef struct {
     int                    B, nG, nL, G, L;   /* batch, crop counts and sides */
     dinoc_train_state     *tsg, *tsl;         /* student activations: globals, locals */
     dinoc_state           *tst;               /* teacher inference state (globals) */
+    dinoc_precision        prec;              /* cfg.precision parsed */
+    dinoc_model           *tbf;               /* bf16: the teacher's products' copy (rounded from the
+                                               * fp32 teacher before each teacher forward), else NULL */
     dinoc_dino_head_acts   sha, tha;          /* head activations: student, teacher */
     float                 *xg, *xl;           /* crops regrouped crop-major */
     float                 *cls, *dcls, *s_logits, *t_logits, *dlogits, *t_probs, *doutg, *doutl, *dpr;

@@ -22,6 +22,7 @@
 static const dinoc_run_field k_fields[] = {
     {"data", 's', offsetof(dinoc_dino_config, data), NULL}, {"data_dir", 's', offsetof(dinoc_dino_config, data_dir), NULL},
     {"arch", 's', offsetof(dinoc_dino_config, arch), "vit"},
+    {"precision", 's', offsetof(dinoc_dino_config, precision), "fp32"},
     F_("dim", 'i', dim), F_("depth", 'i', depth), F_("heads", 'i', heads), F_("patch", 'i', patch),
     F_("image", 'i', image), F_("channels", 'i', channels), F_("mlp_ratio", 'i', mlp_ratio),
     F_("out_dim", 'i', out_dim), F_("head_hidden", 'i', head_hidden), F_("head_bottleneck", 'i', head_bottleneck),
