@@ -288,6 +288,7 @@ static int train_dinov2(int argc, char **argv) {
         {"layer-decay", 0, OPT_FLOAT, &ld, "layer-wise lr decay (1: off)"},
         {"patch-embed-lr-mult", 0, OPT_FLOAT, &pem, "lr multiplier of the patch embedding"},
         {"final-momentum-teacher", 0, OPT_FLOAT, &fmom, "teacher EMA momentum at the end"},
+        {"precision", 0, OPT_STR, &c.precision, "fp32, or bf16: the ViT's products on bf16 operands, fp32 master weights"},
         {NULL, 0, 0, NULL, NULL},
     };
     const char *use = "usage: dinoc train dinov2 [options]\n\nSelf-supervised DINOv2 pretraining of a ViT: DINO's CLS loss, "

@@ -74,6 +74,8 @@ dinoc_status dinoc_vit_alloc(dinoc_model **out, const dinoc_vit_config *cfg);
  * fc2) in place; _prepare does it to a model and (re)packs its native bf16 copy. */
 void         dinoc_vit_bf16_round_products(const dinoc_vit_config *c, dinoc_vit_params *p);
 dinoc_status dinoc_vit_bf16_prepare(dinoc_model *m);
+/* bf16 training's teacher: *dst (made on first use) becomes src's weights at bf16 precision. */
+dinoc_status dinoc_vit_bf16_copy(dinoc_model **dst, const dinoc_model *src);
 /* The MLP activation of cfg (GELU or QuickGELU): out = act(inp) (in place allowed);
  * dinp += dout * act'(inp). Not for SwiGLU. */
 void dinoc_vit_act_forward(const dinoc_vit_config *cfg, float *out, const float *inp, size_t n);

@@ -46,6 +46,13 @@ dinoc_status dinoc_vit_bf16_prepare(dinoc_model *m) {
     return DINOC_OK;
 }
 
+dinoc_status dinoc_vit_bf16_copy(dinoc_model **dst, const dinoc_model *src) {
+    dinoc_status s;
+    if (!*dst && (s = dinoc_vit_alloc(dst, &src->cfg))) return s;
+    memcpy((*dst)->params, src->params, sizeof(float) * src->n_params);
+    return dinoc_vit_bf16_prepare(*dst);
+}
+
 dinoc_status dinoc_model_set_precision(dinoc_model *m, dinoc_precision p) {
     if (p != DINOC_PRECISION_FP32 && p != DINOC_PRECISION_BF16)
         return dinoc_fail(DINOC_ERR_ARG, "precision %d: expected DINOC_PRECISION_FP32 or _BF16", (int)p);

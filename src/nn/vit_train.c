@@ -223,6 +223,15 @@ dinoc_status dinoc_train_state_set_precision(dinoc_train_state *s, const dinoc_m
     return DINOC_OK;
 }
 
+dinoc_status dinoc_bf16_pair_init(dinoc_train_state *tg, dinoc_train_state *tl, const dinoc_model *student,
+                                  dinoc_model **tcopy, const dinoc_model *teacher) {
+    dinoc_status s;
+    if ((s = dinoc_train_state_set_precision(tg, student, DINOC_PRECISION_BF16)) ||
+        (tl && (s = dinoc_train_state_set_precision(tl, student, DINOC_PRECISION_BF16))))
+        return s;
+    return dinoc_vit_bf16_copy(tcopy, teacher);
+}
+
 /* bf16: the weights the products use this step, rounded from the master weights. */
 static void bf16_weights(const dinoc_model *m, dinoc_train_state *s) {
     memcpy(s->wr, m->params, sizeof(float) * m->n_params);

@@ -14,6 +14,11 @@ void         dinoc_train_state_free(dinoc_train_state *s);
  * accumulate in fp32, as dinoc_model_set_precision's inference mode does; the model keeps its fp32
  * master weights (it must stay at FP32 precision) and gradients stay fp32. */
 dinoc_status dinoc_train_state_set_precision(dinoc_train_state *s, const dinoc_model *m, dinoc_precision p);
+/* bf16 training of a student / EMA-teacher pair (DINO, DINOv2): the student's states (tl may be
+ * NULL) go bf16 and *tcopy becomes the teacher's bf16 copy, which each step refreshes with
+ * dinoc_vit_bf16_copy before the teacher's forward. */
+dinoc_status dinoc_bf16_pair_init(dinoc_train_state *tg, dinoc_train_state *tl, const dinoc_model *student,
+                                  dinoc_model **tcopy, const dinoc_model *teacher);
 void         dinoc_train_state_dims(const dinoc_train_state *s, int *B, int *T, int *D);
 /* Final normed tokens [B, T, D] of the last training forward. */
 const float *dinoc_train_state_output(const dinoc_train_state *s);

@@ -194,11 +194,7 @@ static dinoc_status backbone_states(dinoc_dino *d) {
     if (d->prec == DINOC_PRECISION_BF16) {
         /* bf16 training: student products round their operands (fp32 master weights and AdamW);
          * the teacher forward runs on a bf16 copy of the EMA teacher, refreshed each step */
-        if ((s = dinoc_train_state_set_precision(d->tsg, d->student, DINOC_PRECISION_BF16)) ||
-            (d->tsl && (s = dinoc_train_state_set_precision(d->tsl, d->student, DINOC_PRECISION_BF16))) ||
-            (s = dinoc_vit_alloc(&d->tbf, &d->teacher->cfg)) ||
-            (s = dinoc_model_set_precision(d->tbf, DINOC_PRECISION_BF16)))
-            return s;
+        if ((s = dinoc_bf16_pair_init(d->tsg, d->tsl, d->student, &d->tbf, d->teacher))) return s;
     }
     return dinoc_state_init(&d->tst, d->tbf ? d->tbf : d->teacher, NT, d->G, d->G, 0);
 }
@@ -298,12 +294,10 @@ static dinoc_status teacher_forward(dinoc_dino *d, float *feats) {
     const int NT = d->nG * d->B;
     if (d->rt) return dinoc_resnet_forward_train(d->rt, d->xg, NT, d->G, d->G, feats, d->rwt);
     int          T;
-    if (d->tbf) { /* bf16: this step's teacher, rounded (and packed where products run natively) */
-        memcpy(d->tbf->params, d->teacher->params, sizeof(float) * d->teacher->n_params);
-        dinoc_status s = dinoc_vit_bf16_prepare(d->tbf);
-        if (s) return s;
-    }
-    dinoc_status s = dinoc_forward(d->tbf ? d->tbf : d->teacher, d->tst, d->xg, NULL);
+    /* bf16: this step's teacher, rounded (and packed where products run natively) */
+    dinoc_status s = d->tbf ? dinoc_vit_bf16_copy(&d->tbf, d->teacher) : DINOC_OK;
+    if (s) return s;
+    s = dinoc_forward(d->tbf ? d->tbf : d->teacher, d->tst, d->xg, NULL);
     dinoc_state_dims(d->tst, NULL, &T, NULL, NULL, NULL);
     if (!s) take_cls(feats, dinoc_state_output(d->tst), NT, T, d->D);
     return s;

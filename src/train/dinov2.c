@@ -132,7 +132,7 @@ static dinoc_status head_init(dinoc_dinov2_head *h, const dinoc_dino_head_config
 }
 
 void dinoc_dinov2_free(dinoc_dinov2 *d) {
-    dinoc_model_free(d->student), dinoc_model_free(d->teacher);
+    dinoc_model_free(d->student), dinoc_model_free(d->teacher), dinoc_model_free(d->tbf);
     dinoc_free(d->g), dinoc_adamw_free(&d->opt), free(d->groups);
     head_free(&d->dh), head_free(&d->ih);
     dinoc_train_state_free(d->tsg), dinoc_train_state_free(d->tsl), dinoc_state_free(d->tst);
@@ -171,6 +171,7 @@ dinoc_status dinoc_dinov2_init(dinoc_dinov2 *d, const dinoc_dinov2_config *cfg) 
     const dinoc_dinov2_config *c = &d->cfg;
     dinoc_status               s;
     if ((s = check_config(c))) return s;
+    if (c->precision && (s = dinoc_precision_parse(c->precision, &d->prec))) return dinoc_fail_prefix(s, "DINOv2");
     d->world = dinoc_dist_size(), d->rank = dinoc_dist_rank();
     if (c->batch % d->world)
         return dinoc_fail(DINOC_ERR_ARG, "batch %d is not a multiple of the %d ranks", c->batch, d->world);
@@ -204,7 +205,9 @@ dinoc_status dinoc_dinov2_init(dinoc_dinov2 *d, const dinoc_dinov2_config *cfg) 
         goto fail;
     if ((s = dinoc_train_state_init(&d->tsg, d->student, NT, d->G, d->G))) goto fail;
     if (d->nL && (s = dinoc_train_state_init(&d->tsl, d->student, d->nL * B, d->L, d->L))) goto fail;
-    if ((s = dinoc_state_init(&d->tst, d->teacher, NT, d->G, d->G, 0))) goto fail;
+    if (d->prec == DINOC_PRECISION_BF16 && (s = dinoc_bf16_pair_init(d->tsg, d->tsl, d->student, &d->tbf, d->teacher)))
+        goto fail;
+    if ((s = dinoc_state_init(&d->tst, d->tbf ? d->tbf : d->teacher, NT, d->G, d->G, 0))) goto fail;
     dinoc_train_state_dims(d->tsg, NULL, &d->Tg, NULL);
     if (d->tsl) dinoc_train_state_dims(d->tsl, NULL, &d->Tl, NULL);
     if ((s = dinoc_mask_generator_init(&d->mgen, gh, gh)) || (s = dinoc_mask_batch_init(&d->mb, NT, d->Np)) ||
@@ -339,7 +342,8 @@ dinoc_status dinoc_dinov2_step(dinoc_dinov2 *d, const float *x, const uint8_t *m
     /* teacher: no mask, no drop path; CLS rows then the masked patch rows */
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if ((s = dinoc_forward(d->teacher, d->tst, d->xg, NULL))) return s;
+    if (d->tbf && (s = dinoc_vit_bf16_copy(&d->tbf, d->teacher))) return s; /* bf16: this step's teacher */
+    if ((s = dinoc_forward(d->tbf ? d->tbf : d->teacher, d->tst, d->xg, NULL))) return s;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     st->t_teacher = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     const float *tout = dinoc_state_output(d->tst);

@@ -41,6 +41,7 @@ typedef enum {
 
 typedef struct {
     const char *data, *data_dir, *out, *resume; /* as dinoc_dino_config (for a run loop) */
+    const char *precision;   /* NULL or "fp32"; "bf16" as dinoc_dino_config's */
     /* backbone: a DINOv2 ViT (LayerScale, mask token, optional registers) on C x image x image */
     int    dim, depth, heads, patch, image, channels, mlp_ratio, n_registers;
     /* DINO head (K prototypes) and iBOT head (used only when ibot_separate_head) */
@@ -104,6 +105,8 @@ typedef struct {
     int                 B, nG, nL, G, L, Np, Tg, Tl, max_masked;
     dinoc_train_state  *tsg, *tsl;
     dinoc_state        *tst;
+    dinoc_precision     prec;              /* cfg.precision parsed */
+    dinoc_model        *tbf;               /* bf16: the teacher's per-step bf16 copy (as dinoc_dino's) */
     dinoc_mask_generator mgen;
     dinoc_mask_batch    mb;                /* the step's masks, weights and token list (this rank's) */
     dinoc_mask_batch    mbg;               /* data parallel: the global batch's masks */
