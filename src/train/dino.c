@@ -31,12 +31,13 @@ dinoc_dino_config dinoc_dino_default(void) {
     m.blur_sigma[0] = 0.1f, m.blur_sigma[1] = 0.5f; /* DINO's 0.1..2 px at 224 is 0.1..0.25 px here */
     c.crops = m;
     /* Short runs want steps: DINO's teacher (EMA), center and temperature sharpening move once per
-     * step, and a 14-minute run at batch 256 ends before the loss leaves ln K. Measured on 7-minute
-     * runs (k-NN top-1, full test set, README): batch 256 71.0 %, + no last-layer freeze 72.5 %,
-     * batch 128 73.6 %, batch 64 76.1 %, batch 32 77.4 %, all at a step lr of 5e-4 (DINO's lr per
-     * 256 images, scaled linearly: 4e-3 x 32 / 256); images/s falls only 310 -> 280 from 256 to 32.
-     * freeze_last_layer 0: DINO freezes 1 of its 100+ epochs; here 1 epoch is a fifth of the run.
-     * Also: a faster teacher (0.99, DINO 0.996) and no stochastic depth for a 4-block model. */
+     * step, and at batch 256 a short run ends with the loss still near ln K. Measured on 7-minute
+     * runs (k-NN top-1, full test set; README's table): batch 256 71.0 %, + no last-layer freeze
+     * 72.5 %, batch 128 73.6 %, batch 64 76.1 %, batch 32 77.4 %, batch 16 76.6 % (step lr 1e-3 at
+     * 256, 5e-4 below: DINO's lr per 256 images scaled linearly, 4e-3 x 32 / 256); images/s fall
+     * only 330 -> 280 from batch 256 to 32. freeze_last_layer 0: DINO freezes 1 of its 100+
+     * epochs, here 1 epoch is a fifth of the run. Also: a faster teacher (0.99, DINO 0.996) and no
+     * stochastic depth for a 4-block model. */
     c.epochs = 20, c.batch = 32, c.warmup_epochs = 1, c.freeze_last_layer = 0;
     c.lr = 4e-3, c.min_lr = 1e-6, c.wd = 0.04, c.wd_end = 0.4, c.clip_grad = 3.0, c.drop_path = 0.0;
     c.momentum_teacher = 0.99, c.teacher_temp = 0.04, c.warmup_teacher_temp = 0.04;
