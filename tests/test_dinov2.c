@@ -214,6 +214,16 @@ DINOC_TEST(dinov2_schedule_and_config) {
 
 /* A small default-shaped run: masks drawn by the step's own collate, both heads, finite losses,
  * and the iBOT term present iff tokens are masked. */
+/* A batch of c->batch multi-crop items of N(0, 1) values. */
+static float *random_batch(const dinoc_dinov2_config *c, uint64_t seed) {
+    const size_t n = (size_t)c->batch * dinoc_multicrop_floats(&c->crops);
+    float       *x = malloc(sizeof(float) * n);
+    dinoc_rng    r;
+    dinoc_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = dinoc_rng_normal(&r);
+    return x;
+}
+
 DINOC_TEST(dinov2_step_smoke) {
     dinoc_dinov2_config c = dinoc_dinov2_default();
     c.batch = 4, c.dim = 24, c.heads = 2, c.depth = 2, c.out_dim = 32, c.head_hidden = 32, c.head_bottleneck = 8;
@@ -222,11 +232,7 @@ DINOC_TEST(dinov2_step_smoke) {
     dinoc_dinov2 d;
     CHECK_OK(dinoc_dinov2_init(&d, &c));
     if (!d.student) return;
-    const size_t n = (size_t)c.batch * dinoc_multicrop_floats(&c.crops);
-    float       *x = malloc(sizeof(float) * n);
-    dinoc_rng    r;
-    dinoc_rng_seed(&r, 1);
-    for (size_t i = 0; i < n; i++) x[i] = dinoc_rng_normal(&r);
+    float *x = random_batch(&c, 1);
     dinoc_dinov2_sched sc = dinoc_dinov2_schedule(&c, 3, 10);
     dinoc_dinov2_stats s;
     for (int it = 0; it < 2; it++) {
@@ -252,11 +258,7 @@ DINOC_TEST(dinov2_step_bf16_near_fp32) {
     CHECK_OK(dinoc_dinov2_init(&d[1], &c));
     if (!d[0].student || !d[1].student) return;
     CHECK(d[1].tbf != NULL && d[0].tbf == NULL);
-    const size_t n = (size_t)c.batch * dinoc_multicrop_floats(&c.crops);
-    float       *x = malloc(sizeof(float) * n);
-    dinoc_rng    r;
-    dinoc_rng_seed(&r, 2);
-    for (size_t i = 0; i < n; i++) x[i] = dinoc_rng_normal(&r);
+    float *x = random_batch(&c, 2);
     dinoc_dinov2_sched sc = dinoc_dinov2_schedule(&c, 3, 10);
     dinoc_dinov2_stats s[2];
     CHECK_OK(dinoc_dinov2_draw_masks(&d[0], 0));
