@@ -226,8 +226,22 @@ DINOC_TEST(dino_schedule) {
     CHECK(fabs(s0.teacher_temp - 0.04) < 1e-12 && fabs(s7.teacher_temp - 0.05) < 1e-12);
     CHECK(fabs(s21.teacher_temp - 0.07) < 1e-12 && fabs(s28.teacher_temp - 0.07) < 1e-12);
     CHECK(s0.momentum == 0.996 && sl.momentum > 0.99999 && sl.momentum <= 1.0);
-    CHECK(s0.lr == 0 && fabs(dinoc_dino_schedule(&c, 13, ipe).lr - 5e-4) < 1e-12);
+    const dinoc_dino_sched s13 = dinoc_dino_schedule(&c, 13, ipe);
+    CHECK(s0.lr == 0 && fabs(s13.lr - 5e-4) < 1e-12);
     CHECK(fabs(s0.wd - 0.04) < 1e-12 && sl.wd > 0.39);
+    /* a time budget that fits half the recipe (35 of 70 steps): the warmups and the freeze, given
+     * in epochs, shrink by half with it (optim.h: dinoc_recipe_steps) */
+    c.sched_steps = 35;
+    CHECK(dinoc_dino_schedule(&c, 3, ipe).freeze_last_layer && !dinoc_dino_schedule(&c, 4, ipe).freeze_last_layer);
+    CHECK(fabs(dinoc_dino_schedule(&c, 6, ipe).lr - 5e-4) < 1e-12 && dinoc_dino_schedule(&c, 5, ipe).lr < 5e-4);
+    /* recipe epoch 1 of the temperature's linspace starts at step ceil(3.5) = 4, epoch 3 at 11 */
+    CHECK(fabs(dinoc_dino_schedule(&c, 4, ipe).teacher_temp - 0.05) < 1e-12);
+    CHECK(fabs(dinoc_dino_schedule(&c, 10, ipe).teacher_temp - 0.06) < 1e-12);
+    CHECK(fabs(dinoc_dino_schedule(&c, 11, ipe).teacher_temp - 0.07) < 1e-12);
+    CHECK(dinoc_dino_schedule(&c, 35, ipe).lr == c.min_lr);
+    /* a fit at or above the recipe changes nothing */
+    c.sched_steps = 70;
+    CHECK(dinoc_dino_schedule(&c, 6, ipe).freeze_last_layer && dinoc_dino_schedule(&c, 13, ipe).lr == s13.lr);
 }
 
 /* bf16 training (cfg.precision "bf16"): the student's products and the teacher's forward round

@@ -204,6 +204,15 @@ DINOC_TEST(dinov2_schedule_and_config) {
     CHECK(fabs(s0.teacher_temp - 0.04) < 1e-15 && fabs(s14.teacher_temp - 0.07) < 1e-15);
     CHECK(fabs(s5.teacher_temp - (0.04 + 0.03 * 5 / 14)) < 1e-12 && s15.teacher_temp == 0.07);
     CHECK(fabs(s0.momentum - c.momentum_teacher) < 1e-15 && fabs(s0.wd - c.wd) < 1e-15);
+    /* a time budget fitting 20 of the recipe's 50 steps: warmups and freeze shrink by 0.4
+     * (lr warmup 10 -> 4 steps, freeze 5 -> 2, temperature warmup 15 -> 6) */
+    c.sched_steps = 20;
+    CHECK(fabs(dinoc_dinov2_schedule(&c, 3, ipe).lr - 2e-3) < 1e-15 && dinoc_dinov2_schedule(&c, 2, ipe).lr < 2e-3);
+    CHECK(dinoc_dinov2_schedule(&c, 1, ipe).last_layer_lr == 0 && dinoc_dinov2_schedule(&c, 2, ipe).last_layer_lr > 0);
+    CHECK(fabs(dinoc_dinov2_schedule(&c, 5, ipe).teacher_temp - 0.07) < 1e-15);
+    CHECK(dinoc_dinov2_schedule(&c, 4, ipe).teacher_temp < 0.07);
+    CHECK(dinoc_dinov2_schedule(&c, 20, ipe).lr == c.min_lr);
+    c.sched_steps = 0;
     dinoc_dinov2 d;
     c.image = 30;
     CHECK_ERR(dinoc_dinov2_init(&d, &c), DINOC_ERR_ARG, "patch");

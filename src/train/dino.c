@@ -48,10 +48,12 @@ dinoc_dino_config dinoc_dino_default(void) {
 
 dinoc_dino_sched dinoc_dino_schedule(const dinoc_dino_config *c, int64_t it, int64_t ipe) {
     dinoc_dino_sched s;
-    const int64_t    total = c->sched_steps > 0 ? c->sched_steps : (int64_t)c->epochs * ipe;
-    const int64_t    epoch = ipe > 0 ? it / ipe : 0;
+    /* under a time budget the epoch-counted lengths shrink with the fitted run (optim.h) */
+    const int64_t    recipe = (int64_t)c->epochs * ipe, sched = c->sched_steps;
+    const int64_t    total  = sched > 0 ? sched : recipe;
+    const int64_t    epoch  = dinoc_recipe_epoch(it, ipe, sched, recipe);
     s.lr       = dinoc_cosine_schedule(c->lr * c->batch / 256.0, c->min_lr, total,
-                                       (int64_t)c->warmup_epochs * ipe, 0, it);
+                                       dinoc_recipe_steps(c->warmup_epochs, ipe, sched, recipe), 0, it);
     s.wd       = dinoc_cosine_schedule(c->wd, c->wd_end, total, 0, 0, it);
     s.momentum = dinoc_cosine_schedule(c->momentum_teacher, 1.0, total, 0, 0, it);
     /* np.linspace(warmup_teacher_temp, teacher_temp, W) then teacher_temp, indexed by epoch */

@@ -63,7 +63,8 @@ typedef struct {
      * and after each epoch's checkpoint and monitor, from the measured seconds per step and per
      * epoch end; it never exceeds epochs x steps per epoch and may end inside an epoch. Schedules
      * follow the latest length (a refit moves the cosine by a few per cent at most; measured in
-     * docs/design.md). A resumed run keeps the saved length and does not refit. */
+     * docs/design.md), and lengths given in epochs (warmups, freeze) shrink by the fit's share of
+     * epochs x ipe (dinoc_recipe_steps). A resumed run keeps the saved length and does not refit. */
     double time_budget;
     int   sched_steps;       /* > 0: schedule length in steps (set by time_budget); 0: epochs x ipe */
     uint64_t seed;

@@ -54,12 +54,14 @@ dinoc_dinov2_config dinoc_dinov2_default(void) {
 
 dinoc_dinov2_sched dinoc_dinov2_schedule(const dinoc_dinov2_config *c, int64_t it, int64_t ipe) {
     dinoc_dinov2_sched s;
-    const int64_t      W     = (int64_t)c->warmup_teacher_temp_epochs * ipe;
-    const int64_t      total = c->sched_steps > 0 ? c->sched_steps : (int64_t)c->epochs * ipe;
+    /* under a time budget the epoch-counted lengths shrink with the fitted run (optim.h) */
+    const int64_t      recipe = (int64_t)c->epochs * ipe, sched = c->sched_steps;
+    const int64_t      total  = sched > 0 ? sched : recipe;
+    const int64_t      W      = dinoc_recipe_steps(c->warmup_teacher_temp_epochs, ipe, sched, recipe);
     /* sqrt_wrt_1024 scaling of the base lr */
-    s.lr = dinoc_cosine_schedule(c->lr * sqrt(c->batch / 1024.0), c->min_lr, total, (int64_t)c->warmup_epochs * ipe,
-                                 0, it);
-    s.last_layer_lr = it < (int64_t)c->freeze_last_layer_epochs * ipe ? 0.0 : s.lr;
+    s.lr = dinoc_cosine_schedule(c->lr * sqrt(c->batch / 1024.0), c->min_lr, total,
+                                 dinoc_recipe_steps(c->warmup_epochs, ipe, sched, recipe), 0, it);
+    s.last_layer_lr = it < dinoc_recipe_steps(c->freeze_last_layer_epochs, ipe, sched, recipe) ? 0.0 : s.lr;
     s.wd            = dinoc_cosine_schedule(c->wd, c->wd_end, total, 0, 0, it);
     s.momentum      = dinoc_cosine_schedule(c->momentum_teacher, c->final_momentum_teacher, total, 0, 0, it);
     /* CosineScheduler(tt, tt, W, warmup_iters=W, start=warmup): linspace per iteration, then tt */

@@ -16,6 +16,8 @@
  * Schedules per iteration (CosineScheduler): lr = lr * sqrt(batch_total / 1024) with linear
  * warmup then cosine to min_lr; wd cosine wd -> wd_end; momentum cosine -> 1; teacher temperature
  * linear warmup_teacher_temp -> teacher_temp over warmup_teacher_temp_epochs, then constant.
+ * Under a time budget the lengths given in epochs (both warmups, the freeze) shrink by the fitted
+ * run's share of epochs x ipe (dinoc_recipe_steps), as the cosines follow the fitted length.
  *
  * Differences from the released code, chosen on purpose (see docs/dinov2.md):
  *   - stochastic depth is the per-sample form of src/nn/vit_train.c at a uniform rate (DINOv2

@@ -90,4 +90,16 @@ dinoc_status dinoc_param_groups_default(dinoc_param_group *out, const char *cons
 double dinoc_cosine_schedule(double base, double final, int64_t total_iters, int64_t warmup_iters,
                              double start_warmup, int64_t it);
 
+/* Lengths a recipe gives in epochs under a time budget. A budget fits the run's length in steps
+ * (sched_steps) and it may come out shorter than the recipe's epochs x ipe (recipe_steps); every
+ * length the recipe counts in epochs (lr warmup, teacher-temperature warmup, last-layer freeze)
+ * then shrinks by the same factor sched_steps / recipe_steps, so the budget runs the whole recipe
+ * faster instead of its first part (a 6-epoch fit of a 20-epoch recipe with a 6-epoch warmup
+ * would otherwise end before the warmup does). Without a budget (sched_steps <= 0) or when the
+ * fit is the whole recipe, lengths are epochs x ipe as in DINO / DINOv2.
+ * dinoc_recipe_steps: `epochs` epochs in steps of this run (rounded to the nearest step).
+ * dinoc_recipe_epoch: the recipe's epoch that step `it` falls in (it / ipe without a budget). */
+int64_t dinoc_recipe_steps(double epochs, int64_t ipe, int64_t sched_steps, int64_t recipe_steps);
+int64_t dinoc_recipe_epoch(int64_t it, int64_t ipe, int64_t sched_steps, int64_t recipe_steps);
+
 #endif

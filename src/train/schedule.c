@@ -27,3 +27,21 @@ double dinoc_cosine_schedule(double base, double final, int64_t total_iters, int
     const double  i = (double)(it - warmup_iters);
     return final + 0.5 * (base - final) * (1.0 + cos(M_PI * i / (double)n));
 }
+
+/* 1 without a budget or when the fit covers the recipe, else sched_steps / recipe_steps < 1. */
+static int compressed(int64_t sched_steps, int64_t recipe_steps) {
+    return sched_steps > 0 && recipe_steps > 0 && sched_steps < recipe_steps;
+}
+
+int64_t dinoc_recipe_steps(double epochs, int64_t ipe, int64_t sched_steps, int64_t recipe_steps) {
+    const double n = epochs * (double)ipe;
+    if (!compressed(sched_steps, recipe_steps)) return (int64_t)llround(n);
+    return (int64_t)llround(n * (double)sched_steps / (double)recipe_steps);
+}
+
+int64_t dinoc_recipe_epoch(int64_t it, int64_t ipe, int64_t sched_steps, int64_t recipe_steps) {
+    if (ipe <= 0) return 0;
+    if (!compressed(sched_steps, recipe_steps)) return it / ipe;
+    /* it / (ipe x sched / recipe), in integers: it x recipe < 2^63 for any real run */
+    return it * recipe_steps / (sched_steps * ipe);
+}
