@@ -214,6 +214,11 @@ void         dinoc_bf16_gemm_free(dinoc_bf16_gemm *g);
 struct cJSON;
 /* Parses a JSON file into a cJSON tree (caller cJSON_Delete's it). */
 dinoc_status dinoc_json_load(struct cJSON **out, const char *path);
+/* A uint64 (a seed) in saved configs: written as a decimal string (a JSON number is a double and
+ * keeps only 53 bits); read back from such a string (digits only) or, for checkpoints written
+ * before session 7, from an exact integer number in [0, 2^53]. Errors name `where` and `name`. */
+int          dinoc_json_add_u64(struct cJSON *obj, const char *name, uint64_t v); /* 0: out of memory */
+dinoc_status dinoc_json_get_u64(const struct cJSON *obj, const char *name, uint64_t *out, const char *where);
 
 /* ---- threads (src/core/threads.c) -------------------------------------------------------------- */
 int dinoc_omp_max_threads(void);

@@ -6,6 +6,11 @@
 #include "../internal.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Config and index files are small; 64 MiB bounds what a hostile path can make us allocate. */
@@ -36,4 +41,30 @@ dinoc_status dinoc_json_load(struct cJSON **out, const char *path) {
     free(buf);
     *out = root;
     return DINOC_OK;
+}
+
+int dinoc_json_add_u64(cJSON *obj, const char *name, uint64_t v) {
+    char buf[24];
+    snprintf(buf, sizeof buf, "%" PRIu64, v);
+    return cJSON_AddStringToObject(obj, name, buf) != NULL;
+}
+
+dinoc_status dinoc_json_get_u64(const cJSON *obj, const char *name, uint64_t *out, const char *where) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (cJSON_IsString(it)) {
+        const char *v = it->valuestring;
+        char       *end;
+        errno = 0;
+        const unsigned long long x = strtoull(v, &end, 10);
+        if (v[0] >= '0' && v[0] <= '9' && !*end && !errno) {
+            *out = (uint64_t)x;
+            return DINOC_OK;
+        }
+    } else if (cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble <= 9007199254740992.0 &&
+               it->valuedouble == floor(it->valuedouble)) {
+        *out = (uint64_t)it->valuedouble;
+        return DINOC_OK;
+    }
+    if (!it) return dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata lacks '%s'", where, name);
+    return dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata '%s' is not an unsigned 64-bit integer", where, name);
 }

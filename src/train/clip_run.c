@@ -231,8 +231,12 @@ static char *config_json(dinoc_clip_train_config *c) {
     cJSON *o = cJSON_CreateObject();
     for (size_t i = 0; o && i < sizeof k_fields / sizeof k_fields[0]; i++) {
         const char *p = (const char *)c + k_fields[i].off;
-        double      v = k_fields[i].type == 'i' ? *(const int *)p : k_fields[i].type == 'f' ? *(const float *)p
-                        : k_fields[i].type == 'd' ? *(const double *)p : (double)*(const uint64_t *)p;
+        if (k_fields[i].type == 'u') { /* a decimal string (internal.h) */
+            dinoc_json_add_u64(o, k_fields[i].name, *(const uint64_t *)p);
+            continue;
+        }
+        double v = k_fields[i].type == 'i' ? *(const int *)p : k_fields[i].type == 'f' ? *(const float *)p
+                                                                                       : *(const double *)p;
         cJSON_AddNumberToObject(o, k_fields[i].name, v);
     }
     for (int i = 0; o && i < 3; i++)
@@ -250,11 +254,11 @@ static dinoc_status config_restore(run *r, const char *json, const char *where) 
     for (size_t i = 0; i < sizeof k_fields / sizeof k_fields[0] && !s; i++) {
         const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k_fields[i].name);
         char        *p  = (char *)&r->cfg + k_fields[i].off;
-        if (!cJSON_IsNumber(it)) s = dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata lacks '%s'", where, k_fields[i].name);
+        if (k_fields[i].type == 'u') s = dinoc_json_get_u64(o, k_fields[i].name, (uint64_t *)p, where);
+        else if (!cJSON_IsNumber(it)) s = dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata lacks '%s'", where, k_fields[i].name);
         else if (k_fields[i].type == 'i') *(int *)p = (int)it->valuedouble;
         else if (k_fields[i].type == 'f') *(float *)p = (float)it->valuedouble;
-        else if (k_fields[i].type == 'd') *(double *)p = it->valuedouble;
-        else *(uint64_t *)p = (uint64_t)it->valuedouble;
+        else *(double *)p = it->valuedouble;
     }
     for (int i = 0; i < 3 && !s; i++) {
         const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k_strings[i]);

@@ -64,8 +64,12 @@ static char *config_to_json(const dinoc_mlm_train_config *c) {
     cJSON *o = cJSON_CreateObject(), *t = cJSON_CreateArray();
     for (int i = 0; i < N_FIELDS; i++) {
         const char *p = (const char *)c + fields[i].off;
-        double      v = fields[i].type == 'i' ? *(const int *)p : fields[i].type == 'f' ? *(const float *)p
-                        : fields[i].type == 'd' ? *(const double *)p : (double)*(const uint64_t *)p;
+        if (fields[i].type == 'u') { /* a decimal string (internal.h) */
+            dinoc_json_add_u64(o, fields[i].name, *(const uint64_t *)p);
+            continue;
+        }
+        double v = fields[i].type == 'i' ? *(const int *)p : fields[i].type == 'f' ? *(const float *)p
+                                                                                   : *(const double *)p;
         cJSON_AddNumberToObject(o, fields[i].name, v);
     }
     for (int i = 0; i < c->n_text; i++) cJSON_AddItemToArray(t, cJSON_CreateString(c->text[i]));
@@ -91,11 +95,11 @@ static dinoc_status config_from_json(dinoc_mlm_train_config *c, const char *json
     for (int i = 0; i < N_FIELDS && !s; i++) {
         const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, fields[i].name);
         char        *p  = (char *)c + fields[i].off;
-        if (!cJSON_IsNumber(it)) s = dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata lacks '%s'", where, fields[i].name);
+        if (fields[i].type == 'u') s = dinoc_json_get_u64(o, fields[i].name, (uint64_t *)p, where);
+        else if (!cJSON_IsNumber(it)) s = dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata lacks '%s'", where, fields[i].name);
         else if (fields[i].type == 'i') *(int *)p = (int)it->valuedouble;
         else if (fields[i].type == 'f') *(float *)p = (float)it->valuedouble;
-        else if (fields[i].type == 'd') *(double *)p = it->valuedouble;
-        else *(uint64_t *)p = (uint64_t)it->valuedouble;
+        else *(double *)p = it->valuedouble;
     }
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "text");
     int          n = cJSON_IsArray(t) ? cJSON_GetArraySize(t) : 0;

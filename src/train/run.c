@@ -19,7 +19,6 @@ static double field_get(const void *c, const dinoc_run_field *f) {
     switch (f->type) {
     case 'i': return *(const int *)p;
     case 'f': return *(const float *)p;
-    case 'u': return (double)*(const uint64_t *)p;
     default: return *(const double *)p;
     }
 }
@@ -29,7 +28,6 @@ static void field_set(void *c, const dinoc_run_field *f, double v) {
     switch (f->type) {
     case 'i': *(int *)p = (int)v; break;
     case 'f': *(float *)p = (float)v; break;
-    case 'u': *(uint64_t *)p = (uint64_t)v; break;
     default: *(double *)p = v;
     }
 }
@@ -39,6 +37,10 @@ static cJSON *config_json(const dinoc_run_method *m, const void *c) {
     cJSON_AddStringToObject(o, "objective", m->name);
     for (int i = 0; i < m->n_fields; i++) {
         const dinoc_run_field *f = &m->fields[i];
+        if (f->type == 'u') { /* a decimal string: a JSON number (double) keeps only 53 bits */
+            dinoc_json_add_u64(o, f->name, *(const uint64_t *)((const char *)c + f->off));
+            continue;
+        }
         if (f->type != 's') {
             cJSON_AddNumberToObject(o, f->name, field_get(c, f));
             continue;
@@ -50,6 +52,7 @@ static cJSON *config_json(const dinoc_run_method *m, const void *c) {
 }
 
 #define MAX_KEEP 8
+
 
 /* Reads a saved config over c; strings are duplicated into keep[] (freed by the caller). Every
  * number must be there; a string may be absent, except "data". */
@@ -72,6 +75,14 @@ static dinoc_status config_from_json(const dinoc_run_method *m, void *c, const c
             if (!cJSON_IsString(it) && !strcmp(f->name, "data")) {
                 cJSON_Delete(o);
                 return dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata lacks 'data'", where);
+            }
+            continue;
+        }
+        if (f->type == 'u') { /* a decimal string; a number in checkpoints before session 7 */
+            dinoc_status s = dinoc_json_get_u64(o, f->name, (uint64_t *)((char *)c + f->off), where);
+            if (s) {
+                cJSON_Delete(o);
+                return s;
             }
             continue;
         }
