@@ -264,6 +264,19 @@ void dinoc_safetensors_close(dinoc_safetensors *st) {
     free(st);
 }
 
+static int cmp_str_ptr(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A string that appears twice among names[0..n) (sorted in place), or NULL: O(n log n), so a
+ * hostile header with millions of keys costs seconds, not hours. */
+static const char *first_duplicate(const char **names, int n) {
+    qsort(names, (size_t)n, sizeof *names, cmp_str_ptr);
+    for (int i = 1; i < n; i++)
+        if (strcmp(names[i - 1], names[i]) == 0) return names[i];
+    return NULL;
+}
+
 /* Reads "__metadata__": an object of string -> string (null is accepted as "none", as serde's
  * Option does in the reference). */
 static dinoc_status parse_metadata(dinoc_safetensors *st, const cJSON *m, const char *label) {
@@ -277,17 +290,20 @@ static dinoc_status parse_metadata(dinoc_safetensors *st, const cJSON *m, const 
         if (!cJSON_IsString(e) || !e->valuestring)
             return dinoc_fail(DINOC_ERR_FORMAT, "%s: __metadata__ '%s' is not a string", label,
                               e->string);
-        for (int i = 0; i < st->n_meta; i++)
-            if (strcmp(st->meta[2 * i], e->string) == 0)
-                return dinoc_fail(DINOC_ERR_FORMAT, "%s: __metadata__ key '%s' appears twice",
-                                  label, e->string);
         char *key = strdup(e->string), *val = strdup(e->valuestring);
         st->meta[2 * st->n_meta]     = key;
         st->meta[2 * st->n_meta + 1] = val;
         st->n_meta++;
         if (!key || !val) return dinoc_fail(DINOC_ERR_NOMEM, "%s: out of memory", label);
     }
-    return DINOC_OK;
+    const char **keys = malloc(((size_t)st->n_meta + 1) * sizeof *keys);
+    if (!keys) return dinoc_fail(DINOC_ERR_NOMEM, "%s: out of memory", label);
+    for (int i = 0; i < st->n_meta; i++) keys[i] = st->meta[2 * i];
+    const char  *dup = first_duplicate(keys, st->n_meta);
+    dinoc_status s   = dup ? dinoc_fail(DINOC_ERR_FORMAT, "%s: __metadata__ key '%s' appears twice", label, dup)
+                           : DINOC_OK;
+    free(keys);
+    return s;
 }
 
 /* Fills t from one header entry. data/data_len: the byte buffer after the header. */
@@ -659,9 +675,6 @@ static void sb_json(sbuf *b, const char *s) {
     sb_put(b, "\"", 1);
 }
 
-static int cmp_str_ptr(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
 
 /* Checks names (non-empty, UTF-8, not "__metadata__", unique), dtypes and byte sizes. */
 static dinoc_status validate_for_write(const char *path, const dinoc_tensor *ts, int n,
@@ -687,13 +700,12 @@ static dinoc_status validate_for_write(const char *path, const dinoc_tensor *ts,
     const char **names = malloc(((size_t)n + 1) * sizeof *names);
     if (!names) return dinoc_fail(DINOC_ERR_NOMEM, "%s: out of memory", path);
     for (int i = 0; i < n; i++) names[i] = ts[i].name;
-    qsort(names, (size_t)n, sizeof *names, cmp_str_ptr);
-    for (int i = 1; i < n; i++)
-        if (strcmp(names[i - 1], names[i]) == 0) {
-            dinoc_status s = dinoc_fail(DINOC_ERR_ARG, "%s: tensor '%s' appears twice", path, names[i]);
-            free(names);
-            return s;
-        }
+    const char *dup = first_duplicate(names, n);
+    if (dup) {
+        dinoc_status s = dinoc_fail(DINOC_ERR_ARG, "%s: tensor '%s' appears twice", path, dup);
+        free(names);
+        return s;
+    }
     free(names);
     for (int i = 0; metadata && metadata[i]; i += 2) {
         if (!metadata[i + 1])
