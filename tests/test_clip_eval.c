@@ -86,7 +86,7 @@ DINOC_TEST(clip_eval_templates_and_lists) {
     dinoc_strlist c0, c1;
     p = tmp_path("pairs.tsv");
     write_text(p, "images/0.png\ta red circle\n/abs/1.png\ta blue star\r\n");
-    CHECK_OK(dinoc_tsv_load(&c0, &c1, p, 1));
+    CHECK_OK(dinoc_tsv_load(&c0, &c1, p, 1, 2));
     CHECK(c0.n == 2 && strstr(c0.s[0], "/clip_eval_pairs.tsv") == NULL);
     CHECK(c0.n == 2 && !strcmp(c0.s[1], "/abs/1.png") && !strcmp(c1.s[1], "a blue star"));
     char want[1100];
@@ -94,7 +94,16 @@ DINOC_TEST(clip_eval_templates_and_lists) {
     CHECK_MSG(c0.n == 2 && !strcmp(c0.s[0], want), "relative path joined: '%s'", c0.n ? c0.s[0] : "");
     dinoc_strlist_free(&c0), dinoc_strlist_free(&c1);
     write_text(p, "images/0.png\ta red circle\nimages/1.png no tab\n");
-    CHECK_ERR(dinoc_tsv_load(&c0, &c1, p, 1), DINOC_ERR_FORMAT, "pairs.tsv:2");
+    CHECK_ERR(dinoc_tsv_load(&c0, &c1, p, 1, 2), DINOC_ERR_FORMAT, "pairs.tsv:2");
+    /* a third column: a training pairs file's negative caption, dropped where allowed (retrieval
+     * reads such files), an error for a two-column file (labels) */
+    write_text(p, "0.png\ta red circle\ta blue circle\n1.png\ta star\n");
+    CHECK_OK(dinoc_tsv_load(&c0, &c1, p, 1, 3));
+    CHECK(c1.n == 2 && !strcmp(c1.s[0], "a red circle") && !strcmp(c1.s[1], "a star"));
+    dinoc_strlist_free(&c0), dinoc_strlist_free(&c1);
+    CHECK_ERR(dinoc_tsv_load(&c0, &c1, p, 1, 2), DINOC_ERR_FORMAT, "pairs.tsv:1: expected 2 columns");
+    write_text(p, "0.png\t\ta blue circle\n");
+    CHECK_ERR(dinoc_tsv_load(&c0, &c1, p, 1, 3), DINOC_ERR_FORMAT, "pairs.tsv:1");
 }
 
 /* ---- zero-shot ------------------------------------------------------------------------------------- */

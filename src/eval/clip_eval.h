@@ -48,9 +48,11 @@ dinoc_status dinoc_split_list(dinoc_strlist *out, const char *csv);
 
 /* A two-column TSV ("key<TAB>value" per line: labels.tsv, pairs.tsv): col0[i], col1[i]. Blank
  * lines are skipped; a line without a TAB or with an empty field is DINOC_ERR_FORMAT naming
- * file:line. With relative = 1, col0 entries that are not absolute are joined to the file's
- * folder (the shapes layout: paths relative to the split folder). */
-dinoc_status dinoc_tsv_load(dinoc_strlist *col0, dinoc_strlist *col1, const char *path, int relative);
+ * file:line. max_cols 2: a second TAB on a line is that error too; max_cols 3: a third column
+ * is allowed and dropped (a pairs file's NegCLIP negative, "image<TAB>caption<TAB>negative",
+ * which describes no image). With relative = 1, col0 entries that are not absolute are joined
+ * to the file's folder (the shapes layout: paths relative to the split folder). */
+dinoc_status dinoc_tsv_load(dinoc_strlist *col0, dinoc_strlist *col1, const char *path, int relative, int max_cols);
 
 /* Distinct strings of in[0..n) in first-occurrence order: map[i] = index of in[i] in *uniq
  * (uniq holds copies). */

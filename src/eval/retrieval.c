@@ -310,7 +310,7 @@ dinoc_status dinoc_retrieval_recall(const float *img, int64_t ni, const float *t
 /* Images, captions and pairs of a pairs file (first `limit` rows if > 0). */
 static dinoc_status read_pairs(dinoc_clip_index *ix, const char *path, int64_t limit) {
     dinoc_strlist imgs, caps;
-    dinoc_status  s = dinoc_tsv_load(&imgs, &caps, path, 1);
+    dinoc_status  s = dinoc_tsv_load(&imgs, &caps, path, 1, 3); /* negatives dropped */
     if (s) return s;
     const int64_t n    = limit > 0 && limit < imgs.n ? limit : imgs.n;
     int32_t      *mi   = malloc(sizeof(int32_t) * (size_t)n), *mt = malloc(sizeof(int32_t) * (size_t)n);

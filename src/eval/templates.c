@@ -164,6 +164,7 @@ typedef struct {
     dinoc_strlist *c0, *c1;
     const char    *path;
     char          *dir; /* relative paths are joined to it; NULL: kept as written */
+    int            max_cols;
 } tsv_ctx;
 
 static dinoc_status on_tsv_line(void *user, char *text, int64_t lineno) {
@@ -173,6 +174,11 @@ static dinoc_status on_tsv_line(void *user, char *text, int64_t lineno) {
         return dinoc_fail(DINOC_ERR_FORMAT, "%s:%lld: expected \"path<TAB>text\" with both fields non-empty",
                           c->path, (long long)lineno);
     *tab = 0;
+    char *third = strchr(tab + 1, '\t');
+    if (third && (c->max_cols < 3 || third == tab + 1))
+        return dinoc_fail(DINOC_ERR_FORMAT, "%s:%lld: expected %s", c->path, (long long)lineno,
+                          c->max_cols < 3 ? "2 columns, found another TAB" : "a non-empty second column");
+    if (third) *third = 0; /* a pairs file's negative caption: not a caption of the image */
     if (c->dir && text[0] != '/') {
         char        *full = dinoc_path_join(c->dir, text);
         dinoc_status s    = full ? dinoc_strlist_push(c->c0, full) : dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
@@ -185,9 +191,9 @@ static dinoc_status on_tsv_line(void *user, char *text, int64_t lineno) {
     return dinoc_strlist_push(c->c1, tab + 1);
 }
 
-dinoc_status dinoc_tsv_load(dinoc_strlist *col0, dinoc_strlist *col1, const char *path, int relative) {
+dinoc_status dinoc_tsv_load(dinoc_strlist *col0, dinoc_strlist *col1, const char *path, int relative, int max_cols) {
     memset(col0, 0, sizeof *col0), memset(col1, 0, sizeof *col1);
-    tsv_ctx c = {col0, col1, path, NULL};
+    tsv_ctx c = {col0, col1, path, NULL, max_cols};
     if (relative) {
         const char *slash = strrchr(path, '/');
         c.dir             = slash ? strndup(path, (size_t)(slash - path + 1)) : strdup(".");

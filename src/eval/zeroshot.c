@@ -29,7 +29,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 /* A labels file: paths and label strings, mapped onto the class list. */
 static dinoc_status open_tsv(dinoc_clip_set *out, const char *path, const char *classes_file) {
     dinoc_strlist names, uniq = {0};
-    dinoc_status  s = dinoc_tsv_load(&out->paths, &names, path, 1);
+    dinoc_status  s = dinoc_tsv_load(&out->paths, &names, path, 1, 2);
     if (s) return s;
     out->n        = names.n;
     int32_t *umap = malloc(sizeof(int32_t) * (size_t)names.n);

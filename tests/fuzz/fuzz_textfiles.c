@@ -75,7 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
     case 2: /* labels.tsv / pairs.tsv */
         write_file(p, n);
-        if ((s = dinoc_tsv_load(&a, &b, g_file, n & 1))) failed_with_message();
+        if ((s = dinoc_tsv_load(&a, &b, g_file, n & 1, 2 + ((n >> 1) & 1)))) failed_with_message();
         else if (a.n != b.n) abort();
         break;
     case 3: { /* a comma list (a C string: up to the first 0 byte) */
