@@ -394,3 +394,26 @@ DINOC_TEST(clip_train_lit) {
     dinoc_clip_free(m);
     dinoc_model_free(v);
 }
+
+/* Weight decay in CLIP training follows open_clip's rule (reference A.8: no decay for tensors of
+ * fewer than 2 dims, nor for ln / bn / bias / logit_scale): under HF names that is exactly "decay
+ * iff ndim >= 2" for the image tower, the position table [T, D] included (it was excluded before
+ * session 7, unlike the text tower's). */
+DINOC_TEST(clip_vision_weight_decay_rule) {
+    dinoc_vit_config vc;
+    CHECK_OK(dinoc_vit_preset(&vc, "clip-shapes"));
+    vc.depth = 1;
+    dinoc_model *m = NULL;
+    CHECK_OK(dinoc_model_init_random(&m, &vc, 1));
+    const int          n = dinoc_vit_param_entries(m, DINOC_NAMES_HF, NULL);
+    dinoc_param_entry *e = calloc((size_t)n, sizeof *e);
+    CHECK(e && dinoc_vit_param_entries(m, DINOC_NAMES_HF, e) == n);
+    int seen_pos = 0;
+    for (int i = 0; e && i < n; i++) {
+        CHECK_MSG(e[i].decay == (e[i].ndim >= 2), "%s: ndim %d, decay %d", e[i].name, e[i].ndim, e[i].decay);
+        seen_pos += strstr(e[i].name, "position_embedding") != NULL;
+    }
+    CHECK(seen_pos == 1);
+    free(e);
+    dinoc_model_free(m);
+}

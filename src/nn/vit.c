@@ -124,8 +124,10 @@ static int clip_entries(const dinoc_model *m, int hf, dinoc_param_entry *e) {
     if (hf) ADD(NM(-1, "cls"), p->cls, 0, 1, D);
     else ADD(NM(-1, "cls"), p->cls, 0, 3, 1, 1, D);
     ADD(NM(-1, "patch"), p->patch_w, 1, 4, D, C, P, P);
-    if (hf) ADD(NM(-1, "pos"), p->pos, 0, 2, T, D);
-    else ADD(NM(-1, "pos"), p->pos, 0, 3, 1, T, D);
+    /* the position table is decayed as open_clip does (its rule: no decay for tensors of fewer
+     * than 2 dims and for ln / bn / bias / logit_scale names; positional_embedding is [T, D]) */
+    if (hf) ADD(NM(-1, "pos"), p->pos, 1, 2, T, D);
+    else ADD(NM(-1, "pos"), p->pos, 1, 3, 1, T, D);
     ADD(NM(-1, "pre.weight"), p->pre_w, 0, 1, D);
     ADD(NM(-1, "pre.bias"), p->pre_b, 0, 1, D);
     for (int l = 0; l < c->depth; l++) {

@@ -194,7 +194,7 @@ static dinoc_status make_groups(run *r) {
     dinoc_param_entry *ev = calloc((size_t)nv, sizeof *ev);
     if (ev) {
         dinoc_vit_param_entries(m->vision, DINOC_NAMES_HF, ev);
-        r->grp[0] = groups_of(ev, nv, m->vision->params), r->ngrp[0] = nv;
+        r->grp[0] = groups_of(ev, nv, m->vision->params), r->ngrp[0] = r->grp[0] ? nv : 0;
     }
     free(ev);
     const int nt = dinoc_text_param_groups(m->text, NULL);
@@ -348,8 +348,9 @@ static dinoc_status run_init(run *r, const dinoc_clip_train_config *cfg) {
         if ((s = config_restore(r, cj, ck))) goto done;
     }
     const dinoc_clip_train_config *c = &r->cfg;
-    if (s || c->batch < 2 || c->epochs <= 0 || c->warmup_steps < 0 || c->time_budget < 0 || !(c->lr > 0) ||
-        c->min_lr < 0 || c->wd < 0) {
+    /* (written so that NaN fails every comparison; a budget past 1e9 s would overflow the fit) */
+    if (s || c->batch < 2 || c->epochs <= 0 || c->warmup_steps < 0 || !(c->time_budget >= 0 && c->time_budget < 1e9) ||
+        !(c->lr > 0 && c->lr < 1e6) || !(c->min_lr >= 0 && c->min_lr < 1e6) || !(c->wd >= 0 && c->wd < 1e6)) {
         if (!s) s = dinoc_fail(DINOC_ERR_ARG, "batch %d (>= 2: the loss contrasts pairs), epochs %d, warmup %d, "
                                "time budget %g, lr %g, min lr %g, wd %g: out of range", c->batch, c->epochs,
                                c->warmup_steps, c->time_budget, c->lr, c->min_lr, c->wd);
