@@ -239,6 +239,11 @@ DINOC_TEST(dino_schedule) {
     CHECK(fabs(dinoc_dino_schedule(&c, 10, ipe).teacher_temp - 0.06) < 1e-12);
     CHECK(fabs(dinoc_dino_schedule(&c, 11, ipe).teacher_temp - 0.07) < 1e-12);
     CHECK(dinoc_dino_schedule(&c, 35, ipe).lr == c.min_lr);
+    /* one global crop and no local one: the loss has no pair (it divided by 0 pairs before) */
+    dinoc_dino        d;
+    dinoc_dino_config one = dinoc_dino_default();
+    one.crops.n_global = 1, one.crops.n_local = 0;
+    CHECK_ERR(dinoc_dino_init(&d, &one), DINOC_ERR_ARG, "1 global and 0 local crops");
     /* a fit at or above the recipe changes nothing */
     c.sched_steps = 70;
     CHECK(dinoc_dino_schedule(&c, 6, ipe).freeze_last_layer && dinoc_dino_schedule(&c, 13, ipe).lr == s13.lr);

@@ -219,6 +219,9 @@ DINOC_TEST(dinov2_schedule_and_config) {
     c       = dinoc_dinov2_default();
     c.targets = (dinoc_targets)7;
     CHECK_ERR(dinoc_dinov2_init(&d, &c), DINOC_ERR_ARG, "targets");
+    c = dinoc_dinov2_default(); /* one global crop and no local one: no DINO pair */
+    c.crops.n_global = 1, c.crops.n_local = 0;
+    CHECK_ERR(dinoc_dinov2_init(&d, &c), DINOC_ERR_ARG, "1 global and 0 local crops");
 }
 
 /* A small default-shaped run: masks drawn by the step's own collate, both heads, finite losses,

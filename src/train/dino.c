@@ -223,6 +223,10 @@ dinoc_status dinoc_dino_init(dinoc_dino *d, const dinoc_dino_config *cfg) {
     if (c->crops.channels != c->channels)
         return dinoc_fail(DINOC_ERR_ARG, "crops have %d channels, the model %d", c->crops.channels, c->channels);
     if ((s = dinoc_multicrop_check(&c->crops))) return s;
+    if (c->crops.n_global < 2 && c->crops.n_local < 1)
+        return dinoc_fail(DINOC_ERR_ARG, "%d global and %d local crops: the DINO loss pairs each teacher crop with "
+                          "the student's other crops, so it needs 2 global crops or a local one",
+                          c->crops.n_global, c->crops.n_local);
     if (vit && (c->crops.global_size % c->patch || (c->crops.n_local > 0 && c->crops.local_size % c->patch)))
         return dinoc_fail(DINOC_ERR_ARG, "crop sizes %d and %d must be multiples of the patch %d",
                           c->crops.global_size, c->crops.local_size, c->patch);

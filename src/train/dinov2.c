@@ -161,6 +161,10 @@ static dinoc_status check_config(const dinoc_dinov2_config *c) {
     if (!(c->student_temp > 0 && c->teacher_temp > 0 && c->warmup_teacher_temp > 0 && c->layer_decay > 0))
         return dinoc_fail(DINOC_ERR_ARG, "student_temp %g, teacher_temp %g, warmup_teacher_temp %g, layer_decay %g: "
                           "each must be > 0", c->student_temp, c->teacher_temp, c->warmup_teacher_temp, c->layer_decay);
+    if (c->dino_weight != 0 && m->n_global < 2 && m->n_local < 1)
+        return dinoc_fail(DINOC_ERR_ARG, "%d global and %d local crops: the DINO term pairs each teacher crop with "
+                          "the student's other crops, so it needs 2 global crops or a local one (or dino_weight 0)",
+                          m->n_global, m->n_local);
     if (c->targets != DINOC_TARGETS_CENTERING && c->targets != DINOC_TARGETS_SINKHORN)
         return dinoc_fail(DINOC_ERR_ARG, "targets %d: centering (0) or sinkhorn (1)", (int)c->targets);
     if (c->n_registers < 0) return dinoc_fail(DINOC_ERR_ARG, "n_registers %d must be >= 0", c->n_registers);
