@@ -11,7 +11,8 @@
  *   rng U64 [4]                                  masks and stochastic depth
  *   metadata: format, step, loader_epoch, loader_index, adam_step, dino_head_adam_step,
  *             ibot_head_adam_step, config (JSON of dinoc_dinov2_config)
- * The masks of a step are drawn from d->rng just before it, so a resumed run draws the same ones. */
+ * The masks of a step are drawn just before it from a stream seeded by (seed, step), so a resumed
+ * run draws the same ones. */
 #include "dinov2.h"
 #include "../eval/eval.h"
 #include "supervised.h"
