@@ -8,7 +8,7 @@
  *   ibot_head.{...}                              the same for a separate iBOT head
  *   center [K], ibot_center [Ki]                 softmax-centering EMAs
  *   adam.{m,v}                                   backbone AdamW moments
- *   rng U64 [4]                                  masks and stochastic depth
+ *   rng U64 [4]                                  stochastic depth (rank 0)
  *   metadata: format, step, loader_epoch, loader_index, adam_step, dino_head_adam_step,
  *             ibot_head_adam_step, config (JSON of dinoc_dinov2_config)
  * The masks of a step are drawn just before it from a stream seeded by (seed, step), so a resumed
