@@ -551,8 +551,11 @@ static size_t contraction_at(const uint32_t *s, size_t n) {
 /* UTF-8 of cps[0..k) into the workspace and BPE it. */
 static int encode_piece(const dinoc_tokenizer *t, bpe_ws *w, const uint32_t *cps, size_t k,
                         id_sink *o) {
-    if (!ws_reserve(w, 4 * k)) return 0;
     size_t m = 0;
+    for (size_t i = 0; i < k; i++) m += cps[i] < 0x80 ? 1 : cps[i] < 0x800 ? 2 : cps[i] < 0x10000 ? 3 : 4;
+    /* sized by the piece's UTF-8 bytes (61 bytes of workspace per byte), not 4 per code point */
+    if (!ws_reserve(w, m)) return 0;
+    m = 0;
     for (size_t i = 0; i < k; i++) m += (size_t)dinoc_utf8_encode(cps[i], w->bytes + m);
     bpe_piece(t, w, m, o);
     return 1;
