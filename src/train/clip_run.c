@@ -545,15 +545,12 @@ dinoc_status dinoc_clip_train(const dinoc_clip_train_config *cfg, dinoc_clip_tra
     }
     if (!s) s = save_checkpoint(&r);
     if (!s && lead) {
-        FILE *f = fopen(met, "w");
-        if (!f) s = dinoc_fail(DINOC_ERR_IO, "%s: cannot write", met);
-        else {
-            fprintf(f, "{\"steps\":%lld,\"total_steps\":%lld,\"final_loss\":%.6f,\"seconds\":%.2f,\"images\":%d,"
-                       "\"captions\":%d,\"hard_negatives\":%s,\"locked_image_tower\":%s}\n", (long long)r.step, (long long)r.total, loss, r.seconds, r.n, r.ncap,
-                    r.neg ? "true" : "false",
-                    r.locked ? "true" : "false");
-            fclose(f);
-        }
+        char buf[512]; /* written atomically, as every file of the run folder */
+        int  len = snprintf(buf, sizeof buf, "{\"steps\":%lld,\"total_steps\":%lld,\"final_loss\":%.6f,\"seconds\":%.2f,"
+                            "\"images\":%d,\"captions\":%d,\"hard_negatives\":%s,\"locked_image_tower\":%s}\n",
+                            (long long)r.step, (long long)r.total, loss, r.seconds, r.n, r.ncap, r.neg ? "true" : "false",
+                            r.locked ? "true" : "false");
+        s = dinoc_write_file_atomic(met, buf, (size_t)len);
     }
     res->steps = r.step, res->final_loss = loss, res->seconds = r.seconds;
 done:
