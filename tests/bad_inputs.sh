@@ -149,6 +149,13 @@ check "train mlm: corpus with invalid UTF-8" 1 "badcorpus.txt"       "$TMP/rm1" 
 check "zeroshot: template without {}"       1 "notmpl.txt:1"         - absent "$DINOC" zeroshot -m "$M" --labels "a,b" --templates "$TMP/notmpl.txt" "$TMP/ok.ppm"
 check "retrieve query: not an index"        1 "bad.index"            - absent "$DINOC" retrieve query -i "$TMP/bad.index" -m "$M" "a red circle"
 
+# ---- folder walks: a symbolic-link cycle lists each image once; a too-deep tree is an error
+mkdir -p "$TMP/loop/sub" && cp "$TMP/ok.ppm" "$TMP/loop/" && ln -s .. "$TMP/loop/sub/up"
+check "embed: symlink cycle walked once"    0 "loop.npy: 1 x 384"    - absent "$DINOC" embed -q -m "$M" -o "$TMP/loop.npy" "$TMP/loop"
+deep=$TMP/deep; for i in $(seq 1 34); do deep=$deep/d$i; done
+mkdir -p "$deep" && cp "$TMP/ok.ppm" "$deep/"
+check "embed: folders nested too deep"      1 "nested deeper than 32" "$E" absent "$DINOC" embed -q -m "$M" -o "$E" "$TMP/deep"
+
 # a valid run still works (the harness itself is sound)
 check "embed: valid input succeeds"        0 "wrote"                 - absent "$DINOC" embed -q -m "$M" -o "$TMP/good.npy" "$TMP/ok.ppm"
 
