@@ -49,6 +49,9 @@ void cli_log_to_stderr(int verbose);
 
 /* Reports a failed library call: "dinoc embed: <detail>" on stderr; returns 1. */
 int cli_fail(const char *cmd, dinoc_status s);
+/* Reports a negative --seed (cast to uint64 it would not survive a checkpoint's JSON round trip);
+ * returns 2 (a usage error). */
+int cli_bad_seed(int seed);
 
 int cmd_info(int argc, char **argv);
 int cmd_embed(int argc, char **argv);

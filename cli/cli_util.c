@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -47,19 +48,32 @@ void cli_print_help(FILE *f, const char *usage, const opt_spec *opts) {
     fprintf(f, "  %-26s %s\n", "-h, --help", "show this help");
 }
 
-static int set_value(const opt_spec *o, const char *v) {
+/* Stores v into o's variable: 0, or -1 with *why a reason for the message ("" if none). */
+static int set_value(const opt_spec *o, const char *v, const char **why) {
     char *end = NULL;
     errno     = 0;
+    *why      = "";
     switch (o->kind) {
     case OPT_INT: {
         long x = strtol(v, &end, 10);
-        if (errno || !*v || *end || x < INT_MIN || x > INT_MAX) return -1;
+        if (!*v || *end) return -1;
+        if (errno == ERANGE || x < INT_MIN || x > INT_MAX) {
+            *why = " (out of range)";
+            return -1;
+        }
+        if (errno) return -1;
         *(int *)o->ptr = (int)x;
         return 0;
     }
     case OPT_FLOAT: {
         float x = strtof(v, &end);
-        if (errno || !*v || *end) return -1;
+        if (!*v || *end) return -1;
+        /* (ERANGE: beyond float's range, or so small it lost its precision) */
+        if (errno == ERANGE || !isfinite(x)) {
+            *why = errno == ERANGE ? " (out of range)" : " (not a finite number)";
+            return -1;
+        }
+        if (errno) return -1;
         *(float *)o->ptr = x;
         return 0;
     }
@@ -119,8 +133,9 @@ int cli_parse(int argc, char **argv, const opt_spec *opts, const char *usage, ch
             }
             val = argv[++i];
         }
-        if (set_value(o, val) != 0) {
-            fprintf(stderr, "error: bad value '%s' for --%s\n", val, o->name);
+        const char *why;
+        if (set_value(o, val, &why) != 0) {
+            fprintf(stderr, "error: bad value '%s' for --%s%s\n", val, o->name, why);
             return 2;
         }
     }
@@ -312,6 +327,11 @@ int cli_fail(const char *cmd, dinoc_status s) {
     const char *d = dinoc_last_error();
     fprintf(stderr, "dinoc %s: %s\n", cmd, d && d[0] ? d : dinoc_status_str(s));
     return 1;
+}
+
+int cli_bad_seed(int seed) {
+    fprintf(stderr, "error: --seed %d: a seed is an integer >= 0\n", seed);
+    return 2;
 }
 
 int cli_cmp_double(const void *a, const void *b) {

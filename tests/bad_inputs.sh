@@ -149,6 +149,22 @@ check "train mlm: corpus with invalid UTF-8" 1 "badcorpus.txt"       "$TMP/rm1" 
 check "zeroshot: template without {}"       1 "notmpl.txt:1"         - absent "$DINOC" zeroshot -m "$M" --labels "a,b" --templates "$TMP/notmpl.txt" "$TMP/ok.ppm"
 check "retrieve query: not an index"        1 "bad.index"            - absent "$DINOC" retrieve query -i "$TMP/bad.index" -m "$M" "a red circle"
 
+# ---- numeric options: non-finite or out-of-range numbers, negative seeds: usage errors naming the option
+check "train supervised: --lr inf"          2 "for --lr (not a finite number)" "$TMP/rs1" absent "$DINOC" train supervised --lr inf --data "$TMP/noimages" -o "$TMP/rs1"
+check "train supervised: --clip-grad nan"   2 "for --clip-grad (not a finite number)" "$TMP/rs2" absent "$DINOC" train supervised --clip-grad nan --data "$TMP/noimages" -o "$TMP/rs2"
+check "train supervised: --lr 1e39"         2 "for --lr (out of range)" "$TMP/rs3" absent "$DINOC" train supervised --lr 1e39 --data "$TMP/noimages" -o "$TMP/rs3"
+check "train supervised: --seed -1"         2 "--seed -1"            "$TMP/rs4" absent "$DINOC" train supervised --seed -1 --data "$TMP/noimages" -o "$TMP/rs4"
+check "train dino: --seed -1"               2 "--seed -1"            "$TMP/rd1" absent "$DINOC" train dino --seed -1 --data "$TMP/noimages" -o "$TMP/rd1"
+check "train dinov2: --seed -1"             2 "--seed -1"            "$TMP/rd2" absent "$DINOC" train dinov2 --seed -1 --data "$TMP/noimages" -o "$TMP/rd2"
+check "train clip: --seed -1"               2 "--seed -1"            "$TMP/rc6" absent "$DINOC" train clip --seed -1 --pairs "$TMP/notab.tsv" --preset tiny -o "$TMP/rc6"
+check "train mlm: --seed -1"                2 "--seed -1"            "$TMP/rm2" absent "$DINOC" train mlm --seed -1 --text "$TMP/badcorpus.txt" -o "$TMP/rm2"
+check "init: --seed -1"                     2 "--seed -1"            "$TMP/mneg" absent "$DINOC" init --seed -1 --depth 1 --image-size 28 -o "$TMP/mneg"
+check "eval mlm: --seed -1"                 2 "--seed -1"            - absent "$DINOC" eval mlm --seed -1 --model "$TMP/nomodel"
+check "data shapes: --seed ' -1'"           2 "--seed a non-negative integer" "$TMP/sh1" absent "$DINOC" data shapes -n 1 --seed " -1" -o "$TMP/sh1"
+check "data shapes: --seed 2^64"            2 "--seed a non-negative integer" "$TMP/sh2" absent "$DINOC" data shapes -n 1 --seed 18446744073709551616 -o "$TMP/sh2"
+check "attn: --index out of range"          2 "--index like"         "$TMP/a1.png" absent "$DINOC" attn -m "$M" --data fashion-mnist --index 99999999999999999999 -o "$TMP/a1.png"
+check "attn: --index with a sign"           2 "--index like"         "$TMP/a2.png" absent "$DINOC" attn -m "$M" --data fashion-mnist --index +1 -o "$TMP/a2.png"
+
 # ---- folder walks: a symbolic-link cycle lists each image once; a too-deep tree is an error
 mkdir -p "$TMP/loop/sub" && cp "$TMP/ok.ppm" "$TMP/loop/" && ln -s .. "$TMP/loop/sub/up"
 check "embed: symlink cycle walked once"    0 "loop.npy: 1 x 384"    - absent "$DINOC" embed -q -m "$M" -o "$TMP/loop.npy" "$TMP/loop"
