@@ -17,6 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* --batch and --size limits (the library's state takes at most 2^20 images of 16384 x 16384) */
+#define EMBED_BATCH_MAX (1 << 20)
+#define EMBED_SIZE_MAX  16384
+
 typedef enum { POOL_CLS, POOL_MEAN, POOL_CLS_MEAN, POOL_PATCH, POOL_REG } pool_kind;
 
 static int parse_pool(const char *s, pool_kind *p) {
@@ -98,10 +102,18 @@ int cmd_embed(int argc, char **argv) {
         free(pos);
         return rc == 1 ? 0 : 2;
     }
-    if (!model || npos == 0 || batch <= 0 || size < 0 || parse_pool(pool_s, &pool) ||
-        (interp_s && parse_interp(interp_s, &interp)) || dinoc_precision_parse(prec_s, &prec)) {
+    if (!model || npos == 0 || parse_pool(pool_s, &pool) || (interp_s && parse_interp(interp_s, &interp)) ||
+        dinoc_precision_parse(prec_s, &prec)) {
         fprintf(stderr, "error: embed needs -m MODEL and at least one IMAGE|DIR; --pool cls|mean|cls+mean|patch|reg; "
                         "--interp size|offset|antialias; --precision fp32|bf16 (see --help)\n");
+        free(pos);
+        return 2;
+    }
+    if (batch < 1 || batch > EMBED_BATCH_MAX || size < 0 || size > EMBED_SIZE_MAX) {
+        if (batch < 1 || batch > EMBED_BATCH_MAX)
+            fprintf(stderr, "error: --batch %d: expected 1..%d images per forward pass\n", batch, EMBED_BATCH_MAX);
+        else
+            fprintf(stderr, "error: --size %d: expected 0 (the preprocessor's size) or 1..%d\n", size, EMBED_SIZE_MAX);
         free(pos);
         return 2;
     }
@@ -165,29 +177,35 @@ int cmd_embed(int argc, char **argv) {
     float    *x = NULL, *rows = NULL, *tok = NULL, *pre = NULL; /* pre: [batch, 3, oh, ow] (1-channel models) */
     int      *sizes = calloc((size_t)n * 2, sizeof(int));
     dinoc_image *imgs  = calloc((size_t)batch, sizeof(dinoc_image));
+    /* per image of a batch: its decoding, then preprocessing, status and the decoder's message
+     * (on the heap: a VLA sized by --batch overflowed the stack) */
+    dinoc_status *errs = calloc((size_t)batch, sizeof(dinoc_status));
+    char        **msgs = calloc((size_t)batch, sizeof(char *));
     dinoc_state *st    = NULL;
     size_t       row_w = 0; /* floats per output row */
     cli_progress prog;
     cli_progress_start(&prog, "embed");
-    if (!sizes || !imgs) {
+    if (!sizes || !imgs || !errs || !msgs) {
         s = DINOC_ERR_NOMEM;
         goto done;
     }
     for (int i0 = 0; i0 < n && !s; i0 += batch) {
         int b = n - i0 < batch ? n - i0 : batch;
-        /* decode in parallel; each image's failure is kept and reported in order */
-        dinoc_status errs[b];
-        char         msgs[b][512];
+        /* decode in parallel; each image's failure is kept and the first one reported */
 #pragma omp parallel for schedule(dynamic)
         for (int i = 0; i < b; i++) {
             errs[i] = dinoc_image_load(&imgs[i], files[i0 + i]);
-            if (errs[i]) snprintf(msgs[i], sizeof msgs[i], "%s", dinoc_last_error());
+            if (errs[i]) msgs[i] = strdup(dinoc_last_error());
         }
-        for (int i = 0; i < b && !s; i++)
-            if (errs[i]) {
-                fprintf(stderr, "dinoc embed: %s\n", msgs[i]);
+        for (int i = 0; i < b; i++) {
+            if (errs[i] && !s) {
+                if (msgs[i]) fprintf(stderr, "dinoc embed: %s\n", msgs[i]);
+                else fprintf(stderr, "dinoc embed: %s: %s\n", files[i0 + i], dinoc_status_str(errs[i]));
                 s = errs[i];
             }
+            free(msgs[i]);
+            msgs[i] = NULL;
+        }
         if (s) break;
         /* all images of a batch must preprocess to one size (they do whenever the processor crops or
          * resizes to a fixed size) */
@@ -254,17 +272,16 @@ int cmd_embed(int argc, char **argv) {
             }
         }
         const size_t per = (size_t)C * ow * oh;
-        dinoc_status perr[b];
 #pragma omp parallel for schedule(dynamic)
         for (int i = 0; i < b; i++) {
             float *dst = pre ? pre + (size_t)i * 3 * ow * oh : x + i * per;
-            perr[i]    = dinoc_preprocess_image(&pp, &imgs[i], dst, ow, oh);
+            errs[i]    = dinoc_preprocess_image(&pp, &imgs[i], dst, ow, oh);
             if (pre) memcpy(x + i * per, dst, sizeof(float) * per);
         }
         for (int i = 0; i < b && !s; i++)
-            if (perr[i]) {
+            if (errs[i]) {
                 fprintf(stderr, "dinoc embed: %s: preprocessing failed\n", files[i0 + i]);
-                s = perr[i];
+                s = errs[i];
             }
         for (int i = 0; i < b; i++) dinoc_image_free(&imgs[i]);
         if (s) break;
@@ -334,6 +351,8 @@ int cmd_embed(int argc, char **argv) {
 done:
     for (int i = 0; imgs && i < batch; i++) dinoc_image_free(&imgs[i]);
     free(imgs);
+    free(errs);
+    free(msgs);
     free(sizes);
     free(x);
     free(tok);

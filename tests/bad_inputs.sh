@@ -76,7 +76,10 @@ check "info: unknown flag"                 2 "unknown option '--frob'" - absent 
 check "info: no model"                     2 "exactly one MODEL"     - absent "$DINOC" info
 check "embed: unknown short flag"          2 "unknown option '-Z'"   "$E" absent "$DINOC" embed -Z -m "$M" -o "$E" "$TMP/ok.ppm"
 check "embed: flag missing its value"      2 "needs a value"         "$E" absent "$DINOC" embed -o "$E" "$TMP/ok.ppm" -m
-check "embed: --batch 0"                   2 "embed needs"           "$E" absent "$DINOC" embed -m "$M" --batch 0 -o "$E" "$TMP/ok.ppm"
+check "embed: --batch 0"                   2 "--batch 0: expected 1..1048576" "$E" absent "$DINOC" embed -m "$M" --batch 0 -o "$E" "$TMP/ok.ppm"
+check "embed: --batch over 2^20"           2 "--batch 2000000: expected" "$E" absent "$DINOC" embed -m "$M" --batch 2000000 -o "$E" "$TMP/ok.ppm"
+check "embed: --size over 16384"           2 "--size 20000: expected" "$E" absent "$DINOC" embed -m "$M" --size 20000 -o "$E" "$TMP/ok.ppm"
+check "embed: --size -1"                   2 "--size -1: expected"   "$E" absent "$DINOC" embed -m "$M" --size -1 -o "$E" "$TMP/ok.ppm"
 check "embed: --batch not a number"        2 "bad value 'x' for --batch" "$E" absent "$DINOC" embed -m "$M" --batch x -o "$E" "$TMP/ok.ppm"
 check "embed: --size 1e3"                  2 "bad value"             "$E" absent "$DINOC" embed -m "$M" --size 1e3 -o "$E" "$TMP/ok.ppm"
 check "embed: --threads overflow"          2 "bad value"             "$E" absent "$DINOC" embed -m "$M" -t 99999999999 -o "$E" "$TMP/ok.ppm"
