@@ -320,31 +320,32 @@ int cmd_embed(int argc, char **argv) {
         if (pool == POOL_PATCH || pool == POOL_REG) {
             shape[1] = (int64_t)(row_w / D), shape[2] = D, ndim = 3;
         }
-        if ((s = dinoc_npy_write(out, rows, ndim, shape)))
-            cli_fail("embed", s);
+        /* The file list beside the array (OUT.npy -> OUT.txt), written atomically too: its temp
+         * file is complete before the .npy is written and renamed right after it, so the pair
+         * changes together (but for a crash between the two renames); if the list fails, the
+         * new .npy is removed and no half pair is left. */
+        size_t            len  = strlen(out);
+        char             *list = malloc(len + 5);
+        dinoc_atomic_file lf;
+        if (!list) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
         else {
-            /* the file list beside the array: OUT.npy -> OUT.txt */
-            size_t len  = strlen(out);
-            char  *list = malloc(len + 5);
-            if (list) {
-                memcpy(list, out, len + 1);
-                if (len > 4 && strcmp(list + len - 4, ".npy") == 0) list[len - 4] = 0;
-                strcat(list, ".txt");
-                /* written beside the .npy; if it cannot be written, neither output is left */
-                FILE *f  = fopen(list, "w");
-                int   ok = f != NULL;
-                for (int i = 0; ok && i < n; i++) ok = fprintf(f, "%s\n", files[i]) >= 0;
-                if (f && fclose(f) != 0) ok = 0;
-                if (!ok) {
-                    fprintf(stderr, "dinoc embed: cannot write %s\n", list);
-                    remove(list);
-                    remove(out);
-                    s = DINOC_ERR_IO;
-                }
-                free(list);
-            }
-            if (!s) fprintf(stderr, "wrote %s: %d x %zu\n", out, n, row_w);
+            memcpy(list, out, len + 1);
+            if (len > 4 && strcmp(list + len - 4, ".npy") == 0) list[len - 4] = 0;
+            strcat(list, ".txt");
+            s = dinoc_atomic_open(&lf, list);
+            for (int i = 0; !s && i < n; i++)
+                if (!(s = dinoc_atomic_write(&lf, files[i], strlen(files[i])))) s = dinoc_atomic_write(&lf, "\n", 1);
+            if (s && lf.f) dinoc_atomic_abort(&lf);
+            if (s) dinoc_fail_prefix(s, "%s: the file list beside it", out);
         }
+        if (!s && (s = dinoc_npy_write(out, rows, ndim, shape))) dinoc_atomic_abort(&lf);
+        if (!s && (s = dinoc_atomic_commit(&lf))) { /* (a failed commit removes its temp) */
+            dinoc_fail_prefix(s, "%s: the file list beside it", out);
+            remove(out);
+        }
+        if (s) cli_fail("embed", s);
+        else fprintf(stderr, "wrote %s: %d x %zu\n", out, n, row_w);
+        free(list);
     } else if (s == DINOC_ERR_NOMEM) {
         fprintf(stderr, "dinoc embed: out of memory\n");
     }
