@@ -24,7 +24,10 @@ int cli_parse(int argc, char **argv, const opt_spec *opts, const char *usage, ch
 void cli_print_help(FILE *f, const char *usage, const opt_spec *opts);
 
 /* Expands files and directories (recursively, sorted by name) into image paths: files with an
- * image extension inside directories; explicit files are always kept. *out is malloc'ed. */
+ * image extension inside directories; explicit files are always kept. A folder reached twice
+ * (a symbolic link, a cycle) is walked once. Returns -1 with a message on stderr naming the path
+ * for a missing input, an unreadable folder, folders nested deeper than 32, or out of memory.
+ * *out is malloc'ed. */
 int cli_collect_images(char **inputs, int n, char ***out, int *nout);
 void cli_free_list(char **list, int n);
 
@@ -46,6 +49,9 @@ void cli_log_to_stderr(int verbose);
 
 /* Reports a failed library call: "dinoc embed: <detail>" on stderr; returns 1. */
 int cli_fail(const char *cmd, dinoc_status s);
+/* Reports a negative --seed (cast to uint64 it would not survive a checkpoint's JSON round trip);
+ * returns 2 (a usage error). */
+int cli_bad_seed(int seed);
 
 int cmd_info(int argc, char **argv);
 int cmd_embed(int argc, char **argv);

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -47,19 +48,32 @@ void cli_print_help(FILE *f, const char *usage, const opt_spec *opts) {
     fprintf(f, "  %-26s %s\n", "-h, --help", "show this help");
 }
 
-static int set_value(const opt_spec *o, const char *v) {
+/* Stores v into o's variable: 0, or -1 with *why a reason for the message ("" if none). */
+static int set_value(const opt_spec *o, const char *v, const char **why) {
     char *end = NULL;
     errno     = 0;
+    *why      = "";
     switch (o->kind) {
     case OPT_INT: {
         long x = strtol(v, &end, 10);
-        if (errno || !*v || *end || x < INT_MIN || x > INT_MAX) return -1;
+        if (!*v || *end) return -1;
+        if (errno == ERANGE || x < INT_MIN || x > INT_MAX) {
+            *why = " (out of range)";
+            return -1;
+        }
+        if (errno) return -1;
         *(int *)o->ptr = (int)x;
         return 0;
     }
     case OPT_FLOAT: {
         float x = strtof(v, &end);
-        if (errno || !*v || *end) return -1;
+        if (!*v || *end) return -1;
+        /* (ERANGE: beyond float's range, or so small it lost its precision) */
+        if (errno == ERANGE || !isfinite(x)) {
+            *why = errno == ERANGE ? " (out of range)" : " (not a finite number)";
+            return -1;
+        }
+        if (errno) return -1;
         *(float *)o->ptr = x;
         return 0;
     }
@@ -119,8 +133,9 @@ int cli_parse(int argc, char **argv, const opt_spec *opts, const char *usage, ch
             }
             val = argv[++i];
         }
-        if (set_value(o, val) != 0) {
-            fprintf(stderr, "error: bad value '%s' for --%s\n", val, o->name);
+        const char *why;
+        if (set_value(o, val, &why) != 0) {
+            fprintf(stderr, "error: bad value '%s' for --%s%s\n", val, o->name, why);
             return 2;
         }
     }
@@ -153,10 +168,50 @@ static int push(strvec *sv, const char *s) {
     return 0;
 }
 
+/* Deeper folders are an error (a real tree this deep is unlikely; links are walked once). */
+#define WALK_DEPTH_MAX 32
+
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static int walk(const char *dir, strvec *out, int depth) {
-    if (depth > 32) return 0;
+/* Directories already walked, by (st_dev, st_ino): a symbolic link back up the tree (a cycle) or
+ * to a folder listed before is walked once, so no image is listed twice. */
+typedef struct {
+    dev_t *dev;
+    ino_t *ino;
+    int    n, cap;
+} dirset;
+
+/* 1 if st's directory is new (now recorded), 0 if walked before, -1 out of memory. */
+static int dirset_add(dirset *ds, const struct stat *st) {
+    for (int i = 0; i < ds->n; i++)
+        if (ds->dev[i] == st->st_dev && ds->ino[i] == st->st_ino) return 0;
+    if (ds->n == ds->cap) {
+        int    cap = ds->cap ? ds->cap * 2 : 64;
+        dev_t *nd  = realloc(ds->dev, sizeof(dev_t) * (size_t)cap);
+        if (nd) ds->dev = nd;
+        ino_t *ni = nd ? realloc(ds->ino, sizeof(ino_t) * (size_t)cap) : NULL;
+        if (!ni) return -1;
+        ds->ino = ni, ds->cap = cap;
+    }
+    ds->dev[ds->n] = st->st_dev, ds->ino[ds->n] = st->st_ino, ds->n++;
+    return 1;
+}
+
+/* Walks dir (whose stat is st) unless it was walked before. 0 or -1 (message printed). */
+static int walk(const char *dir, const struct stat *st, strvec *out, dirset *seen, int depth) {
+    if (depth > WALK_DEPTH_MAX) {
+        fprintf(stderr, "error: %s: directories nested deeper than %d\n", dir, WALK_DEPTH_MAX);
+        return -1;
+    }
+    int added = dirset_add(seen, st);
+    if (added < 0) {
+        fprintf(stderr, "error: out of memory listing %s\n", dir);
+        return -1;
+    }
+    if (!added) {
+        fprintf(stderr, "note: %s: skipped, a folder already listed (a symbolic link?)\n", dir);
+        return 0;
+    }
     DIR *d = opendir(dir);
     if (!d) {
         fprintf(stderr, "error: cannot open directory %s: %s\n", dir, strerror(errno));
@@ -164,24 +219,38 @@ static int walk(const char *dir, strvec *out, int depth) {
     }
     strvec         names = {0};
     struct dirent *de;
-    while ((de = readdir(d))) {
+    int            rc = 0;
+    for (errno = 0; (de = readdir(d)); errno = 0) {
         if (de->d_name[0] == '.') continue;
-        if (push(&names, de->d_name)) break;
+        if (push(&names, de->d_name)) {
+            fprintf(stderr, "error: out of memory listing %s\n", dir);
+            rc = -1;
+            break;
+        }
+    }
+    if (!rc && errno) {
+        fprintf(stderr, "error: cannot read directory %s: %s\n", dir, strerror(errno));
+        rc = -1;
     }
     closedir(d);
     if (names.n) qsort(names.v, (size_t)names.n, sizeof(char *), cmp_str); /* (qsort of NULL is undefined) */
-    int rc = 0;
     for (int i = 0; i < names.n && rc == 0; i++) {
         size_t len = strlen(dir) + strlen(names.v[i]) + 2;
         char  *p   = malloc(len);
-        if (!p) { rc = -1; break; }
+        if (!p) {
+            fprintf(stderr, "error: out of memory listing %s\n", dir);
+            rc = -1;
+            break;
+        }
         snprintf(p, len, "%s/%s", dir, names.v[i]);
-        struct stat st;
-        if (stat(p, &st) == 0) {
-            if (S_ISDIR(st.st_mode))
-                rc = walk(p, out, depth + 1);
-            else if (S_ISREG(st.st_mode) && has_image_ext(names.v[i]))
-                rc = push(out, p);
+        struct stat sub;
+        if (stat(p, &sub) == 0) { /* (a dangling link is skipped) */
+            if (S_ISDIR(sub.st_mode))
+                rc = walk(p, &sub, out, seen, depth + 1);
+            else if (S_ISREG(sub.st_mode) && has_image_ext(names.v[i]) && push(out, p)) {
+                fprintf(stderr, "error: out of memory listing %s\n", dir);
+                rc = -1;
+            }
         }
         free(p);
     }
@@ -190,23 +259,26 @@ static int walk(const char *dir, strvec *out, int depth) {
 }
 
 int cli_collect_images(char **inputs, int n, char ***out, int *nout) {
-    strvec sv = {0};
-    for (int i = 0; i < n; i++) {
+    strvec sv   = {0};
+    dirset seen = {0};
+    int    rc   = 0;
+    for (int i = 0; i < n && !rc; i++) {
         struct stat st;
         if (stat(inputs[i], &st) != 0) {
             fprintf(stderr, "error: %s: %s\n", inputs[i], strerror(errno));
-            cli_free_list(sv.v, sv.n);
-            return -1;
+            rc = -1;
+        } else if (S_ISDIR(st.st_mode))
+            rc = walk(inputs[i], &st, &sv, &seen, 0);
+        else if (push(&sv, inputs[i])) {
+            fprintf(stderr, "error: out of memory\n");
+            rc = -1;
         }
-        if (S_ISDIR(st.st_mode)) {
-            if (walk(inputs[i], &sv, 0)) {
-                cli_free_list(sv.v, sv.n);
-                return -1;
-            }
-        } else if (push(&sv, inputs[i])) {
-            cli_free_list(sv.v, sv.n);
-            return -1;
-        }
+    }
+    free(seen.dev);
+    free(seen.ino);
+    if (rc) {
+        cli_free_list(sv.v, sv.n);
+        return -1;
     }
     *out  = sv.v;
     *nout = sv.n;
@@ -255,6 +327,11 @@ int cli_fail(const char *cmd, dinoc_status s) {
     const char *d = dinoc_last_error();
     fprintf(stderr, "dinoc %s: %s\n", cmd, d && d[0] ? d : dinoc_status_str(s));
     return 1;
+}
+
+int cli_bad_seed(int seed) {
+    fprintf(stderr, "error: --seed %d: a seed is an integer >= 0\n", seed);
+    return 2;
 }
 
 int cli_cmp_double(const void *a, const void *b) {

@@ -17,6 +17,8 @@
 #include "../src/data/data.h"
 #include "../src/viz/viz.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <string.h>
 
@@ -37,22 +39,25 @@ static dinoc_status oom(void) {
     return DINOC_ERR_NOMEM;
 }
 
-/* "0,1,2,3", "0-3", "5,10-12": sorted as given, duplicates kept. Returns the count, -1 if bad. */
+/* "0,1,2,3", "0-3", "5,10-12": sorted as given, duplicates kept. Returns the count, -1 if bad
+ * (a number not made of digits only, one out of range, more than cap items). */
 static int parse_index(const char *s, int64_t *out, int cap) {
     int n = 0;
     while (*s) {
-        char   *end;
-        long long a = strtoll(s, &end, 10), b = a;
-        if (end == s || a < 0) return -1;
+        char     *end;
+        long long a, b;
+        if (!isdigit((unsigned char)*s)) return -1; /* (strtoll would take " 1", "+1", "-1") */
+        errno = 0;
+        a = b = strtoll(s, &end, 10);
+        if (errno) return -1;
         if (*end == '-') {
             const char *t = end + 1;
-            b             = strtoll(t, &end, 10);
-            if (end == t || b < a) return -1;
+            if (!isdigit((unsigned char)*t)) return -1;
+            b = strtoll(t, &end, 10);
+            if (errno || b < a) return -1;
         }
-        for (long long i = a; i <= b; i++) {
-            if (n == cap) return -1;
-            out[n++] = i;
-        }
+        if (b - a >= cap - n) return -1; /* (a >= 0: b - a cannot overflow) */
+        for (long long k = 0; k <= b - a; k++) out[n++] = a + k;
         if (*end == ',') end++;
         else if (*end) return -1;
         s = end;

@@ -7,6 +7,8 @@
 #include "cli.h"
 #include "../src/data/shapes.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,12 +29,14 @@ static int parse(int argc, char **argv, const opt_spec *opts, const char *use) {
     return rc ? (rc == 1 ? 0 : 2) : -1;
 }
 
-/* "18446744073709551615" and smaller decimal seeds. */
+/* "18446744073709551615" and smaller decimal seeds: digits only (strtoull would take " -1" as
+ * 2^64 - 1), within range. */
 static int parse_seed(const char *text, uint64_t *seed) {
     char *end = NULL;
-    if (!text || !*text || *text == '-') return -1;
+    if (!text || !isdigit((unsigned char)*text)) return -1;
+    errno = 0;
     *seed = strtoull(text, &end, 10);
-    return *end ? -1 : 0;
+    return *end || errno ? -1 : 0;
 }
 
 static int data_shapes(int argc, char **argv) {

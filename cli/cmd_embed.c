@@ -17,6 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* --batch and --size limits (the library's state takes at most 2^20 images of 16384 x 16384) */
+#define EMBED_BATCH_MAX (1 << 20)
+#define EMBED_SIZE_MAX  16384
+
 typedef enum { POOL_CLS, POOL_MEAN, POOL_CLS_MEAN, POOL_PATCH, POOL_REG } pool_kind;
 
 static int parse_pool(const char *s, pool_kind *p) {
@@ -98,10 +102,18 @@ int cmd_embed(int argc, char **argv) {
         free(pos);
         return rc == 1 ? 0 : 2;
     }
-    if (!model || npos == 0 || batch <= 0 || size < 0 || parse_pool(pool_s, &pool) ||
-        (interp_s && parse_interp(interp_s, &interp)) || dinoc_precision_parse(prec_s, &prec)) {
+    if (!model || npos == 0 || parse_pool(pool_s, &pool) || (interp_s && parse_interp(interp_s, &interp)) ||
+        dinoc_precision_parse(prec_s, &prec)) {
         fprintf(stderr, "error: embed needs -m MODEL and at least one IMAGE|DIR; --pool cls|mean|cls+mean|patch|reg; "
                         "--interp size|offset|antialias; --precision fp32|bf16 (see --help)\n");
+        free(pos);
+        return 2;
+    }
+    if (batch < 1 || batch > EMBED_BATCH_MAX || size < 0 || size > EMBED_SIZE_MAX) {
+        if (batch < 1 || batch > EMBED_BATCH_MAX)
+            fprintf(stderr, "error: --batch %d: expected 1..%d images per forward pass\n", batch, EMBED_BATCH_MAX);
+        else
+            fprintf(stderr, "error: --size %d: expected 0 (the preprocessor's size) or 1..%d\n", size, EMBED_SIZE_MAX);
         free(pos);
         return 2;
     }
@@ -165,29 +177,35 @@ int cmd_embed(int argc, char **argv) {
     float    *x = NULL, *rows = NULL, *tok = NULL, *pre = NULL; /* pre: [batch, 3, oh, ow] (1-channel models) */
     int      *sizes = calloc((size_t)n * 2, sizeof(int));
     dinoc_image *imgs  = calloc((size_t)batch, sizeof(dinoc_image));
+    /* per image of a batch: its decoding, then preprocessing, status and the decoder's message
+     * (on the heap: a VLA sized by --batch overflowed the stack) */
+    dinoc_status *errs = calloc((size_t)batch, sizeof(dinoc_status));
+    char        **msgs = calloc((size_t)batch, sizeof(char *));
     dinoc_state *st    = NULL;
     size_t       row_w = 0; /* floats per output row */
     cli_progress prog;
     cli_progress_start(&prog, "embed");
-    if (!sizes || !imgs) {
+    if (!sizes || !imgs || !errs || !msgs) {
         s = DINOC_ERR_NOMEM;
         goto done;
     }
     for (int i0 = 0; i0 < n && !s; i0 += batch) {
         int b = n - i0 < batch ? n - i0 : batch;
-        /* decode in parallel; each image's failure is kept and reported in order */
-        dinoc_status errs[b];
-        char         msgs[b][512];
+        /* decode in parallel; each image's failure is kept and the first one reported */
 #pragma omp parallel for schedule(dynamic)
         for (int i = 0; i < b; i++) {
             errs[i] = dinoc_image_load(&imgs[i], files[i0 + i]);
-            if (errs[i]) snprintf(msgs[i], sizeof msgs[i], "%s", dinoc_last_error());
+            if (errs[i]) msgs[i] = strdup(dinoc_last_error());
         }
-        for (int i = 0; i < b && !s; i++)
-            if (errs[i]) {
-                fprintf(stderr, "dinoc embed: %s\n", msgs[i]);
+        for (int i = 0; i < b; i++) {
+            if (errs[i] && !s) {
+                if (msgs[i]) fprintf(stderr, "dinoc embed: %s\n", msgs[i]);
+                else fprintf(stderr, "dinoc embed: %s: %s\n", files[i0 + i], dinoc_status_str(errs[i]));
                 s = errs[i];
             }
+            free(msgs[i]);
+            msgs[i] = NULL;
+        }
         if (s) break;
         /* all images of a batch must preprocess to one size (they do whenever the processor crops or
          * resizes to a fixed size) */
@@ -254,17 +272,16 @@ int cmd_embed(int argc, char **argv) {
             }
         }
         const size_t per = (size_t)C * ow * oh;
-        dinoc_status perr[b];
 #pragma omp parallel for schedule(dynamic)
         for (int i = 0; i < b; i++) {
             float *dst = pre ? pre + (size_t)i * 3 * ow * oh : x + i * per;
-            perr[i]    = dinoc_preprocess_image(&pp, &imgs[i], dst, ow, oh);
+            errs[i]    = dinoc_preprocess_image(&pp, &imgs[i], dst, ow, oh);
             if (pre) memcpy(x + i * per, dst, sizeof(float) * per);
         }
         for (int i = 0; i < b && !s; i++)
-            if (perr[i]) {
+            if (errs[i]) {
                 fprintf(stderr, "dinoc embed: %s: preprocessing failed\n", files[i0 + i]);
-                s = perr[i];
+                s = errs[i];
             }
         for (int i = 0; i < b; i++) dinoc_image_free(&imgs[i]);
         if (s) break;
@@ -303,37 +320,40 @@ int cmd_embed(int argc, char **argv) {
         if (pool == POOL_PATCH || pool == POOL_REG) {
             shape[1] = (int64_t)(row_w / D), shape[2] = D, ndim = 3;
         }
-        if ((s = dinoc_npy_write(out, rows, ndim, shape)))
-            cli_fail("embed", s);
+        /* The file list beside the array (OUT.npy -> OUT.txt), written atomically too: its temp
+         * file is complete before the .npy is written and renamed right after it, so the pair
+         * changes together (but for a crash between the two renames); if the list fails, the
+         * new .npy is removed and no half pair is left. */
+        size_t            len  = strlen(out);
+        char             *list = malloc(len + 5);
+        dinoc_atomic_file lf;
+        if (!list) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
         else {
-            /* the file list beside the array: OUT.npy -> OUT.txt */
-            size_t len  = strlen(out);
-            char  *list = malloc(len + 5);
-            if (list) {
-                memcpy(list, out, len + 1);
-                if (len > 4 && strcmp(list + len - 4, ".npy") == 0) list[len - 4] = 0;
-                strcat(list, ".txt");
-                /* written beside the .npy; if it cannot be written, neither output is left */
-                FILE *f  = fopen(list, "w");
-                int   ok = f != NULL;
-                for (int i = 0; ok && i < n; i++) ok = fprintf(f, "%s\n", files[i]) >= 0;
-                if (f && fclose(f) != 0) ok = 0;
-                if (!ok) {
-                    fprintf(stderr, "dinoc embed: cannot write %s\n", list);
-                    remove(list);
-                    remove(out);
-                    s = DINOC_ERR_IO;
-                }
-                free(list);
-            }
-            if (!s) fprintf(stderr, "wrote %s: %d x %zu\n", out, n, row_w);
+            memcpy(list, out, len + 1);
+            if (len > 4 && strcmp(list + len - 4, ".npy") == 0) list[len - 4] = 0;
+            strcat(list, ".txt");
+            s = dinoc_atomic_open(&lf, list);
+            for (int i = 0; !s && i < n; i++)
+                if (!(s = dinoc_atomic_write(&lf, files[i], strlen(files[i])))) s = dinoc_atomic_write(&lf, "\n", 1);
+            if (s && lf.f) dinoc_atomic_abort(&lf);
+            if (s) dinoc_fail_prefix(s, "%s: the file list beside it", out);
         }
+        if (!s && (s = dinoc_npy_write(out, rows, ndim, shape))) dinoc_atomic_abort(&lf);
+        if (!s && (s = dinoc_atomic_commit(&lf))) { /* (a failed commit removes its temp) */
+            dinoc_fail_prefix(s, "%s: the file list beside it", out);
+            remove(out);
+        }
+        if (s) cli_fail("embed", s);
+        else fprintf(stderr, "wrote %s: %d x %zu\n", out, n, row_w);
+        free(list);
     } else if (s == DINOC_ERR_NOMEM) {
         fprintf(stderr, "dinoc embed: out of memory\n");
     }
 done:
     for (int i = 0; imgs && i < batch; i++) dinoc_image_free(&imgs[i]);
     free(imgs);
+    free(errs);
+    free(msgs);
     free(sizes);
     free(x);
     free(tok);

@@ -33,6 +33,7 @@ int cmd_eval_mlm(int argc, char **argv) {
         fprintf(stderr, "error: eval mlm needs --model; extra arguments are text files after --text; --holdout is 0 or >= 2\n");
         rc = 2;
     }
+    if (!rc && seed < 0) rc = cli_bad_seed(seed);
     const char **files = rc ? NULL : calloc((size_t)npos + 1, sizeof(char *));
     if (!rc && !files) rc = cli_fail("eval mlm", DINOC_ERR_NOMEM);
     if (rc) {

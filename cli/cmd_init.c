@@ -23,6 +23,7 @@ int cmd_init(int argc, char **argv) {
         fprintf(stderr, "error: init needs --out DIR and no positional arguments\n");
         return 2;
     }
+    if (seed < 0) return cli_bad_seed(seed);
     cli_log_to_stderr(0);
     dinoc_vit_config cfg;
     dinoc_status     s = dinoc_vit_preset(&cfg, arch);

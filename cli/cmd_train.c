@@ -92,6 +92,7 @@ static int train_supervised(int argc, char **argv) {
         fprintf(stderr, "error: train supervised takes no positional arguments\n");
         return 2;
     }
+    if (seed < 0) return cli_bad_seed(seed);
     if (dinoc_dist_size() > 1) {
         fprintf(stderr, "error: train supervised does not run data-parallel; start it without mpirun\n");
         return 2;
@@ -204,6 +205,7 @@ static int ssl_parse(int argc, char **argv, const opt_spec *opts, const char *us
         fprintf(stderr, "error: train %s takes no positional arguments\n", cmd);
         return 2;
     }
+    if (x->seed < 0) return cli_bad_seed(x->seed);
     cli_log_to_stderr(1);
     dinoc_set_threads(x->threads);
     if (strcmp(data, "fashion-mnist") != 0 && channels == 1)

@@ -70,6 +70,7 @@ int cmd_train_clip(int argc, char **argv) {
         fprintf(stderr, "error: train clip: --pairs is required\n%s\n", use);
         return 2;
     }
+    if (seed < 0) return cli_bad_seed(seed);
     cli_log_to_stderr(verbose);
     dinoc_set_threads(threads);
     c.seed = (uint64_t)seed, c.time_budget = budget;

@@ -80,6 +80,10 @@ int cmd_train_mlm(int argc, char **argv) {
         free(pos);
         return 2;
     }
+    if (seed < 0) {
+        free(pos);
+        return cli_bad_seed(seed);
+    }
     /* --text FILE then the positional files */
     const char **files = calloc((size_t)npos + 1, sizeof(char *));
     if (!files) {

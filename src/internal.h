@@ -47,8 +47,9 @@ int dinoc_mul_size(size_t a, size_t b, size_t *out);
 
 /* Reads a whole file (NUL-terminated for convenience). max bounds the size accepted. */
 dinoc_status dinoc_read_file(const char *path, size_t max, char **out, size_t *len);
-/* Atomic file writing: open writes to "<path>.tmp.<pid>"; commit fsyncs, closes and renames over
- * path; abort closes and deletes the temp file. Nothing at path changes unless commit succeeds. */
+/* Atomic file writing: open writes to "<path>.tmp.<pid>" (created with O_EXCL, never through a
+ * symbolic link); commit fsyncs, closes and renames over path; abort closes and deletes the temp
+ * file. Nothing at path changes unless commit succeeds. */
 typedef struct {
     FILE *f;
     char *path;

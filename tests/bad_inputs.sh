@@ -76,7 +76,10 @@ check "info: unknown flag"                 2 "unknown option '--frob'" - absent 
 check "info: no model"                     2 "exactly one MODEL"     - absent "$DINOC" info
 check "embed: unknown short flag"          2 "unknown option '-Z'"   "$E" absent "$DINOC" embed -Z -m "$M" -o "$E" "$TMP/ok.ppm"
 check "embed: flag missing its value"      2 "needs a value"         "$E" absent "$DINOC" embed -o "$E" "$TMP/ok.ppm" -m
-check "embed: --batch 0"                   2 "embed needs"           "$E" absent "$DINOC" embed -m "$M" --batch 0 -o "$E" "$TMP/ok.ppm"
+check "embed: --batch 0"                   2 "--batch 0: expected 1..1048576" "$E" absent "$DINOC" embed -m "$M" --batch 0 -o "$E" "$TMP/ok.ppm"
+check "embed: --batch over 2^20"           2 "--batch 2000000: expected" "$E" absent "$DINOC" embed -m "$M" --batch 2000000 -o "$E" "$TMP/ok.ppm"
+check "embed: --size over 16384"           2 "--size 20000: expected" "$E" absent "$DINOC" embed -m "$M" --size 20000 -o "$E" "$TMP/ok.ppm"
+check "embed: --size -1"                   2 "--size -1: expected"   "$E" absent "$DINOC" embed -m "$M" --size -1 -o "$E" "$TMP/ok.ppm"
 check "embed: --batch not a number"        2 "bad value 'x' for --batch" "$E" absent "$DINOC" embed -m "$M" --batch x -o "$E" "$TMP/ok.ppm"
 check "embed: --size 1e3"                  2 "bad value"             "$E" absent "$DINOC" embed -m "$M" --size 1e3 -o "$E" "$TMP/ok.ppm"
 check "embed: --threads overflow"          2 "bad value"             "$E" absent "$DINOC" embed -m "$M" -t 99999999999 -o "$E" "$TMP/ok.ppm"
@@ -148,6 +151,29 @@ check "tokenize: invalid UTF-8"             1 "UTF-8"                - absent "$
 check "train mlm: corpus with invalid UTF-8" 1 "badcorpus.txt"       "$TMP/rm1" absent "$DINOC" train mlm --text "$TMP/badcorpus.txt" -o "$TMP/rm1"
 check "zeroshot: template without {}"       1 "notmpl.txt:1"         - absent "$DINOC" zeroshot -m "$M" --labels "a,b" --templates "$TMP/notmpl.txt" "$TMP/ok.ppm"
 check "retrieve query: not an index"        1 "bad.index"            - absent "$DINOC" retrieve query -i "$TMP/bad.index" -m "$M" "a red circle"
+
+# ---- numeric options: non-finite or out-of-range numbers, negative seeds: usage errors naming the option
+check "train supervised: --lr inf"          2 "for --lr (not a finite number)" "$TMP/rs1" absent "$DINOC" train supervised --lr inf --data "$TMP/noimages" -o "$TMP/rs1"
+check "train supervised: --clip-grad nan"   2 "for --clip-grad (not a finite number)" "$TMP/rs2" absent "$DINOC" train supervised --clip-grad nan --data "$TMP/noimages" -o "$TMP/rs2"
+check "train supervised: --lr 1e39"         2 "for --lr (out of range)" "$TMP/rs3" absent "$DINOC" train supervised --lr 1e39 --data "$TMP/noimages" -o "$TMP/rs3"
+check "train supervised: --seed -1"         2 "--seed -1"            "$TMP/rs4" absent "$DINOC" train supervised --seed -1 --data "$TMP/noimages" -o "$TMP/rs4"
+check "train dino: --seed -1"               2 "--seed -1"            "$TMP/rd1" absent "$DINOC" train dino --seed -1 --data "$TMP/noimages" -o "$TMP/rd1"
+check "train dinov2: --seed -1"             2 "--seed -1"            "$TMP/rd2" absent "$DINOC" train dinov2 --seed -1 --data "$TMP/noimages" -o "$TMP/rd2"
+check "train clip: --seed -1"               2 "--seed -1"            "$TMP/rc6" absent "$DINOC" train clip --seed -1 --pairs "$TMP/notab.tsv" --preset tiny -o "$TMP/rc6"
+check "train mlm: --seed -1"                2 "--seed -1"            "$TMP/rm2" absent "$DINOC" train mlm --seed -1 --text "$TMP/badcorpus.txt" -o "$TMP/rm2"
+check "init: --seed -1"                     2 "--seed -1"            "$TMP/mneg" absent "$DINOC" init --seed -1 --depth 1 --image-size 28 -o "$TMP/mneg"
+check "eval mlm: --seed -1"                 2 "--seed -1"            - absent "$DINOC" eval mlm --seed -1 --model "$TMP/nomodel"
+check "data shapes: --seed ' -1'"           2 "--seed a non-negative integer" "$TMP/sh1" absent "$DINOC" data shapes -n 1 --seed " -1" -o "$TMP/sh1"
+check "data shapes: --seed 2^64"            2 "--seed a non-negative integer" "$TMP/sh2" absent "$DINOC" data shapes -n 1 --seed 18446744073709551616 -o "$TMP/sh2"
+check "attn: --index out of range"          2 "--index like"         "$TMP/a1.png" absent "$DINOC" attn -m "$M" --data fashion-mnist --index 99999999999999999999 -o "$TMP/a1.png"
+check "attn: --index with a sign"           2 "--index like"         "$TMP/a2.png" absent "$DINOC" attn -m "$M" --data fashion-mnist --index +1 -o "$TMP/a2.png"
+
+# ---- folder walks: a symbolic-link cycle lists each image once; a too-deep tree is an error
+mkdir -p "$TMP/loop/sub" && cp "$TMP/ok.ppm" "$TMP/loop/" && ln -s .. "$TMP/loop/sub/up"
+check "embed: symlink cycle walked once"    0 "loop.npy: 1 x 384"    - absent "$DINOC" embed -q -m "$M" -o "$TMP/loop.npy" "$TMP/loop"
+deep=$TMP/deep; for i in $(seq 1 34); do deep=$deep/d$i; done
+mkdir -p "$deep" && cp "$TMP/ok.ppm" "$deep/"
+check "embed: folders nested too deep"      1 "nested deeper than 32" "$E" absent "$DINOC" embed -q -m "$M" -o "$E" "$TMP/deep"
 
 # a valid run still works (the harness itself is sound)
 check "embed: valid input succeeds"        0 "wrote"                 - absent "$DINOC" embed -q -m "$M" -o "$TMP/good.npy" "$TMP/ok.ppm"

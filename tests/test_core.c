@@ -49,6 +49,37 @@ DINOC_TEST(core_atomic_write_removes_stale_temps) {
     unlink(live), unlink(path);
 }
 
+/* The temp file is created exclusively and never through a symbolic link: a link planted at
+ * this process's temp name fails the write and leaves its target alone; a regular file there
+ * (a killed writer that had this pid) is replaced like any stale temp. */
+DINOC_TEST(core_atomic_write_refuses_temp_symlink) {
+    char path[512], tmp[600], victim[600];
+    snprintf(path, sizeof path, "%s/excl.bin", dinoc_test_tmpdir());
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    snprintf(victim, sizeof victim, "%s/excl_victim.txt", dinoc_test_tmpdir());
+    unlink(path), unlink(tmp);
+    CHECK_OK(dinoc_write_file_atomic(victim, "victim", 6));
+    CHECK(symlink("excl_victim.txt", tmp) == 0); /* (relative to the link's folder) */
+    CHECK_ERR(dinoc_write_file_atomic(path, "new", 3), DINOC_ERR_IO, "not a regular file");
+    CHECK(strstr(dinoc_last_error(), tmp) != NULL);
+    char  *buf = NULL;
+    size_t n   = 0;
+    CHECK_OK(dinoc_read_file(victim, 100, &buf, &n));
+    CHECK_MSG(n == 6 && buf && memcmp(buf, "victim", 6) == 0, "the link's target was written");
+    free(buf);
+    CHECK(access(path, F_OK) != 0);
+    unlink(tmp);
+    /* a stale regular file of our pid's name */
+    CHECK_OK(dinoc_write_file_atomic(tmp, "stale", 5));
+    CHECK_OK(dinoc_write_file_atomic(path, "new", 3));
+    CHECK_MSG(access(tmp, F_OK) != 0, "%s is still there", tmp);
+    buf = NULL;
+    CHECK_OK(dinoc_read_file(path, 100, &buf, &n));
+    CHECK(n == 3 && buf && memcmp(buf, "new", 3) == 0);
+    free(buf);
+    unlink(path), unlink(victim);
+}
+
 DINOC_TEST(core_rng_deterministic) {
     dinoc_rng a, b;
     dinoc_rng_seed(&a, 42);

@@ -399,6 +399,17 @@ DINOC_TEST(data_idx_corrupt) {
         free(d);
     }
 
+    /* A header declaring more pixels than the reader accepts (2^30 images of 4096 x 4096 =
+     * 2^54 bytes): refused from the header, before inflating anything (a gzip bomb behind such a
+     * header would otherwise be inflated until memory runs out). */
+    {
+        uint8_t hdr[16];
+        put_be32(hdr, 0x803), put_be32(hdr + 4, 1u << 30), put_be32(hdr + 8, 4096), put_be32(hdr + 12, 4096);
+        expect_idx_error("idx_huge_decl", hdr, sizeof hdr, lab, ll, 1, DINOC_ERR_FORMAT, IMG_NAME,
+                         "1073741824 images of 4096 x 4096");
+        CHECK(strstr(dinoc_last_error(), "16 GiB") != NULL);
+    }
+
     /* A missing directory, a directory where a file should be. */
     dinoc_dataset *ds = NULL;
     char          *d  = tmp_path("idx_no_such_dir");

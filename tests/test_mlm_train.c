@@ -74,6 +74,42 @@ DINOC_TEST(mlm_corpus_split_pack) {
     dinoc_tokenizer_free(tok);
 }
 
+/* The vocabulary file's ids and counts must be exact integers in range (no cast of an
+ * out-of-range double, no silent truncation of 8.5) and the ids distinct; the errors name the
+ * file and the entry. */
+DINOC_TEST(mlm_vocab_file_errors) {
+    static const struct {
+        const char *name, *json, *needle; /* needle NULL: loads */
+    } cases[] = {
+        {"ok", "{\"ids\":[-1,-2,7,8,9,10],\"counts\":[0,0,1,2,3,4]}", NULL},
+        {"frac_id", "{\"ids\":[-1,-2,7,8.5,9,10],\"counts\":[0,0,1,2,3,4]}", "ids[3]"},
+        {"huge_id", "{\"ids\":[-1,-2,7,8,1e300,10],\"counts\":[0,0,1,2,3,4]}", "ids[4]"},
+        {"huge_count", "{\"ids\":[-1,-2,7,8,9,10],\"counts\":[0,0,1e30,2,3,4]}", "counts[2]"},
+        {"frac_count", "{\"ids\":[-1,-2,7,8,9,10],\"counts\":[0,0,1,2.5,3,4]}", "counts[3]"},
+        {"neg_count", "{\"ids\":[-1,-2,7,8,9,10],\"counts\":[0,0,1,2,-3,4]}", "counts[4]"},
+        {"dup_id", "{\"ids\":[-1,-2,7,8,7,10],\"counts\":[0,0,1,2,3,4]}", "duplicate"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "mlm_vocab_%s", cases[k].name);
+        char *dir = dinoc_path_join(dinoc_test_tmpdir(), name);
+        char *file = dir ? dinoc_path_join(dir, DINOC_TEXT_VOCAB_FILE) : NULL;
+        CHECK_OK(dinoc_mkdir(dir));
+        CHECK_OK(dinoc_write_file_atomic(file, cases[k].json, strlen(cases[k].json)));
+        dinoc_text_vocab v;
+        if (!cases[k].needle) {
+            CHECK_OK(dinoc_text_vocab_load(&v, dir, 100));
+            CHECK(v.n == 6 && v.to_tok[3] == 8 && v.counts[5] == 4 && v.to_model[9] == 4);
+            dinoc_text_vocab_free(&v);
+        } else {
+            CHECK_ERR(dinoc_text_vocab_load(&v, dir, 100), DINOC_ERR_FORMAT, cases[k].needle);
+            CHECK_MSG(strstr(dinoc_last_error(), file) != NULL, "%s: '%s' does not name the file",
+                      cases[k].name, dinoc_last_error());
+        }
+        free(file), free(dir);
+    }
+}
+
 DINOC_TEST(mlm_loader_order_and_resume) {
     dinoc_text_packed p = {4, 10, NULL, NULL, 0};
     p.ids = calloc(40, sizeof(int32_t)), p.len = malloc(10 * sizeof(int32_t));

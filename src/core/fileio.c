@@ -72,6 +72,11 @@ static void remove_stale_temps(const char *path) {
     free(dir);
 }
 
+/* Creates the temp file: never through a symbolic link, never an existing file (O_EXCL). */
+static int create_temp(const char *tmp) {
+    return open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+}
+
 dinoc_status dinoc_atomic_open(dinoc_atomic_file *af, const char *path) {
     memset(af, 0, sizeof *af);
     remove_stale_temps(path);
@@ -84,15 +89,34 @@ dinoc_status dinoc_atomic_open(dinoc_atomic_file *af, const char *path) {
         return dinoc_fail(DINOC_ERR_NOMEM, "%s: out of memory", path);
     }
     snprintf(af->tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    af->f = fopen(af->tmp, "wb");
-    if (!af->f) {
-        dinoc_status s = dinoc_fail(DINOC_ERR_IO, "%s: cannot create: %s", af->tmp, strerror(errno));
+    dinoc_status s  = DINOC_OK;
+    int          fd = create_temp(af->tmp);
+    if (fd < 0 && errno == EEXIST) {
+        /* A file of our own temp name: left by a killed writer whose pid this process now has
+         * (remove_stale_temps keeps it: our pid runs). A regular file is removed like any stale
+         * temp; anything else (a symbolic link, a directory) is not ours to remove. */
+        struct stat st;
+        if (lstat(af->tmp, &st) == 0 && !S_ISREG(st.st_mode))
+            s = dinoc_fail(DINOC_ERR_IO, "%s: cannot create: it exists and is not a regular file "
+                           "(a symbolic link?)", af->tmp);
+        else if (unlink(af->tmp) != 0 && errno != ENOENT)
+            s = dinoc_fail(DINOC_ERR_IO, "%s: cannot remove the stale temp file: %s", af->tmp,
+                           strerror(errno));
+        else
+            fd = create_temp(af->tmp);
+    }
+    if (!s && fd < 0) s = dinoc_fail(DINOC_ERR_IO, "%s: cannot create: %s", af->tmp, strerror(errno));
+    if (!s && !(af->f = fdopen(fd, "wb"))) {
+        s = dinoc_fail(DINOC_ERR_IO, "%s: cannot create: %s", af->tmp, strerror(errno));
+        close(fd);
+        unlink(af->tmp);
+    }
+    if (s) {
         free(af->path);
         free(af->tmp);
         memset(af, 0, sizeof *af);
-        return s;
     }
-    return DINOC_OK;
+    return s;
 }
 
 dinoc_status dinoc_atomic_write(dinoc_atomic_file *af, const void *buf, size_t n) {

@@ -77,15 +77,17 @@ static dinoc_status list_names(const char *dir, strvec *names) {
     DIR *d = opendir(dir);
     if (!d) return dinoc_fail(DINOC_ERR_IO, "%s: cannot open directory: %s", dir, strerror(errno));
     struct dirent *e;
-    errno = 0;
-    while ((e = readdir(d)) != NULL) {
+    /* errno is cleared before every readdir: NULL with errno set is a read error, not the end */
+    for (errno = 0; (e = readdir(d)) != NULL; errno = 0) {
         if (e->d_name[0] == '.') continue; /* ".", "..", hidden files */
         if (!strvec_push(names, strdup(e->d_name))) {
             closedir(d);
             return dinoc_fail(DINOC_ERR_NOMEM, "%s: out of memory listing the directory", dir);
         }
     }
+    int err = errno;
     closedir(d);
+    if (err) return dinoc_fail(DINOC_ERR_IO, "%s: cannot read directory: %s", dir, strerror(err));
     return DINOC_OK;
 }
 

@@ -8,7 +8,8 @@
  * zlib's gz* reader opens gzip and plain files alike (it passes non-gzip input through), so one
  * path reads both. The buffer grows as data arrives rather than being sized from the header, so a
  * small file claiming billions of images fails on its length without a huge allocation; and reading
- * stops one byte past the expected length, so a gzip bomb is never inflated further than that.
+ * stops one byte past the expected length, so a gzip bomb is never inflated further than that;
+ * an images header may declare at most IDX_PAYLOAD_MAX (16 GiB) of pixels.
  *
  * Tested by tests/test_data.c (the real Fashion-MNIST, and broken files written to the tmp dir). */
 #include "data.h"
@@ -26,6 +27,10 @@
 /* More items than any IDX set in use (EMNIST has 814255); keeps count * rows * cols far from
  * overflow with the side limit. */
 #define IDX_COUNT_MAX    ((uint32_t)1 << 30)
+/* Most pixel bytes an images file may declare (Fashion-MNIST's training split has 47 MB, EMNIST
+ * ~700 MB): the payload is inflated into memory, so a header claiming up to 2^54 bytes in front of
+ * a gzip bomb would otherwise inflate until memory runs out. */
+#define IDX_PAYLOAD_MAX  ((uint64_t)16 << 30)
 #define IDX_CLASSES      10
 #define IDX_DEFAULT_DIR  "/usr/share/datasets/fashion-mnist"
 
@@ -179,8 +184,15 @@ static dinoc_status read_images(const char *path, uint32_t *count, int *rows, in
                        path, r, c, IDX_SIDE_MAX);
         goto done;
     }
-    size_t bytes = (size_t)n * r * c; /* < 2^54: no overflow */
-    if ((s = idx_read_payload(&f, bytes, "pixels", pixels)) != DINOC_OK) goto done;
+    uint64_t bytes = (uint64_t)n * r * c; /* < 2^54: no overflow */
+    if (bytes > IDX_PAYLOAD_MAX || (size_t)bytes != bytes) {
+        s = dinoc_fail(DINOC_ERR_FORMAT,
+                       "%s: dims: %u images of %u x %u declare %llu pixel bytes, more than the "
+                       "%llu GiB accepted", path, n, r, c, (unsigned long long)bytes,
+                       (unsigned long long)(IDX_PAYLOAD_MAX >> 30));
+        goto done;
+    }
+    if ((s = idx_read_payload(&f, (size_t)bytes, "pixels", pixels)) != DINOC_OK) goto done;
     *count = n;
     *rows  = (int)r;
     *cols  = (int)c;

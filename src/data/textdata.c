@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <math.h>
 #include <string.h>
 
 /* ---- reading ---------------------------------------------------------------------------------- */
@@ -224,7 +225,7 @@ void dinoc_text_vocab_free(dinoc_text_vocab *v) {
     memset(v, 0, sizeof *v);
 }
 
-/* to_model from to_tok (tokenizer ids outside [0, tok_vocab) are refused). */
+/* to_model from to_tok (tokenizer ids outside [0, tok_vocab), and one given twice, are refused). */
 static dinoc_status vocab_index(dinoc_text_vocab *v, const char *where) {
     v->to_model = malloc(sizeof(int32_t) * (size_t)v->tok_vocab);
     if (!v->to_model) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
@@ -233,6 +234,9 @@ static dinoc_status vocab_index(dinoc_text_vocab *v, const char *where) {
         if (v->to_tok[i] < 0 || v->to_tok[i] >= v->tok_vocab)
             return dinoc_fail(DINOC_ERR_FORMAT, "%s: model id %d maps to tokenizer id %d, outside the "
                               "tokenizer's %d", where, i, v->to_tok[i], v->tok_vocab);
+        if (v->to_model[v->to_tok[i]] != DINOC_TV_UNK)
+            return dinoc_fail(DINOC_ERR_FORMAT, "%s: model ids %d and %d both map to tokenizer id %d "
+                              "(a duplicate id)", where, v->to_model[v->to_tok[i]], i, v->to_tok[i]);
         v->to_model[v->to_tok[i]] = i;
     }
     return DINOC_OK;
@@ -289,6 +293,9 @@ dinoc_status dinoc_text_vocab_save(const dinoc_text_vocab *v, const char *dir, c
     return s;
 }
 
+/* d is an integer in [lo, hi] (NaN and infinities are not). */
+static int exact_int(double d, double lo, double hi) { return d >= lo && d <= hi && d == floor(d); }
+
 dinoc_status dinoc_text_vocab_load(dinoc_text_vocab *v, const char *dir, int tok_vocab) {
     memset(v, 0, sizeof *v);
     char *path = dinoc_path_join(dir, DINOC_TEXT_VOCAB_FILE);
@@ -311,10 +318,15 @@ dinoc_status dinoc_text_vocab_load(dinoc_text_vocab *v, const char *dir, int tok
         v->counts = malloc(sizeof(int64_t) * (size_t)n);
         if (!v->to_tok || !v->counts) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
     }
+    /* exact integers in range before any cast (an out-of-range double cast to an integer is UB;
+     * 7.5 must not become 7): ids in the int32 range (the tokenizer's range is checked after),
+     * counts in 0..2^53 (what a double holds exactly) */
     for (int i = 0; i < n && !s; i++) {
         const cJSON *a = cJSON_GetArrayItem(ids, i), *c = cJSON_GetArrayItem(cnt, i);
-        if (!cJSON_IsNumber(a) || !cJSON_IsNumber(c) || c->valuedouble < 0)
-            s = dinoc_fail(DINOC_ERR_FORMAT, "%s: entry %d is not a number", path, i);
+        if (!cJSON_IsNumber(a) || !exact_int(a->valuedouble, INT32_MIN, INT32_MAX))
+            s = dinoc_fail(DINOC_ERR_FORMAT, "%s: ids[%d] is not an integer in the int32 range", path, i);
+        else if (!cJSON_IsNumber(c) || !exact_int(c->valuedouble, 0, 9007199254740992.0))
+            s = dinoc_fail(DINOC_ERR_FORMAT, "%s: counts[%d] is not an integer in 0..2^53", path, i);
         else v->to_tok[i] = (int32_t)a->valuedouble, v->counts[i] = (int64_t)c->valuedouble;
     }
     if (!s && (v->to_tok[DINOC_TV_PAD] != -1 || v->to_tok[DINOC_TV_UNK] != -2))
