@@ -9,6 +9,7 @@
  * corrupt image reported with its path, a failing transform, bad configs, early free. */
 #include "check.h"
 #include "../src/data/data.h"
+#include "../src/train/supervised.h"
 
 #include <ftw.h>
 #include <stb/stb_image_write.h>
@@ -491,6 +492,14 @@ DINOC_TEST(data_folder_classes) {
         }
         dinoc_dataset_free(ds);
     }
+    /* the trainers' data: a folder without test/ trains on itself and has no test split (its
+     * images scored against themselves gave k-NN monitors of ~100 % before session 7) */
+    CHECK(!dinoc_train_has_test(d) && dinoc_train_has_test("fashion-mnist"));
+    ds = NULL;
+    CHECK_OK(dinoc_train_open_data(&ds, d, NULL, 1));
+    CHECK(ds && dinoc_dataset_size(ds) == 5);
+    dinoc_dataset_free(ds), ds = NULL;
+    CHECK_ERR(dinoc_train_open_data(&ds, d, NULL, 0), DINOC_ERR_ARG, "no test/ subfolder");
     free(sub), free(cat), free(dog), free(d);
 }
 

@@ -76,6 +76,14 @@ DINOC_TEST(eval_knn_ties_are_deterministic) {
     yte[0] = 0; /* class 0 has no vote: ranked after the tied classes; top-5 = min(5, k = 2) misses it */
     CHECK_OK(dinoc_knn_eval(tr, ytr, 3, te, yte, 1, 2, 3, &k2, 1, 0.07f, &a1, &a5));
     CHECK(a1 == 0.0 && a5 == 0.0);
+    /* T = 1e-4: exp(sim / T) overflows to inf for both classes (a false tie won by class 0); with
+     * the best similarity subtracted, the nearest row (class 1, sim 1) outweighs two rows of class
+     * 0 at sim 0.99 by e^100 / 2 */
+    const float tr3[3 * 2] = {1, 0, 0.99f, 0.14107f, 0.99f, 0.14107f}, te1[2] = {1, 0};
+    int32_t     y3[3] = {1, 0, 0}, y1[1] = {1};
+    int         k3 = 3;
+    CHECK_OK(dinoc_knn_eval(tr3, y3, 3, te1, y1, 1, 2, 2, &k3, 1, 1e-4f, &a1, &a5));
+    CHECK(a1 == 1.0);
 }
 
 DINOC_TEST(eval_knn_bad_input) {
@@ -189,7 +197,7 @@ DINOC_TEST(eval_linear_lr_chosen_on_held_out_train_rows) {
     for (int i = 0; i < LTE; i++) scrambled[i] = (yte[i] + 1) % LK;
     /* 1e-7 learns nothing in 2 epochs, 0.1 separates the clusters */
     const double        lrs[2] = {1e-7, 0.1};
-    dinoc_linear_config c      = {lrs, 2, 2, 32, 0.2, 5};
+    dinoc_linear_config c      = {.lrs = lrs, .n_lrs = 2, .epochs = 2, .batch = 32, .val_fraction = 0.2, .seed = 5};
     dinoc_linear_result a, s;
     CHECK_OK(dinoc_linear_probe(xtr, ytr, LTR, xte, yte, LTE, LD, LK, &c, &a));
     CHECK_OK(dinoc_linear_probe(xtr, ytr, LTR, xte, scrambled, LTE, LD, LK, &c, &s));
@@ -198,14 +206,28 @@ DINOC_TEST(eval_linear_lr_chosen_on_held_out_train_rows) {
     /* the test labels steer nothing: same choice, same val numbers, only the test score moves */
     CHECK(s.best_lr == a.best_lr && memcmp(s.val_by_lr, a.val_by_lr, sizeof(double) * 2) == 0);
     CHECK(a.test_top1 > 0.95 && s.test_top1 < 0.05);
-    free(a.val_by_lr), free(s.val_by_lr), free(xtr), free(xte);
+    free(a.val_by_lr), free(s.val_by_lr);
+    /* one held-out row per class (few-shot's split): the same choice on LK rows; with one row per
+     * class nothing can be held out, so the first lr is used unchosen (val -1) */
+    c.val_per_class = 1;
+    CHECK_OK(dinoc_linear_probe(xtr, ytr, LTR, xte, yte, LTE, LD, LK, &c, &a));
+    CHECK(a.best_lr == 0.1 && a.val_by_lr[1] == 1.0 && a.test_top1 > 0.95);
+    free(a.val_by_lr);
+    int32_t one[LK];
+    float  *x1 = malloc(sizeof(float) * LK * LD);
+    for (int k = 0, n = 0; k < LK; k++) /* the first row of each class */
+        for (int i = 0; i < LTR && n == k; i++)
+            if (ytr[i] == k) memcpy(x1 + (size_t)n * LD, xtr + (size_t)i * LD, sizeof(float) * LD), one[n++] = k;
+    CHECK_OK(dinoc_linear_probe(x1, one, LK, xte, yte, LTE, LD, LK, &c, &a));
+    CHECK(a.best_lr == 1e-7 && a.val_top1 == -1 && a.val_by_lr[1] == -1);
+    free(a.val_by_lr), free(x1), free(xtr), free(xte);
 }
 
 DINOC_TEST(eval_linear_bad_input) {
     float               x[4 * 2] = {1, 0, 0, 1, 1, 0, 0, 1};
     int32_t             y[4] = {0, 1, 0, 1}, bad[4] = {0, 1, 7, 1};
     const double        lrs[1] = {0.1}, neg[1] = {-1};
-    dinoc_linear_config c = {lrs, 1, 1, 2, 0.25, 0};
+    dinoc_linear_config c = {.lrs = lrs, .n_lrs = 1, .epochs = 1, .batch = 2, .val_fraction = 0.25, .seed = 0};
     dinoc_linear_result r;
     CHECK_ERR(dinoc_linear_probe(x, y, 4, x, y, 4, 2, 1, &c, &r), DINOC_ERR_ARG, "num_classes");
     CHECK_ERR(dinoc_linear_probe(x, bad, 4, x, y, 4, 2, 2, &c, &r), DINOC_ERR_ARG, "train label 7");

@@ -102,7 +102,7 @@ void dinoc_seg_patch_labels(int32_t *labels, const uint8_t *mask, int w, int h, 
 /* ---- the probe and its scores (segment.c) ------------------------------------------------------- */
 
 typedef struct {
-    const double *lrs;   /* tried side by side (each scaled by batch / 256) */
+    const double *lrs;   /* tried side by side (each scaled by min(batch, rows) / 256) */
     int           n_lrs;
     int           epochs, batch;
     double        val_fraction; /* the last images' patches held out to choose the lr */

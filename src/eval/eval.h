@@ -73,7 +73,8 @@ dinoc_status dinoc_knn_eval(const float *train, const int32_t *ytrain, int64_t n
 
 /* Linear probe on frozen features: a linear layer (init normal std 0.01, bias 0) trained with SGD
  * momentum 0.9, wd 0, batch `batch`, cosine lr to 0 per iteration, for each learning rate of lrs
- * (each scaled by batch / 256; all lrs train side by side on the same batches, as DINOv2's
+ * (each scaled by B / 256, B = min(batch, rows): the batch in use; all lrs train side by side on
+ * the same batches, as DINOv2's
  * AllClassifiers); features standardised by nothing (as the references). The learning rate is
  * chosen on a held-out `val_fraction` of the training rows (split deterministic from seed; ties go
  * to the earlier lr); the chosen classifier is then retrained on all training rows from the same
@@ -83,6 +84,9 @@ typedef struct {
     int           n_lrs;
     int           epochs, batch;
     double        val_fraction; /* 0.1 */
+    int           val_per_class; /* > 0: hold out this many rows of each class instead (at most all but
+                                  * one of a class); when no row is held out (one row per class) the
+                                  * first lr is used unchosen and val_top1 is -1. Few-shot uses 1. */
     uint64_t      seed;
 } dinoc_linear_config;
 

@@ -4,7 +4,8 @@
  *   prototypes    the class mean of the L2-normalised shots, cosine nearest (a nearest-class-mean
  *                 classifier: no training, no hyper-parameters);
  *   linear probe  dinoc_linear_probe (src/eval/linear.c) on the L2-normalised shots, its lr chosen
- *                 on a held-out part of the shots themselves (never on the test rows).
+ *                 on one held-out shot of each class (never on the test rows); at 1 shot the
+ *                 first lr, unchosen.
  * Several draws (seeds) give a mean and a sample standard deviation, since with a handful of
  * shots the draw moves accuracy by points. Features are normalised for both classifiers so one lr
  * grid fits CLIP (unit rows) and DINO features (norms in the tens) alike; CLIP's paper probes with
@@ -27,7 +28,10 @@ dinoc_fewshot_config dinoc_fewshot_default(int shots) {
     static const double lrs[] = {3.0, 1.0, 0.3, 0.1, 0.03, 0.01};
     dinoc_fewshot_config c    = {.shots = shots, .n_seeds = 5, .seed = 0, .probe = dinoc_linear_default()};
     c.probe.lrs = lrs, c.probe.n_lrs = (int)(sizeof lrs / sizeof lrs[0]);
-    c.probe.epochs = DINOC_FEWSHOT_EPOCHS, c.probe.batch = 32, c.probe.val_fraction = 0.2;
+    /* one shot of each class held out to choose the lr (a random 20 % left some classes with no
+     * training shot at 2-3 shots and held out only untrainable classes at 1 shot); at 1 shot
+     * nothing is held out and the first lr (3) is used */
+    c.probe.epochs = DINOC_FEWSHOT_EPOCHS, c.probe.batch = 32, c.probe.val_fraction = 0.2, c.probe.val_per_class = 1;
     return c;
 }
 

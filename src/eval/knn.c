@@ -92,11 +92,12 @@ static dinoc_status check_rows(const char *what, const float *x, const int32_t *
 }
 
 /* Scores of the first k hits into score [num_classes]; 1 if the target is first, *in5 if within
- * the first n5 classes. */
+ * the first n5 classes. Weights exp((sim - best) / T): DINO's exp(sim / T) times one factor per
+ * query (the same ranking), which cannot overflow for a small T (1/T > 709 did: inf ties). */
 static int vote(const knn_hit *h, int k, const int32_t *ytrain, int32_t target, int num_classes, double T,
                 double *score, int n5, int *in5) {
     memset(score, 0, sizeof(double) * num_classes);
-    for (int j = 0; j < k; j++) score[ytrain[h[j].idx]] += exp((double)h[j].sim / T);
+    for (int j = 0; j < k; j++) score[ytrain[h[j].idx]] += exp(((double)h[j].sim - (double)h[0].sim) / T);
     int rank = 0; /* classes ranked before the target */
     for (int c = 0; c < num_classes; c++)
         if (score[c] > score[target] || (score[c] == score[target] && c < target)) rank++;

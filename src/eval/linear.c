@@ -33,7 +33,8 @@
 
 dinoc_linear_config dinoc_linear_default(void) {
     static const double lrs[] = {1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0};
-    dinoc_linear_config c     = {lrs, (int)(sizeof lrs / sizeof lrs[0]), DINOC_LINEAR_EPOCHS, 128, 0.1, 0};
+    dinoc_linear_config c     = {.lrs = lrs, .n_lrs = (int)(sizeof lrs / sizeof lrs[0]), .epochs = DINOC_LINEAR_EPOCHS,
+                                 .batch = 128, .val_fraction = 0.1, .val_per_class = 0, .seed = 0};
     return c;
 }
 
@@ -133,7 +134,7 @@ static dinoc_status fit_group(const float *X, const int32_t *y, int D, int K, co
             }
             const double cosine = 0.5 * (1.0 + cos(M_PI * (double)t / (double)total));
             for (int g = 0; g < ng; g++) {
-                const float lr = (float)(lrs[g] * cfg->batch / 256.0 * cosine);
+                const float lr = (float)(lrs[g] * B / 256.0 * cosine); /* the batch in use: fewer rows than --batch make it smaller */
                 dinoc_linear_sgd_step(w + g * KD, b + (size_t)g * K, mw + g * KD, mb + (size_t)g * K, xb, yb,
                                       bn, D, K, 1, &lr, PROBE_MOMENTUM, scratch, NULL);
             }
@@ -246,7 +247,7 @@ dinoc_status dinoc_linear_probe(const float *train, const int32_t *ytrain, int64
     const int     nl   = cfg->n_lrs;
     int64_t       nval = (int64_t)llround((double)ntrain * cfg->val_fraction);
     nval               = nval < 1 ? 1 : nval > ntrain - 1 ? ntrain - 1 : nval;
-    int64_t *perm = malloc(sizeof(int64_t) * (size_t)ntrain), c1[1], c5[1];
+    int64_t *perm = malloc(sizeof(int64_t) * (size_t)ntrain), c1[1], c5[1], *cnt = NULL;
     int64_t *v1 = malloc(sizeof(int64_t) * nl), *v5 = malloc(sizeof(int64_t) * nl);
     float   *w = malloc(sizeof(float) * (size_t)nl * K * dim), *b = malloc(sizeof(float) * (size_t)nl * K);
     res->val_by_lr = malloc(sizeof(double) * nl);
@@ -262,13 +263,37 @@ dinoc_status dinoc_linear_probe(const float *train, const int32_t *ytrain, int64
         int64_t j = (int64_t)(dinoc_rng_u64(&rng) % (uint64_t)(i + 1)), tmp = perm[i];
         perm[i] = perm[j], perm[j] = tmp;
     }
-    if ((s = probe_fit(train, ytrain, dim, K, perm + nval, ntrain - nval, cfg->lrs, nl, cfg, w, b)) ||
-        (s = probe_score(train, ytrain, perm, nval, dim, K, nl, w, b, v1, v5)))
-        goto done;
+    if (cfg->val_per_class > 0) {
+        /* stratified: the first val_per_class rows of each class in the permutation's order (all
+         * but one at most) move to the front, in order; the rest keep theirs */
+        int64_t *tot = calloc((size_t)2 * K, sizeof(int64_t)), *rest = malloc(sizeof(int64_t) * (size_t)ntrain);
+        if (!(cnt = tot) || !rest) {
+            free(rest);
+            s = dinoc_fail(DINOC_ERR_NOMEM, "linear probe: out of memory");
+            goto done;
+        }
+        for (int64_t i = 0; i < ntrain; i++) tot[ytrain[i]]++;
+        int64_t nr = 0;
+        nval = 0;
+        for (int64_t i = 0; i < ntrain; i++) {
+            const int32_t c = ytrain[perm[i]];
+            if (tot[K + c] < cfg->val_per_class && tot[K + c] < tot[c] - 1) perm[nval++] = perm[i], tot[K + c]++;
+            else rest[nr++] = perm[i];
+        }
+        memcpy(perm + nval, rest, sizeof(int64_t) * (size_t)nr);
+        free(rest);
+    }
     int best = 0;
-    for (int j = 0; j < nl; j++) {
-        res->val_by_lr[j] = (double)v1[j] / nval;
-        if (v1[j] > v1[best]) best = j;
+    if (nval > 0) {
+        if ((s = probe_fit(train, ytrain, dim, K, perm + nval, ntrain - nval, cfg->lrs, nl, cfg, w, b)) ||
+            (s = probe_score(train, ytrain, perm, nval, dim, K, nl, w, b, v1, v5)))
+            goto done;
+        for (int j = 0; j < nl; j++) {
+            res->val_by_lr[j] = (double)v1[j] / nval;
+            if (v1[j] > v1[best]) best = j;
+        }
+    } else {
+        for (int j = 0; j < nl; j++) res->val_by_lr[j] = -1; /* one row per class: nothing to hold out */
     }
     res->best_lr  = cfg->lrs[best];
     res->val_top1 = res->val_by_lr[best];
@@ -280,7 +305,7 @@ dinoc_status dinoc_linear_probe(const float *train, const int32_t *ytrain, int64
     res->test_top1 = (double)c1[0] / ntest;
     res->test_top5 = (double)c5[0] / ntest;
 done:
-    free(perm), free(v1), free(v5), free(w), free(b);
+    free(perm), free(cnt), free(v1), free(v5), free(w), free(b);
     if (s) {
         free(res->val_by_lr);
         res->val_by_lr = NULL;

@@ -349,7 +349,7 @@ static dinoc_status seg_sgd(const float *X, const int32_t *y, int64_t n, int D, 
             }
             const double cosine = 0.5 * (1.0 + cos(M_PI * (double)t / (double)total));
             for (int j = 0; j < nl; j++) {
-                const float lr = (float)(lrs[j] * cfg->batch / 256.0 * cosine);
+                const float lr = (float)(lrs[j] * B / 256.0 * cosine); /* the batch in use (as the linear probe) */
                 dinoc_linear_sgd_step(w + j * KD, b + (size_t)j * K, mw + j * KD, mb + (size_t)j * K, xb, yb, bn, D,
                                       K, 1, &lr, SEG_MOMENTUM, scratch, NULL);
             }

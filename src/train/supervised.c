@@ -111,12 +111,25 @@ void dinoc_train_preprocess(dinoc_preprocess *pp, const char *data, int image, i
     }
 }
 
+int dinoc_train_has_test(const char *data) {
+    if (strcmp(data, "fashion-mnist") == 0) return 1;
+    char *sub = dinoc_path_join(data, "test");
+    int   yes = sub && dinoc_is_dir(sub);
+    free(sub);
+    return yes;
+}
+
 dinoc_status dinoc_train_open_data(dinoc_dataset **ds, const char *data, const char *data_dir, int train) {
     if (strcmp(data, "fashion-mnist") == 0) return dinoc_dataset_idx_open(ds, data_dir, train);
-    /* an image folder: DIR/train and DIR/test when present, else DIR for both */
+    /* an image folder: DIR/train when present, else DIR, for training; DIR/test for the test split,
+     * never DIR itself (its images are the training images: they would score themselves) */
     char *sub = dinoc_path_join(data, train ? "train" : "test");
     if (!sub) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
-    dinoc_status s = dinoc_dataset_folder_open(ds, dinoc_is_dir(sub) ? sub : data);
+    dinoc_status s = DINOC_OK;
+    if (dinoc_is_dir(sub)) s = dinoc_dataset_folder_open(ds, sub);
+    else if (train) s = dinoc_dataset_folder_open(ds, data);
+    else s = dinoc_fail(DINOC_ERR_ARG, "%s: no test/ subfolder, so no test split (the images of %s are the training "
+                        "images)", data, data);
     free(sub);
     return s;
 }
@@ -455,6 +468,9 @@ dinoc_status dinoc_sup_train(const dinoc_sup_config *cfg, dinoc_sup_result *res)
     res->test_top1 = -1;
     if (s) goto done;
     const dinoc_sup_config *c = &r.cfg;
+    /* without a test split the test top-1 is not measured (metrics.json: -1) */
+    const int has_test = dinoc_train_has_test(c->data);
+    if (!has_test) dinoc_log(DINOC_LOG_WARN, "%s has no test/ subfolder: no test accuracy is measured", c->data);
     if ((s = dinoc_mkdir(c->out))) goto done;
     log_path = dinoc_path_join(c->out, "log.jsonl");
     if (!log_path) {
@@ -536,7 +552,7 @@ dinoc_status dinoc_sup_train(const dinoc_sup_config *cfg, dinoc_sup_result *res)
             fflush(log);
             if ((s = save_checkpoint(&r))) break;
         }
-        if (epoch_end && c->eval_every_epoch && r.step < stop) {
+        if (epoch_end && c->eval_every_epoch && has_test && r.step < stop) {
             double  acc;
             int64_t nt;
             fflush(log);
@@ -552,7 +568,7 @@ dinoc_status dinoc_sup_train(const dinoc_sup_config *cfg, dinoc_sup_result *res)
     if ((s = save_checkpoint(&r))) goto done;
     res->steps      = r.step;
     res->final_loss = loss;
-    if (r.step >= total || c->eval_every_epoch) {
+    if (has_test && (r.step >= total || c->eval_every_epoch)) {
         int64_t nt;
         if ((s = dinoc_sup_eval(c->out, c->data, c->data_dir, 0, 256, &res->test_top1, &nt))) goto done;
     }

@@ -51,9 +51,11 @@ dinoc_status dinoc_sup_train(const dinoc_sup_config *cfg, dinoc_sup_result *res)
 dinoc_status dinoc_sup_eval(const char *run, const char *data, const char *data_dir, int train_split,
                             int batch, double *top1, int64_t *n);
 
-/* Shared by the trainers: "fashion-mnist" (DIR NULL: Debian's) or an image folder, its DIR/train
- * or DIR/test subfolder when present, else DIR for both splits. */
+/* Shared by the trainers: "fashion-mnist" (DIR NULL: Debian's) or an image folder: training
+ * reads DIR/train when present, else DIR; the test split is DIR/test, and a folder without one
+ * has no test split (DINOC_ERR_ARG: never the training images scored against themselves). */
 dinoc_status dinoc_train_open_data(dinoc_dataset **ds, const char *data, const char *data_dir, int train);
+int          dinoc_train_has_test(const char *data); /* 1: fashion-mnist, or DIR/test exists */
 /* The preprocessing a trained model is saved with (preprocessor_config.json): Fashion-MNIST: an
  * exact resize to image x image (none at 28) and the training split's mean/std; photos: shorter
  * side image * 256/224 bicubic, center crop, ImageNet mean/std. */
