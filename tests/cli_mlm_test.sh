@@ -41,8 +41,11 @@ expect_json "eval JSON fields" \
 cp "$TMP/out" "$TMP/eval1"
 expect_rc "eval mlm again, other batch size" 0 "$DINOC" eval mlm -m "$TMP/run" --text "$TMP/corpus" --json -b 3
 cmp -s "$TMP/out" "$TMP/eval1" && ok "eval repeats for a seed whatever the batch" || bad "eval repeats for a seed whatever the batch"
-expect_rc "eval mlm text output" 0 "$DINOC" eval mlm -m "$TMP/run" --text "$TMP/corpus" --holdout 0
+expect_rc "eval mlm text output" 0 "$DINOC" eval mlm -m "$TMP/run" --text "$TMP/corpus"
 grep -q "unigram: accuracy" "$TMP/out" && ok "text output shows the baseline" || bad "text output shows the baseline"
+# the training text with another held-out split would score entries the run trained on
+expect_rc "eval mlm: the run's text with --holdout 0 is refused" 1 "$DINOC" eval mlm -m "$TMP/run" --text "$TMP/corpus" --holdout 0
+expect_err "names the run's split" "held out one text entry in 10"
 expect_rc "paragraph file, all of it" 0 "$DINOC" eval mlm -m "$TMP/run" --text "$TMP/para.txt" --holdout 0 --json
 expect_json "paragraphs: 2 sequences" "j['sequences'] == 2 and j['masked'] > 0"
 expect_rc "text of unseen words only" 1 "$DINOC" eval mlm -m "$TMP/run" --text "$TMP/unseen.txt" --holdout 0

@@ -178,7 +178,44 @@ DINOC_TEST(text_save_load_roundtrip) {
     /* the padding row starts at zero (HF padding_idx) */
     for (int d = 0; d < c.dim; d++) CHECK(m->p.tok[(size_t)c.pad_id * c.dim + d] == 0.0f);
     free(cover), free(gr);
-    dinoc_text_free(r);
+    dinoc_text_free(r), r = NULL;
+    /* the same weights under TF-converted names (LayerNorm.gamma / .beta, as bert-base-uncased's
+     * model.safetensors) and with the tied decoder stored: the same model; an untied one: refused */
+    char st_path[700];
+    snprintf(st_path, sizeof st_path, "%s/model.safetensors", dir);
+    dinoc_safetensors *st = NULL;
+    CHECK_OK(dinoc_safetensors_open(&st, st_path));
+    if (!st) return;
+    const int     nt = dinoc_safetensors_count(st);
+    dinoc_tensor *ts = calloc((size_t)nt + 1, sizeof *ts);
+    char        (*names)[128] = calloc((size_t)nt, sizeof *names);
+    int           renamed = 0;
+    for (int i = 0; i < nt; i++) {
+        ts[i] = *dinoc_safetensors_get(st, i);
+        const char *nm = ts[i].name, *dot = strrchr(nm, '.');
+        if (strstr(nm, "LayerNorm.")) {
+            snprintf(names[i], 128, "%.*s%s", (int)(dot - nm), nm, strcmp(dot, ".weight") == 0 ? ".gamma" : ".beta");
+            ts[i].name = names[i], renamed++;
+        }
+    }
+    float *dec = malloc(sizeof(float) * (size_t)c.vocab * c.dim);
+    memcpy(dec, m->p.tok, sizeof(float) * (size_t)c.vocab * c.dim);
+    ts[nt] = (dinoc_tensor){"cls.predictions.decoder.weight", DINOC_DTYPE_F32, 2, {c.vocab, c.dim},
+                            sizeof(float) * (size_t)c.vocab * c.dim, dec};
+    char legacy[600];
+    snprintf(legacy, sizeof legacy, "%s/text_legacy_names", dinoc_test_tmpdir());
+    CHECK_OK(dinoc_text_model_save(m, legacy)); /* config.json and the rest; the weights replaced next */
+    snprintf(st_path, sizeof st_path, "%s/model.safetensors", legacy);
+    CHECK(renamed == 4 + 4 * c.layers); /* weight and bias of the embeddings LN, 2 per block, the head LN */
+    CHECK_OK(dinoc_safetensors_write(st_path, ts, nt + 1, NULL));
+    CHECK_OK(dinoc_text_model_load(&r, legacy));
+    if (r) CHECK(r->n_params == m->n_params && memcmp(r->params, m->params, sizeof(float) * m->n_params) == 0);
+    dinoc_text_free(r), r = NULL;
+    dec[5] += 1.0f;
+    CHECK_OK(dinoc_safetensors_write(st_path, ts, nt + 1, NULL));
+    CHECK_ERR(dinoc_text_model_load(&r, legacy), DINOC_ERR_FORMAT, "untied MLM decoder");
+    free(dec), free(ts), free(names);
+    dinoc_safetensors_close(st);
     dinoc_text_free(m);
 }
 

@@ -52,7 +52,7 @@ dinoc_status dinoc_text_corpus_split(dinoc_text_corpus **out, const dinoc_text_c
 
 /* The model's vocabulary: the special ids below, then every tokenizer id seen in the training
  * corpus in increasing order. Restricting the output layer to these (about 20k of CLIP's 49408
- * on the fortunes) makes the tied decoder and its softmax 2.5x cheaper; ids the training text
+ * on the fortunes) makes the tied decoder and its softmax 2.2x cheaper; ids the training text
  * never showed map to [UNK], which is never masked. */
 enum {
     DINOC_TV_PAD  = 0, /* padding (never attended, never masked) */

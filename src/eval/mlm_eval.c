@@ -3,6 +3,8 @@
  * small whatever the batch. Tested by tests/test_mlm_train.c. */
 #include "mlm_eval.h"
 
+#include <cjson/cJSON.h>
+
 #include <math.h>
 #include <string.h>
 
@@ -99,6 +101,36 @@ dinoc_status dinoc_mlm_evaluate(const dinoc_text_model *m, const dinoc_text_pack
     return s;
 }
 
+/* A `dinoc train mlm` run folder records its held-out split in checkpoint.safetensors (config
+ * "holdout" and "text"). Scoring the same text with another --holdout would score training
+ * entries: refused. Other text, or a folder without our checkpoint (an HF model), is not checked. */
+static dinoc_status check_split(const char *model_dir, const dinoc_mlm_eval_config *c) {
+    char              *ck = dinoc_path_join(model_dir, "checkpoint.safetensors");
+    dinoc_safetensors *st = NULL;
+    dinoc_status       s  = DINOC_OK;
+    if (!ck) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+    if (!dinoc_file_exists(ck) || dinoc_safetensors_open(&st, ck) != DINOC_OK) {
+        free(ck);
+        return DINOC_OK; /* not a run folder (or an unreadable checkpoint: the model load speaks) */
+    }
+    const char *cj = dinoc_safetensors_metadata(st, "config");
+    cJSON      *o  = cj ? cJSON_Parse(cj) : NULL;
+    const cJSON *ho = cJSON_GetObjectItemCaseSensitive(o, "holdout"), *tx = cJSON_GetObjectItemCaseSensitive(o, "text");
+    int same_text = cJSON_IsArray(tx) && cJSON_GetArraySize(tx) == c->n_text;
+    for (int i = 0; same_text && i < c->n_text; i++) {
+        const cJSON *e = cJSON_GetArrayItem(tx, i);
+        same_text = cJSON_IsString(e) && strcmp(e->valuestring, c->text[i]) == 0;
+    }
+    if (same_text && cJSON_IsNumber(ho) && (int)ho->valuedouble != c->holdout)
+        s = dinoc_fail(DINOC_ERR_ARG, "%s: the run held out one text entry in %d of this text (its checkpoint's "
+                       "config); --holdout %d would score entries it trained on", model_dir, (int)ho->valuedouble,
+                       c->holdout);
+    cJSON_Delete(o);
+    dinoc_safetensors_close(st);
+    free(ck);
+    return s;
+}
+
 dinoc_status dinoc_mlm_eval_folder(const char *model_dir, const dinoc_mlm_eval_config *c,
                                    dinoc_mlm_eval_result *r) {
     memset(r, 0, sizeof *r);
@@ -107,7 +139,8 @@ dinoc_status dinoc_mlm_eval_folder(const char *model_dir, const dinoc_mlm_eval_c
     dinoc_text_corpus *all  = NULL, *held = NULL;
     dinoc_text_vocab   v    = {0, 0, NULL, NULL, NULL};
     dinoc_text_packed  data = {0, 0, NULL, NULL, 0};
-    dinoc_status       s    = dinoc_text_model_load(&m, model_dir);
+    dinoc_status       s    = check_split(model_dir, c);
+    if (!s) s = dinoc_text_model_load(&m, model_dir);
     if (!s && !m->cfg.mlm_head) s = dinoc_fail(DINOC_ERR_ARG, "%s: the model has no MLM head (cls.predictions.*)", model_dir);
     if (!s) s = dinoc_text_corpus_open(&all, &tok, c->bpe, c->text, c->n_text, c->fortunes_dir, NULL, 0);
     if (!s) s = dinoc_text_vocab_load(&v, model_dir, dinoc_tokenizer_vocab_size(tok));

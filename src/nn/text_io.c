@@ -276,6 +276,47 @@ static void shape_text(char *buf, size_t n, int ndim, const int64_t *shape) {
         k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? "," : "", (long long)shape[i]);
 }
 
+/* Old TF-converted BERT files (bert-base-uncased's model.safetensors among them) name LayerNorm
+ * parameters "LayerNorm.gamma" / "LayerNorm.beta"; transformers renames them on load. Writes the
+ * current name ("LayerNorm.weight" / ".bias") of a legacy one into buf and returns buf, else nm. */
+static const char *current_name(const char *nm, char *buf, size_t n) {
+    static const char *from[2] = {"LayerNorm.gamma", "LayerNorm.beta"}, *to[2] = {"LayerNorm.weight", "LayerNorm.bias"};
+    for (int i = 0; i < 2; i++)
+        if (ends_with(nm, from[i]) && strlen(nm) - strlen(from[i]) + strlen(to[i]) < n) {
+            snprintf(buf, n, "%.*s%s", (int)(strlen(nm) - strlen(from[i])), nm, to[i]);
+            return buf;
+        }
+    return nm;
+}
+
+/* The tensor of an entry's name, or of its legacy name (gamma / beta). */
+static const dinoc_tensor *find_entry(dinoc_weights *w, const char *name) {
+    const dinoc_tensor *t = dinoc_weights_find(w, name);
+    char                old[128];
+    if (t || (!ends_with(name, "LayerNorm.weight") && !ends_with(name, "LayerNorm.bias"))) return t;
+    snprintf(old, sizeof old, "%.*s%s", (int)(strrchr(name, '.') - name), name,
+             ends_with(name, ".weight") ? ".gamma" : ".beta");
+    return dinoc_weights_find(w, old);
+}
+
+/* A BERT MLM head's decoder is tied to the word embeddings (HF ties it and we keep one table): a
+ * file that holds cls.predictions.decoder.weight must hold the same values. */
+static dinoc_status check_tied_decoder(const dinoc_text_model *m, dinoc_weights *w, const char *where) {
+    const dinoc_tensor *t = dinoc_weights_find(w, "cls.predictions.decoder.weight");
+    if (!t || !m->cfg.mlm_head) return DINOC_OK;
+    const int64_t n = (int64_t)m->cfg.vocab * m->cfg.dim;
+    if (t->ndim != 2 || t->shape[0] != m->cfg.vocab || t->shape[1] != m->cfg.dim)
+        return dinoc_fail(DINOC_ERR_SHAPE, "%s: cls.predictions.decoder.weight is not [vocab, hidden]", where);
+    float *d = malloc(sizeof(float) * (size_t)n);
+    if (!d) return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+    dinoc_status s = dinoc_tensor_to_f32(t, d, n);
+    if (!s && memcmp(d, m->p.tok, sizeof(float) * (size_t)n) != 0)
+        s = dinoc_fail(DINOC_ERR_FORMAT, "%s: cls.predictions.decoder.weight differs from the word embeddings: an "
+                       "untied MLM decoder is not supported", dinoc_weights_file_of(w, t));
+    free(d);
+    return s;
+}
+
 /* Checks (copy = 0) or copies (copy = 1) every tensor of m's list from w. */
 static dinoc_status match_weights(const dinoc_text_model *m, dinoc_weights *w, const char *where,
                                   int copy) {
@@ -283,7 +324,7 @@ static dinoc_status match_weights(const dinoc_text_model *m, dinoc_weights *w, c
     dinoc_param_entry *e = entries_of(m, &n);
     dinoc_status       s = e ? DINOC_OK : dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
     for (int i = 0; i < n && !s; i++) {
-        const dinoc_tensor *t = dinoc_weights_find(w, e[i].name);
+        const dinoc_tensor *t = find_entry(w, e[i].name);
         int                 same = t && t->ndim == e[i].ndim;
         for (int k = 0; same && k < t->ndim; k++) same = t->shape[k] == e[i].shape[k];
         if (!t) {
@@ -299,7 +340,8 @@ static dinoc_status match_weights(const dinoc_text_model *m, dinoc_weights *w, c
         }
     }
     for (int j = 0; j < dinoc_weights_count(w) && !s && !copy; j++) {
-        const char *nm    = dinoc_weights_get(w, j)->name;
+        char        buf[128];
+        const char *nm    = current_name(dinoc_weights_get(w, j)->name, buf, sizeof buf);
         int         found = skippable(nm);
         for (int i = 0; i < n && !found; i++) found = strcmp(nm, e[i].name) == 0;
         if (!found)
@@ -349,6 +391,7 @@ dinoc_status dinoc_text_model_load(dinoc_text_model **out, const char *path) {
     }
     if ((s = dinoc_text_alloc(&m, &cfg))) goto done;
     s = match_weights(m, w, path, 1);
+    if (!s) s = check_tied_decoder(m, w, path);
 done:
     dinoc_weights_close(w);
     free(cfg_path);

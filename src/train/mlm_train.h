@@ -22,7 +22,8 @@ typedef struct {
     int         n_text;        /* 0: the fortunes corpus */
     const char *fortunes_dir;  /* NULL: DINOC_FORTUNES_DIR */
     const char *vocab;         /* BPE vocabulary file (NULL: dinoc_tokenizer_find_vocab) */
-    const char *out;           /* run folder */
+    const char *out;           /* run folder (dinoc_mlm_train_default: "runs/mlm"; with resume, set it
+                                * to NULL or to the resumed folder: NULL writes into `resume`) */
     const char *resume;        /* run folder to resume (NULL: fresh) */
     /* model: BERT post-norm encoder, exact GELU, learned positions (max_pos = ctx) */
     int   dim, layers, heads, ffn, ctx;
