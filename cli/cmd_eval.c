@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "../src/eval/dense.h"
 #include "../src/eval/eval.h"
+#include "../src/internal.h"
 #include "../src/train/supervised.h"
 
 #include <cjson/cJSON.h>
@@ -68,6 +69,7 @@ typedef struct {
     const char  *model, *data, *data_dir;
     int          batch, quiet;
     int          limit_train, limit_test;
+    int          val;                /* > 0: score this many train images held out (no test split) */
     int          k_max;              /* knn: checked against the train rows before extracting */
     dinoc_feature_spec spec;
     /* results */
@@ -106,20 +108,52 @@ static dinoc_status extract(eval_run *r, const dinoc_dataset *ds, int64_t limit,
     return s;
 }
 
+/* --val N: N train rows (a draw fixed by VAL_SEED, whatever the data's order) become the scored
+ * rows and leave the bank / the probe's training rows; the test split is not read. For choosing a
+ * recipe without looking at the test set. */
+#define VAL_SEED 0x76616cull
+static dinoc_status split_val(eval_run *r) {
+    const int64_t n = r->ntr, nv = r->val;
+    int64_t      *perm = malloc(sizeof(int64_t) * (size_t)n);
+    uint8_t      *is_val = calloc((size_t)n, 1);
+    r->xte = malloc(sizeof(float) * (size_t)nv * r->dim), r->yte = malloc(sizeof(int32_t) * (size_t)nv);
+    if (!perm || !is_val || !r->xte || !r->yte) {
+        free(perm), free(is_val);
+        return dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
+    }
+    dinoc_rng g;
+    dinoc_rng_seed(&g, VAL_SEED);
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    for (int64_t i = 0; i < nv; i++) { /* partial Fisher-Yates: perm[0..nv) is the draw */
+        int64_t j = i + (int64_t)(dinoc_rng_u64(&g) % (uint64_t)(n - i)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t, is_val[perm[i]] = 1;
+    }
+    int64_t q = 0, b = 0;
+    for (int64_t i = 0; i < n; i++) { /* both keep the data's order */
+        float *dst = is_val[i] ? r->xte + (size_t)q * r->dim : r->xtr + (size_t)b * r->dim;
+        memmove(dst, r->xtr + (size_t)i * r->dim, sizeof(float) * r->dim);
+        if (is_val[i]) r->yte[q++] = r->ytr[i];
+        else r->ytr[b++] = r->ytr[i];
+    }
+    r->ntr = b, r->nte = q;
+    free(perm), free(is_val);
+    return DINOC_OK;
+}
+
 /* Loads the model, opens both splits and extracts their features. Returns an exit code. */
 static int eval_prepare(eval_run *r) {
     dinoc_dataset *tr = NULL, *te = NULL;
     dinoc_status   s;
     double         t0 = cli_now();
     if ((s = dinoc_backbone_load(&r->bb, r->model, NULL)) || (s = open_split(&tr, r->data, r->data_dir, 1)) ||
-        (s = open_split(&te, r->data, r->data_dir, 0)))
+        (!r->val && (s = open_split(&te, r->data, r->data_dir, 0))))
         goto done;
     r->classes = dinoc_dataset_num_classes(tr);
     if (r->classes < 2) {
         s = dinoc_fail(DINOC_ERR_ARG, "%s: needs labelled classes (found %d)", r->data, r->classes);
         goto done;
     }
-    for (int k = 0; k < r->classes; k++)
+    for (int k = 0; te && k < r->classes; k++)
         if (dinoc_dataset_num_classes(te) != r->classes ||
             strcmp(dinoc_dataset_class_name(tr, k), dinoc_dataset_class_name(te, k)) != 0) {
             s = dinoc_fail(DINOC_ERR_ARG, "%s: the train and test splits have different classes", r->data);
@@ -127,12 +161,16 @@ static int eval_prepare(eval_run *r) {
         }
     int64_t ntr = dinoc_dataset_size(tr);
     if (r->limit_train > 0 && r->limit_train < ntr) ntr = r->limit_train;
-    if (r->k_max > ntr) {
-        s = dinoc_fail(DINOC_ERR_ARG, "k = %d must be in 1..%lld (the train rows)", r->k_max, (long long)ntr);
+    if (r->val && r->val > ntr - 2) {
+        s = dinoc_fail(DINOC_ERR_ARG, "--val %d must leave at least 2 of the %lld train rows", r->val, (long long)ntr);
+        goto done;
+    }
+    if (r->k_max > ntr - r->val) {
+        s = dinoc_fail(DINOC_ERR_ARG, "k = %d must be in 1..%lld (the train rows)", r->k_max, (long long)(ntr - r->val));
         goto done;
     }
     if ((s = extract(r, tr, r->limit_train, "train features", &r->xtr, &r->ytr, &r->ntr)) ||
-        (s = extract(r, te, r->limit_test, "test features", &r->xte, &r->yte, &r->nte)))
+        (r->val ? (s = split_val(r)) : (s = extract(r, te, r->limit_test, "test features", &r->xte, &r->yte, &r->nte))))
         goto done;
     r->feat_s = cli_now() - t0;
 done:
@@ -180,8 +218,8 @@ static int check_common(const eval_run *r, int npos, const char *use) {
         fprintf(stderr, "error: %s needs --model MODEL and no positional arguments\n%s\n", r->cmd, use);
         return 2;
     }
-    if (r->batch < 1 || r->limit_train < 0 || r->limit_test < 0 || r->spec.n_last_blocks < 1) {
-        fprintf(stderr, "error: --batch and --n-last-blocks must be >= 1, --limit-* >= 0\n");
+    if (r->batch < 1 || r->limit_train < 0 || r->limit_test < 0 || r->spec.n_last_blocks < 1 || r->val < 0) {
+        fprintf(stderr, "error: --batch and --n-last-blocks must be >= 1, --limit-* and --val >= 0\n");
         return 2;
     }
     return 0;
@@ -205,6 +243,8 @@ static int eval_knn(int argc, char **argv) {
         {"batch", 'b', OPT_INT, &r.batch, "images per forward"},
         {"limit-train", 0, OPT_INT, &r.limit_train, "use only the first N train images (0: all)"},
         {"limit-test", 0, OPT_INT, &r.limit_test, "use only the first N test images (0: all)"},
+        {"val", 0, OPT_INT, &r.val, "score N train images held out (a fixed draw) instead of the test split: for "
+                                    "choosing a recipe without the test set (0: test split)"},
         {"threads", 't', OPT_INT, &threads, "threads (0: all cores)"},
         {"quiet", 'q', OPT_FLAG, &r.quiet, "no progress on stderr"},
         {"json", 0, OPT_FLAG, &json, "print one JSON object of metrics on stdout"},
@@ -246,12 +286,13 @@ static int eval_knn(int argc, char **argv) {
         printf("\"results\":[");
         for (int i = 0; i < nk; i++)
             printf("%s{\"k\":%d,\"top1\":%.6f,\"top5\":%.6f}", i ? "," : "", ks[i], top1[i], top5[i]);
-        printf("],\"T\":%g,\"n_train\":%lld,\"n_test\":%lld,\"dim\":%d,\"classes\":%d,"
+        printf("],\"T\":%g,\"split\":\"%s\",\"n_train\":%lld,\"n_test\":%lld,\"dim\":%d,\"classes\":%d,"
                "\"features_seconds\":%.2f,\"knn_seconds\":%.2f,\"seconds\":%.2f}\n",
-               T, (long long)r.ntr, (long long)r.nte, r.dim, r.classes, r.feat_s, knn_s, cli_now() - t0);
+               T, r.val ? "val" : "test", (long long)r.ntr, (long long)r.nte, r.dim, r.classes, r.feat_s, knn_s,
+               cli_now() - t0);
     } else {
-        printf("k-NN on %s: %lld train, %lld test, %d classes, features %d wide, T %g\n", r.data, (long long)r.ntr,
-               (long long)r.nte, r.classes, r.dim, T);
+        printf("k-NN on %s: %lld train, %lld %s, %d classes, features %d wide, T %g\n", r.data, (long long)r.ntr,
+               (long long)r.nte, r.val ? "held out of train (--val)" : "test", r.classes, r.dim, T);
         for (int i = 0; i < nk; i++)
             printf("k %4d: top-1 %6.2f%%  top-5 %6.2f%%\n", ks[i], 100 * top1[i], 100 * top5[i]);
         printf("features %.1f s, k-NN %.1f s\n", r.feat_s, knn_s);
@@ -283,6 +324,8 @@ static int eval_linear(int argc, char **argv) {
         {"feature-batch", 0, OPT_INT, &r.batch, "images per forward"},
         {"limit-train", 0, OPT_INT, &r.limit_train, "use only the first N train images (0: all)"},
         {"limit-test", 0, OPT_INT, &r.limit_test, "use only the first N test images (0: all)"},
+        {"val", 0, OPT_INT, &r.val, "score N train images held out (a fixed draw) instead of the test split: for "
+                                    "choosing a recipe without the test set (0: test split)"},
         {"threads", 't', OPT_INT, &threads, "threads (0: all cores)"},
         {"quiet", 'q', OPT_FLAG, &r.quiet, "no progress on stderr"},
         {"json", 0, OPT_FLAG, &json, "print one JSON object of metrics on stdout"},
@@ -327,23 +370,24 @@ static int eval_linear(int argc, char **argv) {
                res.test_top5, res.best_lr, res.val_top1);
         for (int j = 0; j < c.n_lrs; j++) printf("%s{\"lr\":%g,\"top1\":%.6f}", j ? "," : "", c.lrs[j], res.val_by_lr[j]);
         printf("],\"epochs\":%d,\"batch\":%d,\"val_fraction\":%g,\"seed\":%d,\"n_last_blocks\":%d,"
-               "\"avgpool\":%s,\"n_train\":%lld,\"n_test\":%lld,\"dim\":%d,\"classes\":%d,"
+               "\"avgpool\":%s,\"split\":\"%s\",\"n_train\":%lld,\"n_test\":%lld,\"dim\":%d,\"classes\":%d,"
                "\"features_seconds\":%.2f,\"probe_seconds\":%.2f,\"seconds\":%.2f}\n",
                c.epochs, c.batch, c.val_fraction, seed, r.spec.n_last_blocks, r.spec.avgpool ? "true" : "false",
-               (long long)r.ntr, (long long)r.nte, r.dim, r.classes, r.feat_s, probe_s, cli_now() - t0);
+               r.val ? "val" : "test", (long long)r.ntr, (long long)r.nte, r.dim, r.classes, r.feat_s, probe_s, cli_now() - t0);
     } else {
         char what[64];
         if (r.bb.resnet) snprintf(what, sizeof what, "the ResNet's pooled feature");
         else snprintf(what, sizeof what, "CLS of the last %d blocks%s", r.spec.n_last_blocks,
                       r.spec.avgpool ? " + mean patch token" : "");
-        printf("linear probe on %s: %lld train (%.0f%% held out to pick the lr), %lld test, %d classes, "
+        printf("linear probe on %s: %lld train (%.0f%% held out to pick the lr), %lld %s, %d classes, "
                "features %d wide (%s)\n",
-               r.data, (long long)r.ntr, 100 * c.val_fraction, (long long)r.nte, r.classes, r.dim, what);
+               r.data, (long long)r.ntr, 100 * c.val_fraction, (long long)r.nte,
+               r.val ? "held out of train (--val)" : "test", r.classes, r.dim, what);
         for (int j = 0; j < c.n_lrs; j++)
             printf("lr %-8g (x %g): val top-1 %6.2f%%%s\n", c.lrs[j], c.batch / 256.0, 100 * res.val_by_lr[j],
                    c.lrs[j] == res.best_lr ? "  <- chosen" : "");
-        printf("test with lr %g retrained on all train rows: top-1 %.2f%%  top-5 %.2f%%\n", res.best_lr,
-               100 * res.test_top1, 100 * res.test_top5);
+        printf("%s with lr %g retrained on all train rows: top-1 %.2f%%  top-5 %.2f%%\n",
+               r.val ? "held-out train rows (--val)" : "test", res.best_lr, 100 * res.test_top1, 100 * res.test_top5);
         printf("features %.1f s, probe %.1f s (%d epochs)\n", r.feat_s, probe_s, c.epochs);
     }
     free(res.val_by_lr);

@@ -44,6 +44,15 @@ import json, sys
 a, b = json.load(open('$TMP/knn1.json')), json.load(open('$TMP/knn2.json'))
 sys.exit(0 if (a['top1'], a['top5']) == (b['top1'], b['top5']) else 1)"
 
+# --val: rows held out of the training split are scored, the test split is not used
+expect_rc "eval knn --val 50" 0 "$DINOC" eval knn -m "$FM" --limit-train 300 --val 50 --json -q
+expect_json "val split: 250 bank rows, 50 held out" "j['split'] == 'val' and j['n_train'] == 250 and j['n_test'] == 50"
+expect_rc "eval linear --val 50" 0 "$DINOC" eval linear -m "$FM" --limit-train 300 --val 50 --n-last-blocks 2 --epochs 1 --json -q
+expect_json "linear on the held-out rows" "j['split'] == 'val' and j['n_train'] == 250 and j['n_test'] == 50"
+expect_rc "--val leaving fewer than 2 train rows" 1 "$DINOC" eval knn -m "$FM" --limit-train 30 --val 29 -k 1 -q
+expect_err "--val names the rows" "--val 29 must leave at least 2"
+expect_rc "--val negative" 2 "$DINOC" eval knn -m "$FM" --val -1 -q
+
 expect_rc "eval linear --json" 0 "$DINOC" eval linear -m "$FM" "${LIM[@]}" --n-last-blocks 2 --epochs 2 --json -q
 expect_json "linear JSON: test, chosen lr, val per lr" \
     "0 <= j['top1'] <= j['top5'] <= 1 and j['best_lr'] in [v['lr'] for v in j['val']] and len(j['val']) == 9 and j['dim'] == 384 and j['epochs'] == 2 and j['n_train'] == 300"
