@@ -289,6 +289,20 @@ done:
         free(out), free(lab);
         return s;
     }
+    /* a limit takes the first N items: on a folder (listed class by class) that can be a few
+     * classes only; said, since an accuracy over them reads like one over all */
+    const int K = dinoc_dataset_num_classes(ds);
+    if (N < dinoc_dataset_size(ds) && K > 1) {
+        uint8_t *seen = calloc((size_t)K, 1);
+        int      k    = 0;
+        for (int64_t i = 0; seen && i < N; i++)
+            if (lab[i] >= 0 && lab[i] < K && !seen[lab[i]]) seen[lab[i]] = 1, k++;
+        if (seen && k < K)
+            dinoc_log(DINOC_LOG_WARN, "the first %lld of %lld images hold %d of the %d classes (an image folder is "
+                      "listed class by class): results cover those classes only", (long long)N,
+                      (long long)dinoc_dataset_size(ds), k, K);
+        free(seen);
+    }
     *feats = out, *labels = lab, *dim = F;
     return DINOC_OK;
 }
