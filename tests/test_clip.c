@@ -139,10 +139,14 @@ static void compare_entries(dinoc_safetensors *st, const char *gkey, const dinoc
 }
 
 /* One training step on the fixture's batch against PyTorch: plain (neg 0: "step.", "grad.") or
- * with hard negatives (neg 1: "negstep.", "neggrad."). */
-static void step_parity(int neg) {
-    char dir[512], path[512], key[64];
+ * with hard negatives (neg 1: "negstep.", "neggrad."); grp 1: with caption groups {0, 1, 0, 2}
+ * (pairs 0 and 2 each other's positives: "grpstep." / "grpnegstep."). */
+static void step_parity(int neg, int grp) {
+    char dir[512], path[512], key[64], ltag[32], gk[32];
     const char        *tag = neg ? "negstep" : "step";
+    const int32_t      groups[4] = {0, 1, 0, 2};
+    snprintf(ltag, sizeof ltag, "%s%s", grp ? "grp" : "", tag);
+    snprintf(gk, sizeof gk, "%s%s", grp ? "grp" : "", neg ? "neggrad." : "grad.");
     dinoc_safetensors *st = NULL;
     dinoc_clip        *m  = NULL;
     dinoc_clip_step   *w  = NULL;
@@ -155,7 +159,7 @@ static void step_parity(int neg) {
     CHECK_OK(dinoc_clip_step_init(&w, m, 4, 32, 16, 0, neg));
     px = fx(st, "step.pixels", NULL);
     snprintf(key, sizeof key, "%s.ids", tag), idf = fx(st, key, NULL);
-    snprintf(key, sizeof key, "%s.loss", tag), wl = fx(st, key, NULL);
+    snprintf(key, sizeof key, "%s.loss", ltag), wl = fx(st, key, NULL);
     if (neg) vf = fx(st, "negstep.valid", NULL);
     if (!w || !px || !idf || !wl || (neg && !vf)) goto done;
     ids_to_lengths(idf, neg ? 8 : 4, 16, ids, len);
@@ -164,7 +168,7 @@ static void step_parity(int neg) {
     float *gt = dinoc_calloc(m->text->n_params, sizeof(float));
     float *gh = dinoc_calloc(m->n_head, sizeof(float));
     double loss = 0, acc = 0;
-    CHECK_OK(dinoc_clip_step_run(w, m, px, ids, len, neg ? valid : NULL, gv, gt, gh, &loss, &acc));
+    CHECK_OK(dinoc_clip_step_run(w, m, px, ids, len, neg ? valid : NULL, grp ? groups : NULL, gv, gt, gh, &loss, &acc));
     /* 1e-5 relative: a loss of ~1.4 through two float32 towers */
     CHECK_MSG(fabs(loss - wl[0]) <= 1e-5 * fabs(wl[0]), "loss %.8f vs torch %.8f", loss, wl[0]);
     double worst = 0;
@@ -172,13 +176,12 @@ static void step_parity(int neg) {
     dinoc_param_entry *ev = calloc((size_t)nv, sizeof *ev), *et = calloc((size_t)nt, sizeof *et);
     dinoc_vit_param_entries(m->vision, DINOC_NAMES_HF, ev);
     dinoc_text_param_entries(m->text, et);
-    const char *gk = neg ? "neggrad." : "grad.";
     compare_entries(st, gk, ev, nv, "vision_model.", m->vision->params, gv, &worst);
     compare_entries(st, gk, et, nt, "", m->text->params, gt, &worst);
     dinoc_param_entry eh[2] = {{.name = "visual_projection.weight", .data = m->head},
                                {.name = "logit_scale", .data = m->head + m->n_head - 1}};
     compare_entries(st, gk, eh, 2, "", m->head, gh, &worst);
-    printf("  %s: loss %.6f (torch %.6f), worst gradient |diff| / scale %.2e over %d tensors\n", tag, loss, wl[0],
+    printf("  %s: loss %.6f (torch %.6f), worst gradient |diff| / scale %.2e over %d tensors\n", ltag, loss, wl[0],
            worst, nv + nt + 2);
     free(ev), free(et);
     dinoc_free(gv), dinoc_free(gt), dinoc_free(gh);
@@ -189,8 +192,10 @@ done:
     dinoc_safetensors_close(st);
 }
 
-DINOC_TEST(clip_step_parity) { step_parity(0); }
-DINOC_TEST(clip_step_parity_hard_negatives) { step_parity(1); }
+DINOC_TEST(clip_step_parity) { step_parity(0, 0); }
+DINOC_TEST(clip_step_parity_hard_negatives) { step_parity(1, 0); }
+DINOC_TEST(clip_step_parity_caption_groups) { step_parity(0, 1); }
+DINOC_TEST(clip_step_parity_caption_groups_negatives) { step_parity(1, 1); }
 
 DINOC_TEST(clip_save_roundtrip) {
     char        dir[512], out[600];

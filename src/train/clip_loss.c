@@ -6,6 +6,7 @@
  *   negative caption per pair; the image-to-text term's softmax runs over all M texts (a negative
  *   flagged invalid gets logit -1e30: weight 0), the text-to-image term over the N true captions
  *   only (a negative caption describes no image of the batch).
+ * Equal captions (ws->group): each row's target is uniform over its group's pairs (clip_train.h).
  * Backward: dlogits = (dCE(logits) + dCE(logits^T)^T) / 2; d logit_scale = sum(dlogits * logits)
  *   (logits = e^ls S); dIn = s dlogits Tn, dTn = s dlogits^T In; through the normalisation
  *   dI = (dIn - In (In . dIn)) / |I|. No clamp in the forward (HF, open_clip): the trainer clamps
@@ -20,7 +21,7 @@ void dinoc_clip_loss_free(dinoc_clip_loss_ws *ws) {
                   ws->dlog, ws->dlog_t, ws->din, ws->dtn};
     
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) dinoc_free(b[i]);
-    dinoc_free(ws->target);
+    dinoc_free(ws->target), dinoc_free(ws->group_n);
     memset(ws, 0, sizeof *ws);
 }
 
@@ -46,6 +47,7 @@ dinoc_status dinoc_clip_loss_init(dinoc_clip_loss_ws *ws, int N, int M, int E) {
     ALLOC(ws->dtn, ME);
 #undef ALLOC
     ok &= (ws->target = dinoc_calloc((size_t)N, sizeof(int32_t))) != NULL;
+    ok &= (ws->group_n = dinoc_calloc((size_t)N, sizeof(int32_t))) != NULL;
     if (!ok) {
         dinoc_clip_loss_free(ws);
         return dinoc_fail(DINOC_ERR_NOMEM, "out of memory for the contrastive loss of %d pairs", N);
@@ -66,6 +68,32 @@ static void normalize_backward(float *dx, const float *dy, const float *y, const
     }
 }
 
+/* Soft-target cross-entropy of rows [N, M] of logits: row i's target is 1 / n_i on the columns
+ * j < N of its group (n_i of them). probs = the row softmax; dlog += scale (probs - target) / N.
+ * Returns the mean over rows of -sum_j target_ij log p_ij (log p from the row's log-sum-exp). */
+static double group_cross_entropy(float *probs, float *dlog, const float *logits, const int32_t *grp,
+                                  const int32_t *gn, int N, int M, float scale) {
+    double total = 0;
+    for (int i = 0; i < N; i++) {
+        const float *l  = logits + (size_t)i * M;
+        float       *p  = probs + (size_t)i * M, *d = dlog + (size_t)i * M;
+        float        mx = l[0];
+        for (int j = 1; j < M; j++) mx = l[j] > mx ? l[j] : mx;
+        double sum = 0;
+        for (int j = 0; j < M; j++) sum += exp((double)l[j] - mx);
+        const double lse = mx + log(sum), t = 1.0 / gn[i];
+        double       li  = 0;
+        for (int j = 0; j < M; j++) {
+            const int pos = j < N && grp[j] == grp[i];
+            p[j]          = (float)exp((double)l[j] - lse);
+            if (pos) li -= t * ((double)l[j] - lse);
+            d[j] += scale * (float)((p[j] - (pos ? t : 0.0)) / N);
+        }
+        total += li;
+    }
+    return total / N;
+}
+
 double dinoc_clip_loss(dinoc_clip_loss_ws *ws, float *dimg, float *dtxt, float *dscale, const float *img,
                        const float *txt, const float *neg_valid, float logit_scale, double *acc) {
     const int    N = ws->N, M = ws->M, E = ws->E;
@@ -84,22 +112,34 @@ double dinoc_clip_loss(dinoc_clip_loss_ws *ws, float *dimg, float *dtxt, float *
                 for (int i = 0; i < N; i++) ws->logits[(size_t)i * M + N + j] = -1e30f;
     for (int i = 0; i < N; i++)
         for (int j = 0; j < N; j++) ws->logits_t[(size_t)j * N + i] = ws->logits[(size_t)i * M + j];
-    const double l_img = dinoc_cross_entropy_forward(ws->probs, ws->logits, ws->target, N, M, 0.0f);
-    const double l_txt = dinoc_cross_entropy_forward(ws->probs_t, ws->logits_t, ws->target, N, N, 0.0f);
+    const int32_t *grp = ws->group;
+    memset(ws->dlog, 0, sizeof(float) * (size_t)N * M);
+    memset(ws->dlog_t, 0, sizeof(float) * (size_t)N * N);
+    double l_img, l_txt;
+    if (grp) { /* equal captions: one group of positives (the relation is symmetric: one count) */
+        for (int i = 0; i < N; i++) {
+            int n = 0;
+            for (int j = 0; j < N; j++) n += grp[j] == grp[i];
+            ws->group_n[i] = n;
+        }
+        l_img = group_cross_entropy(ws->probs, ws->dlog, ws->logits, grp, ws->group_n, N, M, 0.5f);
+        l_txt = group_cross_entropy(ws->probs_t, ws->dlog_t, ws->logits_t, grp, ws->group_n, N, N, 0.5f);
+    } else {
+        l_img = dinoc_cross_entropy_forward(ws->probs, ws->logits, ws->target, N, M, 0.0f);
+        l_txt = dinoc_cross_entropy_forward(ws->probs_t, ws->logits_t, ws->target, N, N, 0.0f);
+        dinoc_cross_entropy_backward(ws->dlog, ws->probs, ws->target, N, M, 0.0f, 0.5f);
+        dinoc_cross_entropy_backward(ws->dlog_t, ws->probs_t, ws->target, N, N, 0.0f, 0.5f);
+    }
     if (acc) {
         int hit = 0;
         for (int i = 0; i < N; i++) {
             int best = 0;
             for (int j = 1; j < M; j++)
                 if (ws->logits[(size_t)i * M + j] > ws->logits[(size_t)i * M + best]) best = j;
-            hit += best == i;
+            hit += grp ? best < N && grp[best] == grp[i] : best == i;
         }
         *acc = (double)hit / N;
     }
-    memset(ws->dlog, 0, sizeof(float) * (size_t)N * M);
-    memset(ws->dlog_t, 0, sizeof(float) * (size_t)N * N);
-    dinoc_cross_entropy_backward(ws->dlog, ws->probs, ws->target, N, M, 0.0f, 0.5f);
-    dinoc_cross_entropy_backward(ws->dlog_t, ws->probs_t, ws->target, N, N, 0.0f, 0.5f);
     double ds = 0;
     for (int i = 0; i < N; i++)
         for (int j = 0; j < M; j++) {

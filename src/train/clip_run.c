@@ -80,6 +80,7 @@ typedef struct {
     dinoc_param_group      *grp[3];
     int                     ngrp[3];
     int32_t                *perm, *bids, *blen;
+    int32_t                *cap_grp, *bgrp; /* [ncap] equal captions share a group; [nloc] the batch's */
     int64_t                 step, total, perm_epoch;
     double                  seconds;
 } run;
@@ -90,6 +91,7 @@ static void run_free(run *r) {
     dinoc_free(r->ids), dinoc_free(r->len), dinoc_free(r->cap_off), dinoc_free(r->g);
     dinoc_free(r->nids), dinoc_free(r->nlen), dinoc_free(r->bvalid);
     dinoc_free(r->x), dinoc_free(r->perm), dinoc_free(r->bids), dinoc_free(r->blen);
+    dinoc_free(r->cap_grp), dinoc_free(r->bgrp);
     dinoc_adamw_free(&r->ov), dinoc_adamw_free(&r->ot), dinoc_adamw_free(&r->oh);
     for (int i = 0; i < 3; i++) free(r->grp[i]), free(r->keep[i]);
     dinoc_clip_step_free(r->step_ws);
@@ -104,6 +106,41 @@ static int cmp_pair_image(const void *a, const void *b, void *user) {
     const int x = *(const int *)a, y = *(const int *)b;
     const int c = strcmp(l->image[x], l->image[y]);
     return c ? c : (x > y) - (x < y);
+}
+
+/* caption rows by token sequence (length first), then by row */
+static int cmp_caption(const void *a, const void *b, void *user) {
+    const run *r = user;
+    const int  x = *(const int32_t *)a, y = *(const int32_t *)b;
+    if (r->len[x] != r->len[y]) return r->len[x] < r->len[y] ? -1 : 1;
+    const int c = memcmp(r->ids + (size_t)x * r->ctx, r->ids + (size_t)y * r->ctx, sizeof(int32_t) * r->len[x]);
+    return c ? c : (x > y) - (x < y);
+}
+
+/* cap_grp[row]: one id per distinct tokenised caption (in sorted order: the same on every rank).
+ * The loss takes pairs of one group as each other's positives (clip_train.h). */
+static dinoc_status caption_groups(run *r) {
+    int32_t *ord = dinoc_calloc((size_t)r->ncap, sizeof(int32_t));
+    r->cap_grp   = dinoc_calloc((size_t)r->ncap, sizeof(int32_t));
+    if (!ord || !r->cap_grp) {
+        dinoc_free(ord);
+        return dinoc_fail(DINOC_ERR_NOMEM, "out of memory for %d captions", r->ncap);
+    }
+    for (int i = 0; i < r->ncap; i++) ord[i] = i;
+    qsort_r(ord, (size_t)r->ncap, sizeof *ord, cmp_caption, r);
+    int g = -1;
+    for (int i = 0; i < r->ncap; i++) {
+        const int a = ord[i], b = i ? ord[i - 1] : -1;
+        if (b < 0 || r->len[a] != r->len[b] ||
+            memcmp(r->ids + (size_t)a * r->ctx, r->ids + (size_t)b * r->ctx, sizeof(int32_t) * r->len[a]) != 0)
+            g++;
+        r->cap_grp[a] = g;
+    }
+    dinoc_free(ord);
+    if (g + 1 < r->ncap)
+        dinoc_log(DINOC_LOG_INFO, "%d distinct captions of %d: pairs of equal captions are positives of each other",
+                  g + 1, r->ncap);
+    return DINOC_OK;
 }
 
 static dinoc_status load_pairs(run *r, const char *p) {
@@ -161,6 +198,7 @@ static dinoc_status load_pairs(run *r, const char *p) {
         for (int k = n_img; k > 0; k--) r->cap_off[k] = r->cap_off[k - 1];
         r->cap_off[0] = 0;
         r->n = n_img, r->ncap = l.n;
+        s = caption_groups(r);
         if (r->ncap > r->n)
             dinoc_log(DINOC_LOG_INFO, "%s: %d captions of %d images (one caption per image and epoch)", p, r->ncap, r->n);
         if (r->neg)
@@ -403,7 +441,8 @@ static dinoc_status run_init(run *r, const dinoc_clip_train_config *cfg) {
     r->bids   = dinoc_calloc((size_t)(1 + r->neg) * r->nloc * r->T, sizeof(int32_t));
     r->blen   = dinoc_calloc((size_t)(1 + r->neg) * r->nloc, sizeof(int32_t));
     r->bvalid = dinoc_calloc((size_t)r->nloc, 1);
-    if (!r->g || !r->x || !r->perm || !r->bids || !r->blen || !r->bvalid) {
+    r->bgrp   = dinoc_calloc((size_t)r->nloc, sizeof(int32_t));
+    if (!r->g || !r->x || !r->perm || !r->bids || !r->blen || !r->bvalid || !r->bgrp) {
         s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for the training buffers");
         goto done;
     }
@@ -459,7 +498,7 @@ static dinoc_status load_batch(run *r, int64_t step) {
             j += (int)(dinoc_rng_u64(&g) % (uint64_t)nc);
         }
         memcpy(r->bids + (size_t)b * r->T, r->ids + (size_t)j * r->ctx, sizeof(int32_t) * r->T);
-        r->blen[b] = r->len[j];
+        r->blen[b] = r->len[j], r->bgrp[b] = r->cap_grp[j];
         if (r->neg) { /* the drawn caption's negative (rows nloc..); a row without one is flagged */
             const int nb = r->nloc + b, has = r->nlen[j] > 0;
             memcpy(r->bids + (size_t)nb * r->T, (has ? r->nids : r->ids) + (size_t)j * r->ctx, sizeof(int32_t) * r->T);
@@ -475,8 +514,8 @@ static dinoc_status train_step(run *r, double lr, double *loss, double *acc) {
     dinoc_status s = load_batch(r, r->step);
     if (s) return s;
     memset(r->g, 0, sizeof(float) * r->ng);
-    if ((s = dinoc_clip_step_run(r->step_ws, m, r->x, r->bids, r->blen, r->neg ? r->bvalid : NULL, r->gv, r->gt,
-                                 r->gh, loss, acc)) ||
+    if ((s = dinoc_clip_step_run(r->step_ws, m, r->x, r->bids, r->blen, r->neg ? r->bvalid : NULL, r->bgrp, r->gv,
+                                 r->gt, r->gh, loss, acc)) ||
         (s = dinoc_dist_sum_f32(r->g, r->ng))) /* the ranks' shares sum to the global batch's gradient */
         return dinoc_fail_prefix(s, "step %lld (the last checkpoint is intact)", (long long)r->step + 1);
     const double wd = r->cfg.wd;

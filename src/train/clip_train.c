@@ -17,7 +17,10 @@
  *
  * Hard negatives (negatives = 1, clip_loss.c): the text tower also encodes one negative caption
  * per pair (ids rows N..2N-1); the global text matrix is [all ranks' captions; all ranks'
- * negatives], and the flags of missing negatives are gathered with them. */
+ * negatives], and the flags of missing negatives are gathered with them.
+ *
+ * Caption groups (groups != NULL): pairs with equal captions are each other's positives in the
+ * loss (clip_train.h); the groups are gathered like the flags. */
 #include "clip_train.h"
 #include "../core/dist.h"
 
@@ -35,6 +38,8 @@ struct dinoc_clip_step {
     float             *dimg, *dtxt;       /* [W N, E], [(1 + neg) W N, E] the loss's gradients */
     float             *dtxt_loc;          /* [(1 + neg) N, E] this rank's rows of dtxt */
     float             *valid, *gvalid;    /* [N], [W N] negatives present (1) or not (0) */
+    float             *fgrp, *gfgrp;      /* [N], [W N] caption groups as floats (exact below 2^24) */
+    int32_t           *ggrp;              /* [W N] the global batch's caption groups */
     float             *dtok;              /* [N, T, Dv] gradient of the image tower's output */
     dinoc_clip_loss_ws loss;
 };
@@ -54,6 +59,7 @@ void dinoc_clip_step_free(dinoc_clip_step *w) {
     dinoc_free(w->dtxt_loc);
     dinoc_free(w->valid);
     dinoc_free(w->gvalid);
+    dinoc_free(w->fgrp), dinoc_free(w->gfgrp), dinoc_free(w->ggrp);
     dinoc_clip_loss_free(&w->loss);
     free(w);
 }
@@ -82,9 +88,12 @@ dinoc_status dinoc_clip_step_init(dinoc_clip_step **out, const dinoc_clip *m, in
         w->dtxt_loc = dinoc_calloc((size_t)NT * E, sizeof(float));
         w->valid    = dinoc_calloc((size_t)N, sizeof(float));
         w->gvalid   = dinoc_calloc((size_t)NG, sizeof(float));
+        w->fgrp     = dinoc_calloc((size_t)N, sizeof(float));
+        w->gfgrp    = dinoc_calloc((size_t)NG, sizeof(float));
+        w->ggrp     = dinoc_calloc((size_t)NG, sizeof(int32_t));
         w->dtok = locked ? NULL : dinoc_calloc((size_t)N * w->T * Dv, sizeof(float));
         if (!w->img || !w->txt || !w->gimg || !w->gtxt || !w->dimg || !w->dtxt || !w->dtxt_loc || !w->valid ||
-            !w->gvalid || (!locked && !w->dtok))
+            !w->gvalid || !w->fgrp || !w->gfgrp || !w->ggrp || (!locked && !w->dtok))
             s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory for a CLIP step of %d pairs", N);
     }
     if (s) dinoc_clip_step_free(w);
@@ -94,7 +103,8 @@ dinoc_status dinoc_clip_step_init(dinoc_clip_step **out, const dinoc_clip *m, in
 
 dinoc_status dinoc_clip_step_run(dinoc_clip_step *w, const dinoc_clip *m, const float *images,
                                  const int32_t *ids, const int32_t *lengths, const uint8_t *neg_valid,
-                                 float *gv, float *gt, float *gh, double *loss, double *acc) {
+                                 const int32_t *groups, float *gv, float *gt, float *gh, double *loss,
+                                 double *acc) {
     const int    N = w->N, E = m->embed_dim, Dv = m->vision->cfg.dim, T = w->T, NG = N * w->world;
     dinoc_status s = w->locked ? dinoc_forward(m->vision, w->vis, images, NULL)
                                : dinoc_vit_forward_train(m->vision, w->vts, images, NULL, NULL, NULL);
@@ -111,6 +121,17 @@ dinoc_status dinoc_clip_step_run(dinoc_clip_step *w, const dinoc_clip *m, const 
         if ((s = dinoc_dist_allgather_f32(w->txt + NE, w->gtxt + NGE, NE)) ||
             (s = dinoc_dist_allgather_f32(w->valid, w->gvalid, (size_t)N)))
             return s;
+    }
+    w->loss.group = NULL;
+    if (groups) { /* caption groups of the global batch (ids < 2^24 travel exactly as floats) */
+        for (int i = 0; i < N; i++) {
+            if (groups[i] < 0 || groups[i] >= (1 << 24))
+                return dinoc_fail(DINOC_ERR_ARG, "caption group %d of pair %d: must be in [0, 2^24)", (int)groups[i], i);
+            w->fgrp[i] = (float)groups[i];
+        }
+        if ((s = dinoc_dist_allgather_f32(w->fgrp, w->gfgrp, (size_t)N))) return s;
+        for (int i = 0; i < NG; i++) w->ggrp[i] = (int32_t)w->gfgrp[i];
+        w->loss.group = w->ggrp;
     }
     memset(w->dimg, 0, sizeof(float) * NGE);
     memset(w->dtxt, 0, sizeof(float) * (1 + w->neg) * NGE);

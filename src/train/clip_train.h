@@ -22,6 +22,10 @@ typedef struct {
     float   *dlog, *dlog_t;     /* [N, M], [N, N] */
     float   *din, *dtn;         /* [N, E], [M, E] */
     int32_t *target;            /* [N] 0..N-1 */
+    /* [N] or NULL: pairs whose captions are equal share a group (set by the caller before
+     * dinoc_clip_loss); each row's positives are then all pairs of its group (below) */
+    const int32_t *group;
+    int32_t       *group_n;     /* [N] size of each row's group */
 } dinoc_clip_loss_ws;
 
 dinoc_status dinoc_clip_loss_init(dinoc_clip_loss_ws *ws, int N, int M, int E);
@@ -30,7 +34,12 @@ void         dinoc_clip_loss_free(dinoc_clip_loss_ws *ws);
  * With M = 2N, txt rows N.. are hard negatives (row N + j: pair j's): they join the image-to-text
  * softmax only (NegCLIP); neg_valid [N] (NULL: all valid) drops pair j's negative when 0.0f.
  * Returns the loss; dimg [N, E], dtxt [M, E] and *dscale ACCUMULATE its gradients (any may be NULL).
- * *acc (may be NULL) receives the image-to-text top-1 accuracy within the batch (over all M texts). */
+ * *acc (may be NULL) receives the image-to-text top-1 accuracy within the batch (over all M texts).
+ * With ws->group set, equal captions are not negatives of each other: in both directions the
+ * target of row i is uniform over the pairs of i's group (a soft-target cross-entropy; with all
+ * groups distinct it is the diagonal loss above). A batch of a set with repeated captions (the
+ * shapes set: ~40 images per single-shape caption) would otherwise push apart images that the
+ * same caption describes. A hit of *acc is then any text of the image's group. */
 double dinoc_clip_loss(dinoc_clip_loss_ws *ws, float *dimg, float *dtxt, float *dscale, const float *img,
                        const float *txt, const float *neg_valid, float logit_scale, double *acc);
 
@@ -46,12 +55,14 @@ void         dinoc_clip_step_free(dinoc_clip_step *w);
  * m->vision->n_params floats; ignored when locked), gt (text) and gh (head: projection and
  * logit_scale). images [N, 3, S, S] normalised, ids [N, ctx], lengths [N] (with negatives:
  * [2N, ctx], [2N], rows N.. the pairs' hard-negative captions, neg_valid [N] flagging those
- * present; NULL: all). *loss and *acc are
+ * present; NULL: all). groups [N] (NULL: none): each pair's caption group, ids that are the same
+ * on every rank for equal captions and < 2^24 (gathered as floats; dinoc_clip_loss). *loss and *acc are
  * the global batch's. With W > 1 ranks each rank's gradients are its share: their sum over the
  * ranks is the gradient of the global batch's loss (the caller allreduces). */
 dinoc_status dinoc_clip_step_run(dinoc_clip_step *w, const dinoc_clip *m, const float *images,
                                  const int32_t *ids, const int32_t *lengths, const uint8_t *neg_valid,
-                                 float *gv, float *gt, float *gh, double *loss, double *acc);
+                                 const int32_t *groups, float *gv, float *gt, float *gh, double *loss,
+                                 double *acc);
 
 /* ---- the training run ----------------------------------------------------------------------- */
 

@@ -237,6 +237,31 @@ def main(out):
     io["negstep.loss"] = loss.detach().reshape(1)
     for k, v in p.items():
         io["neggrad." + k] = v.grad.detach().reshape(v.shape)
+        v.grad = None
+
+    # caption groups (clip_loss.c): pairs 0 and 2 declared equal captions; each row's target is
+    # uniform over its group, in both directions; alone ("grp") and with the negatives ("grpneg")
+    grp = torch.tensor([0, 1, 0, 2])
+    tgt = (grp[:, None] == grp[None, :]).double()
+    tgt = tgt / tgt.sum(1, keepdim=True)
+    for tag, neg in (("grp", False), ("grpneg", True)):
+        i = encode_image(p, spx)
+        t = encode_text(p, torch.cat([ids, nids]) if neg else ids)
+        i = i / i.norm(dim=-1, keepdim=True)
+        t = t / t.norm(dim=-1, keepdim=True)
+        lg = p["logit_scale"].exp() * i @ t.t()
+        if neg:
+            lg = lg.masked_fill(~keep[None], float("-inf"))
+        ti = torch.cat([tgt, torch.zeros(len(TEXTS), len(TEXTS))], 1) if neg else tgt
+        li = -(ti * torch.log_softmax(lg.double(), 1).nan_to_num(neginf=0.0)).sum(1).mean()
+        lt = -(tgt * torch.log_softmax(lg[:, :len(TEXTS)].t().double(), 1)).sum(1).mean()
+        loss = 0.5 * (li + lt)
+        loss.backward()
+        io[tag + "step.loss"] = loss.detach().reshape(1)
+        for k, v in p.items():
+            io[tag + "grad." + k] = v.grad.detach().reshape(v.shape)
+            v.grad = None
+    io["grpstep.groups"] = grp.float()
     st.save(os.path.join(d, "io.safetensors"), io)
 
 
