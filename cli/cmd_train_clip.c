@@ -50,6 +50,8 @@ int cmd_train_clip(int argc, char **argv) {
         {"warmup", 0, OPT_INT, &c.warmup_steps, "linear warmup steps"},
         {"time-budget", 0, OPT_FLOAT, &budget, "seconds for the run: the schedule is sized from the measured step time (0: off)"},
         {"max-steps", 0, OPT_INT, &c.max_steps, "stop after this many steps in total (0: no limit)"},
+        {"caption-groups", 0, OPT_FLAG, &c.caption_groups, "pairs with equal captions are each other's positives "
+                                                            "(soft targets; default: CLIP's diagonal)"},
         {"seed", 0, OPT_INT, &seed, "random seed"},
         {"threads", 't', OPT_INT, &threads, "compute threads (0: all cores)"},
         {"ckpt-every", 0, OPT_INT, &c.ckpt_every, "steps between checkpoints (0: at the end only)"},

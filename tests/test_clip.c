@@ -313,6 +313,38 @@ DINOC_TEST(clip_train_tiny) {
     dinoc_clip_free(mb);
 }
 
+/* --caption-groups (equal captions are positives; the fixture's pairs repeat captions): the run
+ * differs from the diagonal one, and a resume (which restores the option from the checkpoint's
+ * config, whatever the caller passes) equals the straight run bit for bit. */
+DINOC_TEST(clip_train_caption_groups) {
+    char pairs[600], a[600], b[600], d[600];
+    snprintf(pairs, sizeof pairs, "%s/clip_pairs_grp", dinoc_test_tmpdir());
+    snprintf(a, sizeof a, "%s/clip_grp_a", dinoc_test_tmpdir());
+    snprintf(b, sizeof b, "%s/clip_grp_b", dinoc_test_tmpdir());
+    snprintf(d, sizeof d, "%s/clip_grp_diag", dinoc_test_tmpdir());
+    write_pairs(pairs);
+    dinoc_clip_train_result res;
+    dinoc_clip_train_config c = tiny_config(pairs, a, 24);
+    c.caption_groups          = 1;
+    CHECK_OK(dinoc_clip_train(&c, &res));
+    c = tiny_config(pairs, d, 24);
+    CHECK_OK(dinoc_clip_train(&c, &res));
+    c = tiny_config(pairs, b, 12), c.caption_groups = 1;
+    CHECK_OK(dinoc_clip_train(&c, &res));
+    c = tiny_config(NULL, b, 24), c.resume = 1; /* caption_groups 0 here: the checkpoint's 1 wins */
+    CHECK_OK(dinoc_clip_train(&c, &res));
+    dinoc_clip *ma = NULL, *mb = NULL, *md = NULL;
+    CHECK_OK(dinoc_clip_load(&ma, a));
+    CHECK_OK(dinoc_clip_load(&mb, b));
+    CHECK_OK(dinoc_clip_load(&md, d));
+    if (ma && mb && md) {
+        CHECK(memcmp(ma->text->params, mb->text->params, sizeof(float) * ma->text->n_params) == 0);
+        CHECK(memcmp(ma->vision->params, mb->vision->params, sizeof(float) * ma->vision->n_params) == 0);
+        CHECK(memcmp(ma->text->params, md->text->params, sizeof(float) * ma->text->n_params) != 0);
+    }
+    dinoc_clip_free(ma), dinoc_clip_free(mb), dinoc_clip_free(md);
+}
+
 /* Hard negatives (a third pairs.tsv column, NegCLIP): the run learns with them, resumes exactly,
  * and a row without one is allowed; a fourth column is refused, naming the line. */
 DINOC_TEST(clip_train_hard_negatives) {

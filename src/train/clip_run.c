@@ -198,7 +198,7 @@ static dinoc_status load_pairs(run *r, const char *p) {
         for (int k = n_img; k > 0; k--) r->cap_off[k] = r->cap_off[k - 1];
         r->cap_off[0] = 0;
         r->n = n_img, r->ncap = l.n;
-        s = caption_groups(r);
+        if (r->cfg.caption_groups) s = caption_groups(r);
         if (r->ncap > r->n)
             dinoc_log(DINOC_LOG_INFO, "%s: %d captions of %d images (one caption per image and epoch)", p, r->ncap, r->n);
         if (r->neg)
@@ -277,6 +277,7 @@ static char *config_json(dinoc_clip_train_config *c) {
                                                                                        : *(const double *)p;
         cJSON_AddNumberToObject(o, k_fields[i].name, v);
     }
+    if (o) cJSON_AddNumberToObject(o, "caption_groups", c->caption_groups);
     for (int i = 0; o && i < 3; i++)
         if (*string_field(c, i)) cJSON_AddStringToObject(o, k_strings[i], *string_field(c, i));
     char *txt = o ? cJSON_PrintUnformatted(o) : NULL;
@@ -298,6 +299,9 @@ static dinoc_status config_restore(run *r, const char *json, const char *where) 
         else if (k_fields[i].type == 'f') *(float *)p = (float)it->valuedouble;
         else *(double *)p = it->valuedouble;
     }
+    /* added in session 7: absent in older checkpoints, which trained without it */
+    const cJSON *cg     = cJSON_GetObjectItemCaseSensitive(o, "caption_groups");
+    r->cfg.caption_groups = cJSON_IsNumber(cg) && cg->valuedouble != 0;
     for (int i = 0; i < 3 && !s; i++) {
         const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k_strings[i]);
         *string_field(&r->cfg, i) = NULL;
@@ -498,7 +502,8 @@ static dinoc_status load_batch(run *r, int64_t step) {
             j += (int)(dinoc_rng_u64(&g) % (uint64_t)nc);
         }
         memcpy(r->bids + (size_t)b * r->T, r->ids + (size_t)j * r->ctx, sizeof(int32_t) * r->T);
-        r->blen[b] = r->len[j], r->bgrp[b] = r->cap_grp[j];
+        r->blen[b] = r->len[j];
+        if (r->cap_grp) r->bgrp[b] = r->cap_grp[j];
         if (r->neg) { /* the drawn caption's negative (rows nloc..); a row without one is flagged */
             const int nb = r->nloc + b, has = r->nlen[j] > 0;
             memcpy(r->bids + (size_t)nb * r->T, (has ? r->nids : r->ids) + (size_t)j * r->ctx, sizeof(int32_t) * r->T);
@@ -514,7 +519,8 @@ static dinoc_status train_step(run *r, double lr, double *loss, double *acc) {
     dinoc_status s = load_batch(r, r->step);
     if (s) return s;
     memset(r->g, 0, sizeof(float) * r->ng);
-    if ((s = dinoc_clip_step_run(r->step_ws, m, r->x, r->bids, r->blen, r->neg ? r->bvalid : NULL, r->bgrp, r->gv,
+    if ((s = dinoc_clip_step_run(r->step_ws, m, r->x, r->bids, r->blen, r->neg ? r->bvalid : NULL,
+                                 r->cap_grp ? r->bgrp : NULL, r->gv,
                                  r->gt, r->gh, loss, acc)) ||
         (s = dinoc_dist_sum_f32(r->g, r->ng))) /* the ranks' shares sum to the global batch's gradient */
         return dinoc_fail_prefix(s, "step %lld (the last checkpoint is intact)", (long long)r->step + 1);

@@ -76,6 +76,8 @@ typedef struct {
     int         epochs, batch, warmup_steps, max_steps, ckpt_every, workers;
     float       lr, min_lr, wd;
     double      time_budget; /* seconds (0: none): the run's length is fitted to it */
+    int         caption_groups; /* 1: pairs with equal captions are each other's positives
+                                 * (dinoc_clip_loss); 0 (default): CLIP's diagonal targets */
     uint64_t    seed;
     void (*progress)(void *user, int64_t step, int64_t total, double loss, double lr, double img_s);
     void       *progress_user;
