@@ -278,11 +278,12 @@ static double log_loss(const char *dir, int from, int to) {
     return n ? sum / n : NAN;
 }
 
+/* out = the test tmp folder's `name` (buffers of 600 characters below) */
+static void tmp_of(char *out, const char *name) { snprintf(out, 600, "%s/%s", dinoc_test_tmpdir(), name); }
+
 DINOC_TEST(clip_train_tiny) {
     char pairs[600], a[600], b[600];
-    snprintf(pairs, sizeof pairs, "%s/clip_pairs", dinoc_test_tmpdir());
-    snprintf(a, sizeof a, "%s/clip_run_a", dinoc_test_tmpdir());
-    snprintf(b, sizeof b, "%s/clip_run_b", dinoc_test_tmpdir());
+    tmp_of(pairs, "clip_pairs"), tmp_of(a, "clip_run_a"), tmp_of(b, "clip_run_b");
     write_pairs(pairs);
     dinoc_clip_train_result res;
     /* 40 steps straight: the loss falls from ~ln 8 */
@@ -318,10 +319,7 @@ DINOC_TEST(clip_train_tiny) {
  * config, whatever the caller passes) equals the straight run bit for bit. */
 DINOC_TEST(clip_train_caption_groups) {
     char pairs[600], a[600], b[600], d[600];
-    snprintf(pairs, sizeof pairs, "%s/clip_pairs_grp", dinoc_test_tmpdir());
-    snprintf(a, sizeof a, "%s/clip_grp_a", dinoc_test_tmpdir());
-    snprintf(b, sizeof b, "%s/clip_grp_b", dinoc_test_tmpdir());
-    snprintf(d, sizeof d, "%s/clip_grp_diag", dinoc_test_tmpdir());
+    tmp_of(pairs, "clip_pairs_grp"), tmp_of(a, "clip_grp_a"), tmp_of(b, "clip_grp_b"), tmp_of(d, "clip_grp_diag");
     write_pairs(pairs);
     dinoc_clip_train_result res;
     dinoc_clip_train_config c = tiny_config(pairs, a, 24);
