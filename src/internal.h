@@ -221,6 +221,28 @@ dinoc_status dinoc_json_load(struct cJSON **out, const char *path);
 int          dinoc_json_add_u64(struct cJSON *obj, const char *name, uint64_t v); /* 0: out of memory */
 dinoc_status dinoc_json_get_u64(const struct cJSON *obj, const char *name, uint64_t *out, const char *where);
 
+/* A config struct's fields saved in a checkpoint's JSON, by a table (one walker for every training
+ * run): type 'i' int, 'f' float, 'd' double, 'u' uint64 (a decimal string, above), 's' string
+ * (const char *; dflt is written when it is NULL). On read every number must be there; an absent
+ * string leaves the caller's value (a data folder given again on resume). flags change that:
+ * DINOC_CFG_REQUIRED (a string must be there), DINOC_CFG_CLEAR (absent reads as 0 / NULL: a field
+ * added after checkpoints existed, whose runs went without it, or a string the run did not use). */
+enum { DINOC_CFG_REQUIRED = 1, DINOC_CFG_CLEAR = 2 };
+typedef struct {
+    const char *name;
+    char        type;
+    size_t      off;
+    const char *dflt;
+    int         flags;
+} dinoc_cfg_field;
+#define DINOC_CFG_F(T, name, type, member) {name, type, offsetof(T, member), NULL, 0}
+/* Adds the fields to o; 0 when out of memory. */
+int dinoc_cfg_to_json(struct cJSON *o, const dinoc_cfg_field *fields, int n, const void *c);
+/* Reads the fields from o over c. Strings read are duplicated into the first free (NULL) slots of
+ * keep[max_keep], which the caller frees (and which c then points into). Errors name where. */
+dinoc_status dinoc_cfg_from_json(const struct cJSON *o, const dinoc_cfg_field *fields, int n, void *c, char **keep,
+                                 int max_keep, const char *where);
+
 /* ---- threads (src/core/threads.c) -------------------------------------------------------------- */
 int dinoc_omp_max_threads(void);
 int dinoc_omp_thread_num(void);

@@ -124,3 +124,55 @@ DINOC_TEST(json_u64_round_trip) {
     CHECK_ERR(dinoc_json_get_u64(o, "absent", &v, "ckpt"), DINOC_ERR_FORMAT, "lacks 'absent'");
     cJSON_Delete(o);
 }
+
+/* The config-table walker every training run saves its config with (internal.h dinoc_cfg_field):
+ * each type round-trips; on read a missing number is an error naming it, an absent string keeps the
+ * caller's value unless DINOC_CFG_REQUIRED (an error) or DINOC_CFG_CLEAR (NULL / 0), and strings
+ * read land in the caller's keep[] slots. */
+typedef struct {
+    int         i;
+    float       f;
+    double      d;
+    uint64_t    u;
+    const char *keep_me, *must, *cleared;
+    int         added;
+} cfg_t;
+
+DINOC_TEST(json_config_table) {
+    const dinoc_cfg_field F[] = {
+        DINOC_CFG_F(cfg_t, "i", 'i', i), DINOC_CFG_F(cfg_t, "f", 'f', f), DINOC_CFG_F(cfg_t, "d", 'd', d),
+        DINOC_CFG_F(cfg_t, "u", 'u', u), {"keep_me", 's', offsetof(cfg_t, keep_me), "dflt", 0},
+        {"must", 's', offsetof(cfg_t, must), NULL, DINOC_CFG_REQUIRED},
+        {"cleared", 's', offsetof(cfg_t, cleared), NULL, DINOC_CFG_CLEAR},
+        {"added", 'i', offsetof(cfg_t, added), NULL, DINOC_CFG_CLEAR}};
+    const cfg_t a = {-3, 0.25f, 1e-300, 18446744073709551615ull, NULL, "data", "x", 1};
+    cJSON      *o = cJSON_CreateObject();
+    CHECK(dinoc_cfg_to_json(o, F, 8, &a));
+    CHECK(!strcmp(cJSON_GetObjectItem(o, "keep_me")->valuestring, "dflt")); /* NULL writes dflt */
+    cfg_t b    = {0};
+    char *keep[4] = {0};
+    CHECK_OK(dinoc_cfg_from_json(o, F, 8, &b, keep, 4, "ckpt"));
+    CHECK(b.i == -3 && b.f == 0.25f && b.d == 1e-300 && b.u == a.u && b.added == 1);
+    CHECK(b.must && !strcmp(b.must, "data") && b.cleared && !strcmp(b.cleared, "x"));
+    CHECK(b.keep_me == keep[0] && !strcmp(keep[0], "dflt") && keep[2] == b.cleared);
+    for (int k = 0; k < 4; k++) free(keep[k]), keep[k] = NULL;
+
+    /* absent fields: the caller's string stays, CLEAR ones read as NULL / 0 */
+    cJSON_DeleteItemFromObject(o, "keep_me"), cJSON_DeleteItemFromObject(o, "cleared");
+    cJSON_DeleteItemFromObject(o, "added");
+    cfg_t c = {.keep_me = "callers", .cleared = "callers", .added = 5};
+    CHECK_OK(dinoc_cfg_from_json(o, F, 8, &c, keep, 4, "ckpt"));
+    CHECK(!strcmp(c.keep_me, "callers") && c.cleared == NULL && c.added == 0);
+    for (int k = 0; k < 4; k++) free(keep[k]), keep[k] = NULL;
+    /* too few keep slots: refused, not silently dropped */
+    CHECK_ERR(dinoc_cfg_from_json(o, F, 8, &c, keep, 0, "ckpt"), DINOC_ERR_ARG, "strings");
+
+    cJSON_DeleteItemFromObject(o, "must");
+    CHECK_ERR(dinoc_cfg_from_json(o, F, 8, &c, keep, 4, "ckpt"), DINOC_ERR_FORMAT, "lacks 'must'");
+    cJSON_DeleteItemFromObject(o, "d");
+    CHECK_ERR(dinoc_cfg_from_json(o, F, 3, &c, keep, 4, "ckpt"), DINOC_ERR_FORMAT, "ckpt: config metadata lacks 'd'");
+    cJSON_ReplaceItemInObject(o, "i", cJSON_CreateString("3"));
+    CHECK_ERR(dinoc_cfg_from_json(o, F, 1, &c, keep, 4, "ckpt"), DINOC_ERR_FORMAT, "non-number 'i'");
+    for (int k = 0; k < 4; k++) free(keep[k]);
+    cJSON_Delete(o);
+}

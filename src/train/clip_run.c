@@ -251,36 +251,21 @@ static dinoc_status make_groups(run *r) {
 
 /* ---- checkpoints ------------------------------------------------------------------------------ */
 
-#define CFG_F(name, type) {#name, type, offsetof(dinoc_clip_train_config, name)}
-static const struct {
-    const char *name;
-    char        type; /* i int, f float, d double, u uint64 */
-    size_t      off;
-} k_fields[] = {CFG_F(epochs, 'i'), CFG_F(batch, 'i'), CFG_F(warmup_steps, 'i'), CFG_F(lr, 'f'),
-                CFG_F(min_lr, 'f'), CFG_F(wd, 'f'), CFG_F(time_budget, 'd'), CFG_F(seed, 'u')};
+#define CFG_F(name, type) DINOC_CFG_F(dinoc_clip_train_config, #name, type, name)
+/* Strings and caption_groups (session 7) read as NULL / 0 when absent: the run went without them. */
+static const dinoc_cfg_field k_fields[] = {
+    CFG_F(epochs, 'i'), CFG_F(batch, 'i'), CFG_F(warmup_steps, 'i'), CFG_F(lr, 'f'), CFG_F(min_lr, 'f'),
+    CFG_F(wd, 'f'), CFG_F(time_budget, 'd'), CFG_F(seed, 'u'),
+    {"caption_groups", 'i', offsetof(dinoc_clip_train_config, caption_groups), NULL, DINOC_CFG_CLEAR},
+    {"pairs", 's', offsetof(dinoc_clip_train_config, pairs), NULL, DINOC_CFG_CLEAR},
+    {"init_image", 's', offsetof(dinoc_clip_train_config, init_image), NULL, DINOC_CFG_CLEAR},
+    {"preset", 's', offsetof(dinoc_clip_train_config, preset), NULL, DINOC_CFG_CLEAR}};
 #undef CFG_F
-static const char *k_strings[3] = {"pairs", "init_image", "preset"};
-
-static const char **string_field(dinoc_clip_train_config *c, int i) {
-    return i == 0 ? &c->pairs : i == 1 ? &c->init_image : &c->preset;
-}
+#define N_FIELDS (int)(sizeof k_fields / sizeof k_fields[0])
 
 static char *config_json(dinoc_clip_train_config *c) {
-    cJSON *o = cJSON_CreateObject();
-    for (size_t i = 0; o && i < sizeof k_fields / sizeof k_fields[0]; i++) {
-        const char *p = (const char *)c + k_fields[i].off;
-        if (k_fields[i].type == 'u') { /* a decimal string (internal.h) */
-            dinoc_json_add_u64(o, k_fields[i].name, *(const uint64_t *)p);
-            continue;
-        }
-        double v = k_fields[i].type == 'i' ? *(const int *)p : k_fields[i].type == 'f' ? *(const float *)p
-                                                                                       : *(const double *)p;
-        cJSON_AddNumberToObject(o, k_fields[i].name, v);
-    }
-    if (o) cJSON_AddNumberToObject(o, "caption_groups", c->caption_groups);
-    for (int i = 0; o && i < 3; i++)
-        if (*string_field(c, i)) cJSON_AddStringToObject(o, k_strings[i], *string_field(c, i));
-    char *txt = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON *o   = cJSON_CreateObject();
+    char  *txt = o && dinoc_cfg_to_json(o, k_fields, N_FIELDS, c) ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     return txt;
 }
@@ -289,25 +274,8 @@ static char *config_json(dinoc_clip_train_config *c) {
 static dinoc_status config_restore(run *r, const char *json, const char *where) {
     cJSON *o = cJSON_Parse(json);
     if (!o) return dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata is not JSON", where);
-    dinoc_status s = DINOC_OK;
-    for (size_t i = 0; i < sizeof k_fields / sizeof k_fields[0] && !s; i++) {
-        const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k_fields[i].name);
-        char        *p  = (char *)&r->cfg + k_fields[i].off;
-        if (k_fields[i].type == 'u') s = dinoc_json_get_u64(o, k_fields[i].name, (uint64_t *)p, where);
-        else if (!cJSON_IsNumber(it)) s = dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata lacks '%s'", where, k_fields[i].name);
-        else if (k_fields[i].type == 'i') *(int *)p = (int)it->valuedouble;
-        else if (k_fields[i].type == 'f') *(float *)p = (float)it->valuedouble;
-        else *(double *)p = it->valuedouble;
-    }
-    /* added in session 7: absent in older checkpoints, which trained without it */
-    const cJSON *cg     = cJSON_GetObjectItemCaseSensitive(o, "caption_groups");
-    r->cfg.caption_groups = cJSON_IsNumber(cg) && cg->valuedouble != 0;
-    for (int i = 0; i < 3 && !s; i++) {
-        const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k_strings[i]);
-        *string_field(&r->cfg, i) = NULL;
-        if (cJSON_IsString(it) && !(r->keep[i] = strdup(it->valuestring))) s = dinoc_fail(DINOC_ERR_NOMEM, "out of memory");
-        if (r->keep[i]) *string_field(&r->cfg, i) = r->keep[i];
-    }
+    dinoc_status s = dinoc_cfg_from_json(o, k_fields, N_FIELDS, &r->cfg, r->keep, 3, where);
+    r->cfg.caption_groups = r->cfg.caption_groups != 0;
     cJSON_Delete(o);
     return s;
 }

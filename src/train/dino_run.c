@@ -18,11 +18,11 @@
 #include <stddef.h>
 #include <string.h>
 
-#define F_(n, t, m) {n, t, offsetof(dinoc_dino_config, m), NULL}
+#define F_(n, t, m) DINOC_RUN_F(dinoc_dino_config, n, t, m)
 static const dinoc_run_field k_fields[] = {
-    {"data", 's', offsetof(dinoc_dino_config, data), NULL}, {"data_dir", 's', offsetof(dinoc_dino_config, data_dir), NULL},
-    {"arch", 's', offsetof(dinoc_dino_config, arch), "vit"},
-    {"precision", 's', offsetof(dinoc_dino_config, precision), "fp32"},
+    {"data", 's', offsetof(dinoc_dino_config, data), NULL, DINOC_CFG_REQUIRED}, {"data_dir", 's', offsetof(dinoc_dino_config, data_dir), NULL, 0},
+    {"arch", 's', offsetof(dinoc_dino_config, arch), "vit", 0},
+    {"precision", 's', offsetof(dinoc_dino_config, precision), "fp32", 0},
     F_("dim", 'i', dim), F_("depth", 'i', depth), F_("heads", 'i', heads), F_("patch", 'i', patch),
     F_("image", 'i', image), F_("channels", 'i', channels), F_("mlp_ratio", 'i', mlp_ratio),
     F_("out_dim", 'i', out_dim), F_("head_hidden", 'i', head_hidden), F_("head_bottleneck", 'i', head_bottleneck),

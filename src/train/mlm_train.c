@@ -48,59 +48,38 @@ dinoc_text_config dinoc_mlm_model_config(const dinoc_mlm_train_config *c, int vo
 
 /* ---- the config in the checkpoint: numbers from a table, the text list as an array ------------- */
 
-#define F(name, type) {#name, type, offsetof(dinoc_mlm_train_config, name)}
-static const struct {
-    const char *name;
-    char        type; /* i int, f float, d double, u uint64 */
-    size_t      off;
-} fields[] = {F(dim, 'i'), F(layers, 'i'), F(heads, 'i'), F(ffn, 'i'), F(ctx, 'i'), F(batch, 'i'),
-              F(holdout, 'i'), F(lr, 'f'), F(min_lr, 'f'), F(wd, 'f'), F(clip_grad, 'f'),
-              F(warmup, 'i'), F(epochs, 'i'), F(steps, 'i'), F(time_budget, 'd'), F(seed, 'u'),
-              F(ckpt_every, 'i'), F(eval, 'i')};
+#define F(name, type) DINOC_CFG_F(dinoc_mlm_train_config, #name, type, name)
+static const dinoc_cfg_field fields[] = {
+    F(dim, 'i'), F(layers, 'i'), F(heads, 'i'), F(ffn, 'i'), F(ctx, 'i'), F(batch, 'i'), F(holdout, 'i'),
+    F(lr, 'f'), F(min_lr, 'f'), F(wd, 'f'), F(clip_grad, 'f'), F(warmup, 'i'), F(epochs, 'i'), F(steps, 'i'),
+    F(time_budget, 'd'), F(seed, 'u'), F(ckpt_every, 'i'), F(eval, 'i'),
+    /* absent: the run did not use them */
+    {"fortunes_dir", 's', offsetof(dinoc_mlm_train_config, fortunes_dir), NULL, DINOC_CFG_CLEAR},
+    {"vocab", 's', offsetof(dinoc_mlm_train_config, vocab), NULL, DINOC_CFG_CLEAR}};
 #undef F
 #define N_FIELDS (int)(sizeof fields / sizeof fields[0])
 
 static char *config_to_json(const dinoc_mlm_train_config *c) {
     cJSON *o = cJSON_CreateObject(), *t = cJSON_CreateArray();
-    for (int i = 0; i < N_FIELDS; i++) {
-        const char *p = (const char *)c + fields[i].off;
-        if (fields[i].type == 'u') { /* a decimal string (internal.h) */
-            dinoc_json_add_u64(o, fields[i].name, *(const uint64_t *)p);
-            continue;
-        }
-        double v = fields[i].type == 'i' ? *(const int *)p : fields[i].type == 'f' ? *(const float *)p
-                                                                                   : *(const double *)p;
-        cJSON_AddNumberToObject(o, fields[i].name, v);
-    }
-    for (int i = 0; i < c->n_text; i++) cJSON_AddItemToArray(t, cJSON_CreateString(c->text[i]));
-    cJSON_AddItemToObject(o, "text", t);
-    if (c->fortunes_dir) cJSON_AddStringToObject(o, "fortunes_dir", c->fortunes_dir);
-    if (c->vocab) cJSON_AddStringToObject(o, "vocab", c->vocab);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
+    int    ok = o && t && dinoc_cfg_to_json(o, fields, N_FIELDS, c);
+    for (int i = 0; ok && i < c->n_text; i++) ok = cJSON_AddItemToArray(t, cJSON_CreateString(c->text[i]));
+    if (ok && (ok = cJSON_AddItemToObject(o, "text", t))) t = NULL; /* o owns it */
+    char *s = ok ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o), cJSON_Delete(t);
     return s;
 }
 
-/* Strings the resumed config points at (text paths, fortunes_dir, vocab). */
+/* Strings the resumed config points at (text paths; fortunes_dir and vocab). */
 typedef struct {
     char **text;
     int    n;
-    char  *fortunes_dir, *vocab;
+    char  *str[2];
 } kept;
 
 static dinoc_status config_from_json(dinoc_mlm_train_config *c, const char *json, const char *where, kept *k) {
     cJSON *o = cJSON_Parse(json);
     if (!o) return dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata is not JSON", where);
-    dinoc_status s = DINOC_OK;
-    for (int i = 0; i < N_FIELDS && !s; i++) {
-        const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, fields[i].name);
-        char        *p  = (char *)c + fields[i].off;
-        if (fields[i].type == 'u') s = dinoc_json_get_u64(o, fields[i].name, (uint64_t *)p, where);
-        else if (!cJSON_IsNumber(it)) s = dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata lacks '%s'", where, fields[i].name);
-        else if (fields[i].type == 'i') *(int *)p = (int)it->valuedouble;
-        else if (fields[i].type == 'f') *(float *)p = (float)it->valuedouble;
-        else *(double *)p = it->valuedouble;
-    }
+    dinoc_status s = dinoc_cfg_from_json(o, fields, N_FIELDS, c, k->str, 2, where);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "text");
     int          n = cJSON_IsArray(t) ? cJSON_GetArraySize(t) : 0;
     k->text = n ? calloc((size_t)n, sizeof(char *)) : NULL;
@@ -110,18 +89,14 @@ static dinoc_status config_from_json(dinoc_mlm_train_config *c, const char *json
             s = dinoc_fail(DINOC_ERR_FORMAT, "%s: bad 'text' entry %d in the config metadata", where, i);
         else k->n = i + 1;
     }
-    const cJSON *fd = cJSON_GetObjectItemCaseSensitive(o, "fortunes_dir"), *vb = cJSON_GetObjectItemCaseSensitive(o, "vocab");
-    if (cJSON_IsString(fd)) k->fortunes_dir = strdup(fd->valuestring);
-    if (cJSON_IsString(vb)) k->vocab = strdup(vb->valuestring);
     c->text = (const char *const *)k->text, c->n_text = k->n;
-    c->fortunes_dir = k->fortunes_dir, c->vocab = k->vocab;
     cJSON_Delete(o);
     return s;
 }
 
 static void kept_free(kept *k) {
     dinoc_text_free_paths(k->text, k->n);
-    free(k->fortunes_dir), free(k->vocab);
+    free(k->str[0]), free(k->str[1]);
 }
 
 /* ---- the run ---------------------------------------------------------------------------------- */

@@ -14,86 +14,29 @@
 
 /* ---- config <-> JSON, from the method's field table -------------------------------------------- */
 
-static double field_get(const void *c, const dinoc_run_field *f) {
-    const char *p = (const char *)c + f->off;
-    switch (f->type) {
-    case 'i': return *(const int *)p;
-    case 'f': return *(const float *)p;
-    default: return *(const double *)p;
-    }
-}
-
-static void field_set(void *c, const dinoc_run_field *f, double v) {
-    char *p = (char *)c + f->off;
-    switch (f->type) {
-    case 'i': *(int *)p = (int)v; break;
-    case 'f': *(float *)p = (float)v; break;
-    default: *(double *)p = v;
-    }
-}
-
 static cJSON *config_json(const dinoc_run_method *m, const void *c) {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "objective", m->name);
-    for (int i = 0; i < m->n_fields; i++) {
-        const dinoc_run_field *f = &m->fields[i];
-        if (f->type == 'u') { /* a decimal string: a JSON number (double) keeps only 53 bits */
-            dinoc_json_add_u64(o, f->name, *(const uint64_t *)((const char *)c + f->off));
-            continue;
-        }
-        if (f->type != 's') {
-            cJSON_AddNumberToObject(o, f->name, field_get(c, f));
-            continue;
-        }
-        const char *v = *(const char *const *)((const char *)c + f->off);
-        if (v || f->dflt) cJSON_AddStringToObject(o, f->name, v ? v : f->dflt);
+    if (o && (!cJSON_AddStringToObject(o, "objective", m->name) || !dinoc_cfg_to_json(o, m->fields, m->n_fields, c))) {
+        cJSON_Delete(o);
+        return NULL;
     }
     return o;
 }
 
 #define MAX_KEEP 8
 
-
-/* Reads a saved config over c; strings are duplicated into keep[] (freed by the caller). Every
- * number must be there; a string may be absent, except "data". */
+/* Reads a saved config over c; strings are duplicated into keep[] (freed by the caller). */
 static dinoc_status config_from_json(const dinoc_run_method *m, void *c, const char *json, const char *where,
                                      char **keep) {
     cJSON *o = cJSON_Parse(json);
-    int    nk = 0;
     if (!o) return dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata is not JSON", where);
     const cJSON *obj = cJSON_GetObjectItemCaseSensitive(o, "objective");
-    if (cJSON_IsString(obj) && strcmp(obj->valuestring, m->name) != 0) {
-        cJSON_Delete(o);
-        return dinoc_fail(DINOC_ERR_FORMAT, "%s: a '%s' run, not %s", where, obj->valuestring, m->name);
-    }
-    for (int i = 0; i < m->n_fields; i++) {
-        const dinoc_run_field *f  = &m->fields[i];
-        const cJSON           *it = cJSON_GetObjectItemCaseSensitive(o, f->name);
-        if (f->type == 's') { /* absent: the caller's value stays (a data_dir given on resume) */
-            const char **p = (const char **)((char *)c + f->off);
-            if (cJSON_IsString(it) && nk < MAX_KEEP) *p = keep[nk++] = strdup(it->valuestring);
-            if (!cJSON_IsString(it) && !strcmp(f->name, "data")) {
-                cJSON_Delete(o);
-                return dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata lacks 'data'", where);
-            }
-            continue;
-        }
-        if (f->type == 'u') { /* a decimal string; a number in checkpoints before session 7 */
-            dinoc_status s = dinoc_json_get_u64(o, f->name, (uint64_t *)((char *)c + f->off), where);
-            if (s) {
-                cJSON_Delete(o);
-                return s;
-            }
-            continue;
-        }
-        if (!cJSON_IsNumber(it)) {
-            cJSON_Delete(o);
-            return dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata lacks '%s'", where, f->name);
-        }
-        field_set(c, f, it->valuedouble);
-    }
+    dinoc_status s   = DINOC_OK;
+    if (cJSON_IsString(obj) && strcmp(obj->valuestring, m->name) != 0)
+        s = dinoc_fail(DINOC_ERR_FORMAT, "%s: a '%s' run, not %s", where, obj->valuestring, m->name);
+    if (!s) s = dinoc_cfg_from_json(o, m->fields, m->n_fields, c, keep, MAX_KEEP, where);
     cJSON_Delete(o);
-    return DINOC_OK;
+    return s;
 }
 
 /* ---- checkpoints ------------------------------------------------------------------------------ */

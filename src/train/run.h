@@ -20,14 +20,8 @@
 
 #include <stddef.h>
 
-/* One config field saved in the checkpoint's JSON: type 'i' int, 'f' float, 'd' double,
- * 'u' uint64, 's' string (const char *; dflt written when NULL; absent on read keeps the caller's). */
-typedef struct {
-    const char *name;
-    char        type;
-    size_t      off;
-    const char *dflt;
-} dinoc_run_field;
+/* One config field saved in the checkpoint's JSON (the shared table walker, internal.h). */
+typedef dinoc_cfg_field dinoc_run_field;
 
 /* An integer of the method's state (an optimiser's step count), saved as checkpoint metadata. */
 typedef struct {
@@ -37,7 +31,7 @@ typedef struct {
 
 /* The entries every method's table shares, for a config type T with the fields of these names:
  * the multi-crop transform (T.crops) and the run's own settings. */
-#define DINOC_RUN_F(T, n, t, m) {n, t, offsetof(T, m), NULL}
+#define DINOC_RUN_F(T, n, t, m) DINOC_CFG_F(T, n, t, m)
 #define DINOC_RUN_CROP_FIELDS(T)                                                                            \
     DINOC_RUN_F(T, "crops.n_global", 'i', crops.n_global), DINOC_RUN_F(T, "crops.n_local", 'i', crops.n_local),     \
     DINOC_RUN_F(T, "crops.global_size", 'i', crops.global_size),                                            \
