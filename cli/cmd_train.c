@@ -240,7 +240,7 @@ static int train_dino(int argc, char **argv) {
         {"lr", 0, OPT_FLOAT, &x.lr, "peak learning rate for batch 256 (scaled by batch/256)"},
         {"clip-grad", 0, OPT_FLOAT, &x.clip, "per-tensor gradient norm clip (0: off)"},
         {"freeze-last-layer", 0, OPT_INT, &c.freeze_last_layer, "epochs during which the head's last layer is frozen"},
-        {"precision", 0, OPT_STR, &c.precision, "fp32, or bf16: the ViT's products on bf16 operands, fp32 master weights"},
+        {"precision", 0, OPT_STR, &c.precision, "fp32, bf16 (the ViT's products on bf16 operands, fp32 master weights), or auto: bf16 where the CPU has bf16 instructions (AMX, AVX512-BF16), else fp32"},
         {NULL, 0, 0, NULL, NULL},
     };
     const char *use = "usage: dinoc train dino [options]\n\nSelf-supervised DINO pretraining of a ViT or a ResNet (student, EMA "
@@ -290,7 +290,7 @@ static int train_dinov2(int argc, char **argv) {
         {"layer-decay", 0, OPT_FLOAT, &ld, "layer-wise lr decay (1: off)"},
         {"patch-embed-lr-mult", 0, OPT_FLOAT, &pem, "lr multiplier of the patch embedding"},
         {"final-momentum-teacher", 0, OPT_FLOAT, &fmom, "teacher EMA momentum at the end"},
-        {"precision", 0, OPT_STR, &c.precision, "fp32, or bf16: the ViT's products on bf16 operands, fp32 master weights"},
+        {"precision", 0, OPT_STR, &c.precision, "fp32, bf16 (the ViT's products on bf16 operands, fp32 master weights), or auto: bf16 where the CPU has bf16 instructions (AMX, AVX512-BF16), else fp32"},
         {NULL, 0, 0, NULL, NULL},
     };
     const char *use = "usage: dinoc train dinov2 [options]\n\nSelf-supervised DINOv2 pretraining of a ViT: DINO's CLS loss, "

@@ -8,8 +8,9 @@
 #   RUN/knn.json, linear.json                                      evaluation (test split)
 #   RUN/attn.png, report.md, *.svg                                 the report
 # Environment: RUN (default runs/dino, or runs/dino-2, -3, ... if taken: nothing is overwritten),
-# BUDGET (seconds of pretraining, default 840 = 14 min), THREADS (0 = all cores). Extra arguments go
-# to `dinoc train dino` (e.g. --epochs 60 --time-budget 0 for the extended recipe).
+# BUDGET (seconds of pretraining, default 840 = 14 min), THREADS (0 = all cores), PRECISION (default
+# auto: bf16 products where the CPU has bf16 instructions, AMX or AVX512-BF16, else fp32; the run
+# records which). Extra arguments go to `dinoc train dino` (e.g. --epochs 60 for the extended recipe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -18,6 +19,7 @@ make -j"${JOBS:-2}" build/dinoc >&2
 BIN=./build/dinoc
 BUDGET=${BUDGET:-840}
 THREADS=${THREADS:-0}
+PRECISION=${PRECISION:-auto}
 if [ -z "${RUN:-}" ]; then
     RUN=runs/dino
     i=2
@@ -26,7 +28,7 @@ fi
 echo "main job: DINO pretraining on Fashion-MNIST into $RUN (budget ${BUDGET}s)" >&2
 mkdir -p "$(dirname "$RUN")"
 t0=$(date +%s)
-$BIN train dino -o "$RUN" --time-budget "$BUDGET" --threads "$THREADS" -v "$@" > "$RUN.train.json"
+$BIN train dino -o "$RUN" --time-budget "$BUDGET" --threads "$THREADS" --precision "$PRECISION" -v "$@" > "$RUN.train.json"
 mv "$RUN.train.json" "$RUN/train.json"
 t1=$(date +%s)
 echo "evaluation: weighted k-NN (k 20, T 0.07) and linear probe on the teacher" >&2

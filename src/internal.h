@@ -210,6 +210,10 @@ dinoc_status dinoc_bf16_gemm_run(dinoc_bf16_gemm *g, float *out, const uint16_t 
                                  const uint16_t *w, const float *bias);
 void         dinoc_bf16_gemm_free(dinoc_bf16_gemm *g);
 
+/* Training precision "auto" -> "bf16" where can_bf16 and dinoc_bf16_native(), else "fp32"; other
+ * names as given (src/nn/vit_precision.c). */
+const char *dinoc_precision_resolve(const char *s, int can_bf16);
+
 /* ---- JSON helpers (src/io/json.c) -------------------------------------------------------------- */
 
 struct cJSON;

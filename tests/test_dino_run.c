@@ -102,6 +102,20 @@ DINOC_TEST(dino_run_resume_is_exact_bf16) {
     free(t1), free(t2);
 }
 
+/* --precision auto: bf16 where its products run natively, fp32 elsewhere; the checkpoint stores the
+ * resolved name (a resume on another machine keeps the run's precision), and the resume is exact. */
+DINOC_TEST(dino_run_precision_auto) {
+    char a[512], b[512], path[600];
+    resume_case("_auto", "auto", a, b);
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", b);
+    dinoc_safetensors *st = NULL;
+    CHECK_OK(dinoc_safetensors_open(&st, path));
+    const char *cfg  = st ? dinoc_safetensors_metadata(st, "config") : NULL;
+    const char *want = dinoc_bf16_native() ? "\"precision\":\"bf16\"" : "\"precision\":\"fp32\"";
+    CHECK_MSG(cfg && strstr(cfg, want), "config %s lacks %s", cfg ? cfg : "(none)", want);
+    dinoc_safetensors_close(st);
+}
+
 DINOC_TEST(dino_run_resume_is_exact) {
     char a[512], b[512];
     resume_case("", NULL, a, b);

@@ -217,6 +217,7 @@ dinoc_status dinoc_dino_init(dinoc_dino *d, const dinoc_dino_config *cfg) {
     if (c->batch < 1 || c->epochs < 1 || c->image < 1 || (vit && (c->patch < 1 || c->image % c->patch)))
         return dinoc_fail(DINOC_ERR_ARG, "batch %d, epochs %d, image %d (a multiple of the patch %d)", c->batch,
                           c->epochs, c->image, c->patch);
+    d->cfg.precision = dinoc_precision_resolve(c->precision, vit); /* "auto": the name the run saves */
     if (c->precision && (s = dinoc_precision_parse(c->precision, &d->prec))) return dinoc_fail_prefix(s, "DINO");
     if (d->prec == DINOC_PRECISION_BF16 && !vit)
         return dinoc_fail(DINOC_ERR_ARG, "precision bf16: bf16 training is for ViT backbones, not '%s'", c->arch);

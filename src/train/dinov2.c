@@ -177,6 +177,7 @@ dinoc_status dinoc_dinov2_init(dinoc_dinov2 *d, const dinoc_dinov2_config *cfg) 
     const dinoc_dinov2_config *c = &d->cfg;
     dinoc_status               s;
     if ((s = check_config(c))) return s;
+    d->cfg.precision = dinoc_precision_resolve(c->precision, 1); /* "auto": the name the run saves */
     if (c->precision && (s = dinoc_precision_parse(c->precision, &d->prec))) return dinoc_fail_prefix(s, "DINOv2");
     d->world = dinoc_dist_size(), d->rank = dinoc_dist_rank();
     if (c->batch % d->world)
