@@ -265,19 +265,21 @@ dinoc_status dinoc_linear_probe(const float *train, const int32_t *ytrain, int64
     }
     if (cfg->val_per_class > 0) {
         /* stratified: the first val_per_class rows of each class in the permutation's order (all
-         * but one at most) move to the front, in order; the rest keep theirs */
-        int64_t *tot = calloc((size_t)2 * K, sizeof(int64_t)), *rest = malloc(sizeof(int64_t) * (size_t)ntrain);
-        if (!(cnt = tot) || !rest) {
+         * but one at most) move to the front, in order; the rest keep theirs. cnt[c]: rows of
+         * class c; cnt[K + c]: those of them moved to the front */
+        cnt           = calloc((size_t)2 * K, sizeof(int64_t));
+        int64_t *rest = malloc(sizeof(int64_t) * (size_t)ntrain);
+        if (!cnt || !rest) {
             free(rest);
             s = dinoc_fail(DINOC_ERR_NOMEM, "linear probe: out of memory");
             goto done;
         }
-        for (int64_t i = 0; i < ntrain; i++) tot[ytrain[i]]++;
+        for (int64_t i = 0; i < ntrain; i++) cnt[ytrain[i]]++;
         int64_t nr = 0;
         nval = 0;
         for (int64_t i = 0; i < ntrain; i++) {
             const int32_t c = ytrain[perm[i]];
-            if (tot[K + c] < cfg->val_per_class && tot[K + c] < tot[c] - 1) perm[nval++] = perm[i], tot[K + c]++;
+            if (cnt[K + c] < cfg->val_per_class && cnt[K + c] < cnt[c] - 1) perm[nval++] = perm[i], cnt[K + c]++;
             else rest[nr++] = perm[i];
         }
         memcpy(perm + nval, rest, sizeof(int64_t) * (size_t)nr);

@@ -108,12 +108,16 @@ static int cmp_pair_image(const void *a, const void *b, void *user) {
     return c ? c : (x > y) - (x < y);
 }
 
-/* caption rows by token sequence (length first), then by row */
-static int cmp_caption(const void *a, const void *b, void *user) {
-    const run *r = user;
-    const int  x = *(const int32_t *)a, y = *(const int32_t *)b;
+/* caption rows x and y by token sequence (length first): <0, 0 (the same caption), >0 */
+static int caption_order(const run *r, int x, int y) {
     if (r->len[x] != r->len[y]) return r->len[x] < r->len[y] ? -1 : 1;
-    const int c = memcmp(r->ids + (size_t)x * r->ctx, r->ids + (size_t)y * r->ctx, sizeof(int32_t) * r->len[x]);
+    return memcmp(r->ids + (size_t)x * r->ctx, r->ids + (size_t)y * r->ctx, sizeof(int32_t) * r->len[x]);
+}
+
+/* caption rows by token sequence, then by row */
+static int cmp_caption(const void *a, const void *b, void *user) {
+    const int x = *(const int32_t *)a, y = *(const int32_t *)b;
+    const int c = caption_order(user, x, y);
     return c ? c : (x > y) - (x < y);
 }
 
@@ -130,11 +134,8 @@ static dinoc_status caption_groups(run *r) {
     qsort_r(ord, (size_t)r->ncap, sizeof *ord, cmp_caption, r);
     int g = -1;
     for (int i = 0; i < r->ncap; i++) {
-        const int a = ord[i], b = i ? ord[i - 1] : -1;
-        if (b < 0 || r->len[a] != r->len[b] ||
-            memcmp(r->ids + (size_t)a * r->ctx, r->ids + (size_t)b * r->ctx, sizeof(int32_t) * r->len[a]) != 0)
-            g++;
-        r->cap_grp[a] = g;
+        if (i == 0 || caption_order(r, ord[i], ord[i - 1]) != 0) g++;
+        r->cap_grp[ord[i]] = g;
     }
     dinoc_free(ord);
     if (g + 1 < r->ncap)
