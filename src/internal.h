@@ -253,14 +253,19 @@ int dinoc_omp_thread_num(void);
 int dinoc_omp_num_threads(void); /* threads of the current parallel region (1 outside) */
 
 /* ---- fast kernels and their references (src/ops/) -------------------------------------------
- * The ops above pick vectorised kernels (an AVX2 + FMA copy where the CPU has both, a portable
- * copy elsewhere; attention: direct kernels for T <= DINOC_ATTN_FWD_DIRECT_T (forward) and
+ * The ops above pick vectorised kernels (an AVX-512 or AVX2 + FMA copy where the CPU has them, a
+ * portable copy elsewhere; attention: direct kernels for T <= DINOC_ATTN_FWD_DIRECT_T (forward) and
  * T <= DINOC_ATTN_BWD_DIRECT_T (backward)). The references below are the plain forms they
  * replaced, kept as oracles for tests/test_fastops.c. */
 
-/* 1 when the AVX2 + FMA copies run (CPU support and not forced off). */
+/* The copy of the kernels that runs: 2 AVX-512 (GELU, LayerNorm; the attention kernels have no
+ * AVX-512 copy and run their AVX2 one), 1 AVX2 + FMA, 0 portable: the CPU's highest, capped by
+ * dinoc_ops_force_level. dinoc_ops_avx2(): level >= 1. */
+int  dinoc_ops_level(void);
 int  dinoc_ops_avx2(void);
-/* Tests: on != 0 makes every dispatching op run its portable copy (process-wide). */
+/* Tests: the highest level any op may run (process-wide; 2 lifts the cap). force_portable(1) is
+ * force_level(0), force_portable(0) force_level(2). */
+void dinoc_ops_force_level(int max);
 void dinoc_ops_force_portable(int on);
 /* GELU with libm's erff / expf, element by element. */
 void dinoc_gelu_forward_ref(float *out, const float *inp, size_t n);

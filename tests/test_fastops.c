@@ -1,8 +1,8 @@
 /* test_fastops.c: the vectorised kernels of src/ops/ (vecmath.h's erf and exp, GELU, LayerNorm,
  * the small-T attention) against their references: double-precision math, and the scalar / BLAS
- * implementations they replaced (dinoc_*_ref). Every op case runs twice: with the copy this CPU
- * picks (AVX2 + FMA where available) and with the portable copy (dinoc_ops_force_portable), so
- * both are checked on an AVX2 machine. Plus: NaN and infinities, in-place calls, odd lengths,
+ * implementations they replaced (dinoc_*_ref). Every op case runs with each copy this CPU can run
+ * (AVX-512, AVX2 + FMA, portable: dinoc_ops_force_level), so an AVX-512 machine checks all three;
+ * the AVX-512 copies also give the AVX2 copies' bits. Plus: NaN and infinities, in-place calls, odd lengths,
  * results independent of the thread count, and the attention gradients against central finite
  * differences of a double-precision forward.
  *
@@ -24,11 +24,31 @@ static void fill(float *x, size_t n, uint64_t seed, float scale) {
 
 static float *falloc(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
 
-/* the copies to test: the one this CPU runs, and the portable one if that is a different copy */
-static int n_variants(void) { return dinoc_cpu_avx2_fma() ? 2 : 1; }
-static void use_variant(int v) { dinoc_ops_force_portable(v == 1); }
+static int same_float(float a, float b) { return (isnan(a) && isnan(b)) || a == b; }
+
+/* the copies to test: variant v runs level (the CPU's highest) - v, down to the portable copy, so
+ * an AVX-512 machine checks all three (vecmath.h); variant 0 lifts the cap */
+static int n_variants(void) { return dinoc_cpu_ops_level() + 1; }
+static void use_variant(int v) { dinoc_ops_force_level(dinoc_cpu_ops_level() - v); }
 static const char *variant_name(int v) {
-    return v == 0 && dinoc_cpu_avx2_fma() ? "avx2" : "portable";
+    static const char *const names[] = {"portable", "avx2", "avx512"};
+    return names[dinoc_cpu_ops_level() - v];
+}
+
+/* The AVX-512 copies do per element what the AVX2 copies do (elementwise loops; LayerNorm's sums
+ * over explicit lanes), so they give the same bits: f(level) run at both levels. */
+static void check_avx512_same_bits(const char *what, void (*f)(float *out, size_t n, void *u), size_t n, void *u) {
+    if (dinoc_cpu_ops_level() < DINOC_OPS_AVX512) return;
+    float *a = falloc(n), *b = falloc(n);
+    dinoc_ops_force_level(DINOC_OPS_AVX2);
+    f(a, n, u);
+    dinoc_ops_force_level(DINOC_OPS_AVX512);
+    f(b, n, u);
+    size_t diff = 0;
+    for (size_t i = 0; i < n; i++) diff += !(same_float(a[i], b[i]) && signbit(a[i]) == signbit(b[i]));
+    CHECK_MSG(diff == 0, "%s: the AVX-512 copy differs from the AVX2 copy in %zu of %zu values", what, diff, n);
+    fprintf(stderr, "    %s: AVX-512 and AVX2 copies, %zu values, %zu differ\n", what, n, diff);
+    free(a), free(b);
 }
 
 /* ulp of a double value seen as a float (the spacing of floats around |v|; denormal floor) */
@@ -53,6 +73,12 @@ DINOC_TARGET_AVX2 static void erf_avx2(float *o, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) o[i] = dinoc_vm_erf(x[i], 1);
 }
 DINOC_TARGET_AVX2 static void exp_avx2(float *o, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) o[i] = dinoc_vm_exp_neg(x[i], 1);
+}
+DINOC_TARGET_AVX512 static void erf_avx512(float *o, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) o[i] = dinoc_vm_erf(x[i], 1);
+}
+DINOC_TARGET_AVX512 static void exp_avx512(float *o, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) o[i] = dinoc_vm_exp_neg(x[i], 1);
 }
 #endif
@@ -93,7 +119,9 @@ DINOC_TEST(test_fastops_erf_exp_sweep) {
         void (*erf_f)(float *, const float *, size_t) = erf_portable;
         void (*exp_f)(float *, const float *, size_t) = exp_portable;
 #if DINOC_HAVE_AVX2_VARIANT
-        if (v == 0 && dinoc_cpu_avx2_fma()) erf_f = erf_avx2, exp_f = exp_avx2;
+        const int level = dinoc_cpu_ops_level() - v;
+        if (level == DINOC_OPS_AVX512) erf_f = erf_avx512, exp_f = exp_avx512;
+        if (level == DINOC_OPS_AVX2) erf_f = erf_avx2, exp_f = exp_avx2;
 #endif
         double wx = 0, we = sweep(erf_f, erf, 0, bits_of(4.5f), &wx);
         fprintf(stderr, "    erf %-8s worst %.3f ulp at %.9g\n", variant_name(v), we, wx);
@@ -141,7 +169,13 @@ static float *gelu_inputs(size_t *n_out) {
     return x;
 }
 
-static int same_float(float a, float b) { return (isnan(a) && isnan(b)) || a == b; }
+struct gelu_args {
+    const float *x, *dout;
+};
+static void gelu_fwd_of(float *out, size_t n, void *u) { dinoc_gelu_forward(out, ((struct gelu_args *)u)->x, n); }
+static void gelu_bwd_of(float *out, size_t n, void *u) {
+    dinoc_gelu_backward(out, ((struct gelu_args *)u)->dout, ((struct gelu_args *)u)->x, n);
+}
 
 DINOC_TEST(test_fastops_gelu) {
     size_t n;
@@ -204,6 +238,9 @@ DINOC_TEST(test_fastops_gelu) {
             CHECK_MSG(same_float(g[i], gr[i]), "gelu'(%g): %g, reference %g", x[i], g[i], gr[i]);
     }
     use_variant(0);
+    struct gelu_args ga = {x, dout};
+    check_avx512_same_bits("gelu", gelu_fwd_of, n, &ga);
+    check_avx512_same_bits("gelu backward", gelu_bwd_of, n, &ga);
     /* thread count: elementwise, so 1 and 3 threads give the same bits */
     int prev = dinoc_get_threads();
     dinoc_set_threads(1);
@@ -220,6 +257,20 @@ DINOC_TEST(test_fastops_gelu) {
 }
 
 /* ---- LayerNorm ---------------------------------------------------------------------------------- */
+
+/* every output of the forward and the backward, one after another: y, mean, rstd, dinp, dw, db */
+struct ln_args {
+    const float *x, *w, *b, *dy, *mean, *rstd;
+    int          N, C;
+};
+static void ln_all_of(float *o, size_t n, void *u) {
+    const struct ln_args *a = u;
+    const size_t          nx = (size_t)a->N * a->C;
+    (void)n;
+    dinoc_layernorm_forward(o, o + nx, o + nx + a->N, a->x, a->w, a->b, a->N, a->C, 1e-5f);
+    float *g = o + nx + 2 * a->N;
+    dinoc_layernorm_backward(g, g + nx, g + nx + a->C, a->dy, a->x, a->w, a->mean, a->rstd, a->N, a->C);
+}
 
 DINOC_TEST(test_fastops_layernorm) {
     /* widths around the 8-lane blocks, the model widths, and one above the 64-channel dw blocks */
@@ -264,6 +315,11 @@ DINOC_TEST(test_fastops_layernorm) {
             /* dw, db: the same per-channel double sums in the same row order: identical */
             CHECK_MSG(memcmp(dw, dwr, sizeof(float) * C) == 0 && memcmp(db, dbr, sizeof(float) * C) == 0,
                       "ln[%s,C=%d]: dw/db differ from the reference", variant_name(v), C);
+            if (v == 0) {
+                struct ln_args la = {x, w, b, dy, mr, rr, N, C};
+                snprintf(label, sizeof label, "layernorm C=%d", C);
+                check_avx512_same_bits(label, ln_all_of, 2 * nx + 2 * N + 2 * C, &la);
+            }
             free(x), free(w), free(b), free(dy), free(y), free(yr), free(m), free(mr), free(r), free(rr);
             free(dx), free(dxr), free(dw), free(dwr), free(db), free(dbr);
         }

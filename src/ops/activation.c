@@ -2,8 +2,8 @@
  * SiLU(x1) * x2 over the two halves of the fused w12 projection), forward and backward.
  *
  * GELU runs on the branch-free erf of vecmath.h (within 1.33 ulp of the true value over all
- * floats; glibc's erff within 1), vectorised: an AVX2 + FMA copy of each loop where the CPU has
- * them, the portable copy elsewhere (4-15x faster than erff on the 2-core EPYC, depending on how
+ * floats; glibc's erff within 1), vectorised: an AVX-512 or AVX2 + FMA copy of each loop where the
+ * CPU has them, the portable copy elsewhere (4-15x faster than erff on the 2-core EPYC, depending on how
  * many inputs take erff's slow paths). dinoc_gelu_*_ref keep the scalar libm form as the oracle.
  * Tested in tests/test_ops.c, tests/test_grad.c (finite differences), tests/test_ops_parity.c
  * (torch) and tests/test_fastops.c (fast against reference, both variants, edge values). */
@@ -64,22 +64,27 @@ DINOC_INLINE void gelu_bwd_body(float *dinp, const float *dout, const float *inp
     for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * gelu_grad1(inp[i], fused);
 }
 
-static void gelu_fwd_portable(float *out, const float *inp, size_t n) {
-    if (out == inp) gelu_fwd_body_inplace(out, n, 0);
-    else gelu_fwd_body(out, inp, n, 0);
-}
-static void gelu_bwd_portable(float *dinp, const float *dout, const float *inp, size_t n) {
-    gelu_bwd_body(dinp, dout, inp, n, 0);
-}
+/* one copy of each per level (vecmath.h) */
+#define GELU_COPY(name, target, fused)                                                                 \
+    target static void gelu_fwd_##name(float *out, const float *inp, size_t n) {                       \
+        if (out == inp) gelu_fwd_body_inplace(out, n, fused);                                         \
+        else gelu_fwd_body(out, inp, n, fused);                                                       \
+    }                                                                                                  \
+    target static void gelu_bwd_##name(float *dinp, const float *dout, const float *inp, size_t n) { \
+        gelu_bwd_body(dinp, dout, inp, n, fused);                                                     \
+    }
+GELU_COPY(portable, , 0)
 #if DINOC_HAVE_AVX2_VARIANT
-DINOC_TARGET_AVX2 static void gelu_fwd_avx2(float *out, const float *inp, size_t n) {
-    if (out == inp) gelu_fwd_body_inplace(out, n, 1);
-    else gelu_fwd_body(out, inp, n, 1);
-}
-DINOC_TARGET_AVX2 static void gelu_bwd_avx2(float *dinp, const float *dout, const float *inp, size_t n) {
-    gelu_bwd_body(dinp, dout, inp, n, 1);
-}
+GELU_COPY(avx2, DINOC_TARGET_AVX2, 1)
+GELU_COPY(avx512, DINOC_TARGET_AVX512, 1)
+static void (*const k_gelu_fwd[])(float *, const float *, size_t) = {gelu_fwd_portable, gelu_fwd_avx2, gelu_fwd_avx512};
+static void (*const k_gelu_bwd[])(float *, const float *, const float *, size_t) = {gelu_bwd_portable, gelu_bwd_avx2,
+                                                                                   gelu_bwd_avx512};
+#else
+static void (*const k_gelu_fwd[])(float *, const float *, size_t) = {gelu_fwd_portable};
+static void (*const k_gelu_bwd[])(float *, const float *, const float *, size_t) = {gelu_bwd_portable};
 #endif
+#undef GELU_COPY
 
 /* Elementwise, so any split gives the same bits: each thread takes one contiguous chunk (a
  * multiple of 16 elements, so the chunks start on whole vectors). */
@@ -91,34 +96,22 @@ static void chunk(size_t n, size_t *i0, size_t *i1) {
 }
 
 void dinoc_gelu_forward(float *out, const float *inp, size_t n) {
-    const int avx2 = dinoc_ops_avx2();
-    (void)avx2;
+    void (*const f)(float *, const float *, size_t) = k_gelu_fwd[dinoc_ops_level()];
 #pragma omp parallel if (n >= 4096)
     {
         size_t i0, i1;
         chunk(n, &i0, &i1);
-#if DINOC_HAVE_AVX2_VARIANT
-        if (avx2)
-            gelu_fwd_avx2(out + i0, inp + i0, i1 - i0);
-        else
-#endif
-            gelu_fwd_portable(out + i0, inp + i0, i1 - i0);
+        f(out + i0, inp + i0, i1 - i0);
     }
 }
 
 void dinoc_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-    const int avx2 = dinoc_ops_avx2();
-    (void)avx2;
+    void (*const f)(float *, const float *, const float *, size_t) = k_gelu_bwd[dinoc_ops_level()];
 #pragma omp parallel if (n >= 4096)
     {
         size_t i0, i1;
         chunk(n, &i0, &i1);
-#if DINOC_HAVE_AVX2_VARIANT
-        if (avx2)
-            gelu_bwd_avx2(dinp + i0, dout + i0, inp + i0, i1 - i0);
-        else
-#endif
-            gelu_bwd_portable(dinp + i0, dout + i0, inp + i0, i1 - i0);
+        f(dinp + i0, dout + i0, inp + i0, i1 - i0);
     }
 }
 

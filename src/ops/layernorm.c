@@ -4,8 +4,8 @@
  *
  * The ops run vectorised kernels: the double sums use 8 explicit lanes (two AVX2 vectors of 4,
  * added in a fixed order at the end, so the result does not depend on the compiler's vector
- * width), the float parts are plain loops GCC vectorises; an AVX2 + FMA copy runs where the CPU
- * has them (vecmath.h). dinoc_layernorm_*_ref keep the scalar form as the oracle.
+ * width: the AVX-512 copy gives the AVX2 copy's bits), the float parts are plain loops GCC
+ * vectorises; an AVX-512 or AVX2 + FMA copy runs where the CPU has them (vecmath.h). dinoc_layernorm_*_ref keep the scalar form as the oracle.
  * Tested in tests/test_ops.c; the backward in tests/test_grad.c (finite differences) and
  * tests/test_ops_parity.c (torch); fast against reference in tests/test_fastops.c. */
 #include "../internal.h"
@@ -182,35 +182,38 @@ DINOC_INLINE void ln_bwd_params(float *dw, float *db, const float *dout, const f
     }
 }
 
-static void ln_fwd_portable(float *out, float *mean, float *rstd, const float *inp, const float *w,
-                            const float *b, int i0, int i1, int C, float eps) {
-    ln_fwd_rows(out, mean, rstd, inp, w, b, i0, i1, C, eps, 0);
-}
-static void ln_bwd_portable(float *dinp, const float *dout, const float *inp, const float *w,
-                            const float *mean, const float *rstd, int i0, int i1, int C) {
-    ln_bwd_rows(dinp, dout, inp, w, mean, rstd, i0, i1, C);
-}
-static void ln_par_portable(float *dw, float *db, const float *dout, const float *inp,
-                            const float *mean, const float *rstd, int N, int C, int c0, int c1) {
-    ln_bwd_params(dw, db, dout, inp, mean, rstd, N, C, c0, c1);
-}
+/* one copy of each per level (vecmath.h); only the forward's FMA use differs between them */
+#define LN_COPY(name, target, fused)                                                                       \
+    target static void ln_fwd_##name(float *out, float *mean, float *rstd, const float *inp, const float *w, \
+                                     const float *b, int i0, int i1, int C, float eps) {                    \
+        ln_fwd_rows(out, mean, rstd, inp, w, b, i0, i1, C, eps, fused);                                   \
+    }                                                                                                      \
+    target static void ln_bwd_##name(float *dinp, const float *dout, const float *inp, const float *w,     \
+                                     const float *mean, const float *rstd, int i0, int i1, int C) {        \
+        ln_bwd_rows(dinp, dout, inp, w, mean, rstd, i0, i1, C);                                           \
+    }                                                                                                      \
+    target static void ln_par_##name(float *dw, float *db, const float *dout, const float *inp,            \
+                                     const float *mean, const float *rstd, int N, int C, int c0, int c1) { \
+        ln_bwd_params(dw, db, dout, inp, mean, rstd, N, C, c0, c1);                                       \
+    }
+LN_COPY(portable, , 0)
+typedef void ln_fwd_fn(float *, float *, float *, const float *, const float *, const float *, int, int, int, float);
+typedef void ln_bwd_fn(float *, const float *, const float *, const float *, const float *, const float *, int, int,
+                       int);
+typedef void ln_par_fn(float *, float *, const float *, const float *, const float *, const float *, int, int, int,
+                       int);
 #if DINOC_HAVE_AVX2_VARIANT
-DINOC_TARGET_AVX2 static void ln_fwd_avx2(float *out, float *mean, float *rstd, const float *inp,
-                                          const float *w, const float *b, int i0, int i1, int C,
-                                          float eps) {
-    ln_fwd_rows(out, mean, rstd, inp, w, b, i0, i1, C, eps, 1);
-}
-DINOC_TARGET_AVX2 static void ln_bwd_avx2(float *dinp, const float *dout, const float *inp,
-                                          const float *w, const float *mean, const float *rstd,
-                                          int i0, int i1, int C) {
-    ln_bwd_rows(dinp, dout, inp, w, mean, rstd, i0, i1, C);
-}
-DINOC_TARGET_AVX2 static void ln_par_avx2(float *dw, float *db, const float *dout, const float *inp,
-                                          const float *mean, const float *rstd, int N, int C, int c0,
-                                          int c1) {
-    ln_bwd_params(dw, db, dout, inp, mean, rstd, N, C, c0, c1);
-}
+LN_COPY(avx2, DINOC_TARGET_AVX2, 1)
+LN_COPY(avx512, DINOC_TARGET_AVX512, 1)
+static ln_fwd_fn *const k_ln_fwd[] = {ln_fwd_portable, ln_fwd_avx2, ln_fwd_avx512};
+static ln_bwd_fn *const k_ln_bwd[] = {ln_bwd_portable, ln_bwd_avx2, ln_bwd_avx512};
+static ln_par_fn *const k_ln_par[] = {ln_par_portable, ln_par_avx2, ln_par_avx512};
+#else
+static ln_fwd_fn *const k_ln_fwd[] = {ln_fwd_portable};
+static ln_bwd_fn *const k_ln_bwd[] = {ln_bwd_portable};
+static ln_par_fn *const k_ln_par[] = {ln_par_portable};
 #endif
+#undef LN_COPY
 
 /* rows [i0, i1) of N for this thread: contiguous equal shares */
 static void row_chunk(int N, int *i0, int *i1) {
@@ -222,18 +225,12 @@ static void row_chunk(int N, int *i0, int *i1) {
 
 void dinoc_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
                              const float *b, int N, int C, float eps) {
-    const int avx2 = dinoc_ops_avx2();
-    (void)avx2;
+    ln_fwd_fn *const f = k_ln_fwd[dinoc_ops_level()];
 #pragma omp parallel if ((size_t)N * C >= 4096)
     {
         int i0, i1;
         row_chunk(N, &i0, &i1);
-#if DINOC_HAVE_AVX2_VARIANT
-        if (avx2)
-            ln_fwd_avx2(out, mean, rstd, inp, w, b, i0, i1, C, eps);
-        else
-#endif
-            ln_fwd_portable(out, mean, rstd, inp, w, b, i0, i1, C, eps);
+        f(out, mean, rstd, inp, w, b, i0, i1, C, eps);
     }
 }
 
@@ -241,29 +238,20 @@ void dinoc_layernorm_forward(float *out, float *mean, float *rstd, const float *
 void dinoc_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                               const float *inp, const float *w, const float *mean,
                               const float *rstd, int N, int C) {
-    const int avx2 = dinoc_ops_avx2();
-    (void)avx2;
+    const int        lv = dinoc_ops_level();
+    ln_bwd_fn *const fb = k_ln_bwd[lv];
+    ln_par_fn *const fp = k_ln_par[lv];
     enum { CB = 64 };
     const int nblk = (dw || db) ? (C + CB - 1) / CB : 0;
 #pragma omp parallel if ((size_t)N * C >= 4096)
     {
         int i0, i1;
         row_chunk(N, &i0, &i1);
-#if DINOC_HAVE_AVX2_VARIANT
-        if (avx2)
-            ln_bwd_avx2(dinp, dout, inp, w, mean, rstd, i0, i1, C);
-        else
-#endif
-            ln_bwd_portable(dinp, dout, inp, w, mean, rstd, i0, i1, C);
+        fb(dinp, dout, inp, w, mean, rstd, i0, i1, C);
 #pragma omp for schedule(static) nowait
         for (int bk = 0; bk < nblk; bk++) {
             int c0 = bk * CB, c1 = c0 + CB < C ? c0 + CB : C;
-#if DINOC_HAVE_AVX2_VARIANT
-            if (avx2)
-                ln_par_avx2(dw, db, dout, inp, mean, rstd, N, C, c0, c1);
-            else
-#endif
-                ln_par_portable(dw, db, dout, inp, mean, rstd, N, C, c0, c1);
+            fp(dw, db, dout, inp, mean, rstd, N, C, c0, c1);
         }
     }
 }

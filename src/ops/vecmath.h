@@ -1,5 +1,5 @@
-/* vecmath.h: branch-free float exp and erf that GCC vectorises, and the run-time AVX2 + FMA
- * dispatch the fast kernels in src/ops/ share (internal to src/ops/).
+/* vecmath.h: branch-free float exp and erf that GCC vectorises, and the run-time AVX2 + FMA /
+ * AVX-512 dispatch the fast kernels in src/ops/ share (internal to src/ops/).
  *
  * Each helper takes `fused`, a constant at every call site: 1 inside a function compiled with
  * DINOC_TARGET_AVX2 (a*b + c becomes one FMA instruction), 0 elsewhere (a multiply and an add, so
@@ -32,11 +32,28 @@
 static inline int dinoc_cpu_avx2_fma(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
+/* A third copy for AVX-512 (F, VL, BW, DQ: Skylake-SP and later, Zen 4 and later): the same C,
+ * vectorised over 16 floats. Elementwise loops and the explicit-lane sums (layernorm.c) do the
+ * same operations per element as the AVX2 copy, so both give the same bits (tests/test_fastops.c).
+ * __builtin_cpu_supports also checks that the OS saves the AVX-512 registers. */
+#define DINOC_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
+static inline int dinoc_cpu_avx512(void) {
+    return dinoc_cpu_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+}
 #else
 #define DINOC_HAVE_AVX2_VARIANT 0
 #define DINOC_TARGET_AVX2
+#define DINOC_TARGET_AVX512
 static inline int dinoc_cpu_avx2_fma(void) { return 0; }
+static inline int dinoc_cpu_avx512(void) { return 0; }
 #endif
+
+/* The copies a kernel may have, by level (dinoc_ops_level() in internal.h picks one). */
+enum { DINOC_OPS_PORTABLE = 0, DINOC_OPS_AVX2 = 1, DINOC_OPS_AVX512 = 2 };
+static inline int dinoc_cpu_ops_level(void) {
+    return dinoc_cpu_avx512() ? DINOC_OPS_AVX512 : dinoc_cpu_avx2_fma() ? DINOC_OPS_AVX2 : DINOC_OPS_PORTABLE;
+}
 
 #if defined(__GNUC__)
 #define DINOC_INLINE static inline __attribute__((always_inline))
