@@ -193,6 +193,10 @@ uint16_t dinoc_bf16_from_f32(float f); /* round to nearest even; NaN -> 0x7FC0 (
 float    dinoc_f32_from_bf16(uint16_t h);
 void     dinoc_bf16_round(float *x, size_t n); /* x = bf16(x), in place */
 void     dinoc_bf16_pack(uint16_t *dst, const float *src, size_t n);
+/* dst = bf16(src) for an [M, N] matrix, and (db not NULL) db[n] += the sum of the rounded column n:
+ * a double sum in row order, dinoc_linear_backward's bias rule, so the same bits as rounding src in
+ * place and calling it (one pass over the gradient instead of three). */
+void     dinoc_bf16_pack_colsum(uint16_t *dst, const float *src, int M, int N, float *db);
 /* 1 when bf16 products run natively (oneDNN on AVX512-BF16 / AMX) and not forced off. */
 int  dinoc_bf16_native(void);
 /* Tests: on != 0 makes models switched to bf16 afterwards use the emulated backend. */

@@ -190,9 +190,8 @@ static dinoc_status prod_backward(dinoc_train_state *s, int which, float *dx, fl
         dinoc_linear_backward(dx, dw, db, dy, x, w, M, K, N);
         return DINOC_OK;
     }
-    dinoc_linear_backward(NULL, NULL, db, dy, x, w, M, K, N); /* the bias sum stays fp32 */
     dinoc_status st = DINOC_OK;
-    dinoc_bf16_pack(s->bb, dy, (size_t)M * N);
+    dinoc_bf16_pack_colsum(s->bb, dy, M, N, db); /* the bias sum stays fp32, of the rounded dy */
     if (dx) st = dinoc_bf16_gemm_run(s->gdx[which], dx, s->bb, s->wb + (w - s->wr), NULL);
     if (!st) {
         dinoc_bf16_pack(s->ba, x, (size_t)M * K);
@@ -235,14 +234,15 @@ dinoc_status dinoc_bf16_pair_init(dinoc_train_state *tg, dinoc_train_state *tl, 
 /* bf16: the weights the products use this step, rounded from the master weights. */
 static void bf16_weights(const dinoc_model *m, dinoc_train_state *s) {
     memcpy(s->wr, m->params, sizeof(float) * m->n_params);
-    dinoc_vit_bf16_round_products(&m->cfg, &s->wp);
-    if (s->wb) dinoc_bf16_pack(s->wb, s->wr, m->n_params);
+    if (s->wb) dinoc_bf16_pack(s->wb, s->wr, m->n_params); /* native: the pack rounds */
+    else dinoc_vit_bf16_round_products(&m->cfg, &s->wp);
 }
 
-/* In bf16 a product's operand (an input, or a gradient arriving at a product) is rounded in
- * place: each one is read only by its product(s). */
+/* In emulated bf16 a product's operand (an input, or a gradient arriving at a product) is rounded
+ * in place: each one is read only by its product(s) and, for a gradient, the bias sum. Native
+ * products round as they pack (prod_forward, prod_backward: the same values), so they skip it. */
 static void bf16_operand(const dinoc_train_state *s, float *x, size_t n) {
-    if (s->precision == DINOC_PRECISION_BF16) dinoc_bf16_round(x, n);
+    if (s->precision == DINOC_PRECISION_BF16 && !s->wb) dinoc_bf16_round(x, n);
 }
 
 void dinoc_train_state_dims(const dinoc_train_state *s, int *B, int *T, int *D) {

@@ -60,6 +60,30 @@ void dinoc_bf16_pack(uint16_t *dst, const float *src, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = bf16_of(src[i]);
 }
 
+void dinoc_bf16_pack_colsum(uint16_t *dst, const float *src, int M, int N, float *db) {
+    if (!db) {
+        dinoc_bf16_pack(dst, src, (size_t)M * N);
+        return;
+    }
+    enum { CB = 32 };
+    const int nblk = (N + CB - 1) / CB;
+#pragma omp parallel for schedule(static) if ((size_t)M * N > 65536)
+    for (int bk = 0; bk < nblk; bk++) {
+        const int n0 = bk * CB, n1 = n0 + CB < N ? n0 + CB : N;
+        double    acc[CB] = {0};
+        for (int m = 0; m < M; m++) {
+            const float *x = src + (size_t)m * N;
+            uint16_t    *d = dst + (size_t)m * N;
+            for (int n = n0; n < n1; n++) {
+                const uint16_t h = bf16_of(x[n]);
+                d[n]             = h;
+                acc[n - n0] += f32_of(h);
+            }
+        }
+        for (int n = n0; n < n1; n++) db[n] += (float)acc[n - n0];
+    }
+}
+
 #ifdef DINOC_BF16_EXTERNAL_BACKEND
 /* the backend (dinoc_bf16_force_emulation, _native, _backend, the dinoc_bf16_gemm functions) is
  * linked from elsewhere: tests/harness/bf16_fake_native.c, a plain-C stand-in that lets the
