@@ -36,7 +36,7 @@ int cmd_bench_dino(int argc, char **argv) {
         {"threads", 't', OPT_INT, &threads, "threads (0: all cores)"},
         {"iters", 'n', OPT_INT, &iters, "timed steps (0: until --min-time)"},
         {"min-time", 0, OPT_FLOAT, &min_time, "seconds to keep timing when --iters is 0"},
-        {"precision", 0, OPT_STR, &c.precision, "fp32, or bf16 (products on bf16 operands, fp32 master weights)"},
+        {"precision", 0, OPT_STR, &c.precision, "fp32, bf16 (products on bf16 operands, fp32 master weights), or auto (bf16 where the CPU has bf16 instructions)"},
         {"json", 0, OPT_FLAG, &json, "print one JSON object"},
         {NULL, 0, 0, NULL, NULL},
     };

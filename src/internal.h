@@ -246,8 +246,9 @@ typedef struct {
 #define DINOC_CFG_F(T, name, type, member) {name, type, offsetof(T, member), NULL, 0}
 /* Adds the fields to o; 0 when out of memory. */
 int dinoc_cfg_to_json(struct cJSON *o, const dinoc_cfg_field *fields, int n, const void *c);
-/* Reads the fields from o over c. Strings read are duplicated into the first free (NULL) slots of
- * keep[max_keep], which the caller frees (and which c then points into). Errors name where. */
+/* Reads the fields from o over c. Strings read are duplicated into keep[max_keep] from its first
+ * NULL slot on (the slots after it must be NULL too), which the caller frees (and which c then
+ * points into). Errors name where. */
 dinoc_status dinoc_cfg_from_json(const struct cJSON *o, const dinoc_cfg_field *fields, int n, void *c, char **keep,
                                  int max_keep, const char *where);
 

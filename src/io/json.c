@@ -4,8 +4,8 @@
  * tables that training runs save in their checkpoints (dinoc_cfg_field, internal.h).
  *
  * Tested by tests/test_safetensors.c (sharded index files, including malformed ones) and, for the
- * config tables, by every resume test (tests/test_dino_run.c, test_clip.c, test_mlm.c) and
- * tests/test_json.c. */
+ * config tables, by every resume test (tests/test_dino_run.c, test_clip.c, test_mlm_train.c) and
+ * tests/test_core.c (json_config_table). */
 #include "../internal.h"
 
 #include <cjson/cJSON.h>

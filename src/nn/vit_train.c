@@ -171,8 +171,9 @@ static dinoc_status init_native(dinoc_train_state *s, const dinoc_model *m) {
     return DINOC_OK;
 }
 
-/* out = in @ w^T + b: oneDNN's bf16 product where prepared, else fp32 sgemm (in bf16 its operands
- * were rounded already). w points into the model's or the state's rounded weights. */
+/* out = in @ w^T + b: oneDNN's bf16 product where prepared (the pack rounds the input; the weights
+ * were packed by bf16_weights), else fp32 sgemm (in emulated bf16 its operands were rounded
+ * already). w points into the model's weights or the state's copy (only its offset, natively). */
 static dinoc_status prod_forward(dinoc_train_state *s, int which, float *out, const float *in, const float *w,
                                  const float *b, int M, int K, int N) {
     if (s->precision == DINOC_PRECISION_BF16 && s->gf[which]) {

@@ -65,6 +65,8 @@ void dinoc_bf16_pack_colsum(uint16_t *dst, const float *src, int M, int N, float
         dinoc_bf16_pack(dst, src, (size_t)M * N);
         return;
     }
+    /* threads take blocks of 32 columns (a row-order sum per column, as the bias rule wants):
+     * N / 32 blocks (6 for N = 192) is parallel enough for the few cores this is run on */
     enum { CB = 32 };
     const int nblk = (N + CB - 1) / CB;
 #pragma omp parallel for schedule(static) if ((size_t)M * N > 65536)

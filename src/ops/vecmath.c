@@ -5,9 +5,10 @@
 
 #include <stdatomic.h>
 
-static atomic_int g_level_cap = ATOMIC_VAR_INIT(DINOC_OPS_AVX512);
+static atomic_int g_level_cap = DINOC_OPS_AVX512;
 
 void dinoc_ops_force_level(int max) {
+    max = max < DINOC_OPS_PORTABLE ? DINOC_OPS_PORTABLE : max > DINOC_OPS_AVX512 ? DINOC_OPS_AVX512 : max;
     atomic_store_explicit(&g_level_cap, max, memory_order_relaxed);
 }
 

@@ -22,7 +22,7 @@
 static const dinoc_run_field k_fields[] = {
     {"data", 's', offsetof(dinoc_dino_config, data), NULL, DINOC_CFG_REQUIRED}, {"data_dir", 's', offsetof(dinoc_dino_config, data_dir), NULL, 0},
     {"arch", 's', offsetof(dinoc_dino_config, arch), "vit", 0},
-    {"precision", 's', offsetof(dinoc_dino_config, precision), "fp32", 0},
+    {"precision", 's', offsetof(dinoc_dino_config, precision), "fp32", DINOC_CFG_CLEAR} /* absent: before bf16, fp32 */,
     F_("dim", 'i', dim), F_("depth", 'i', depth), F_("heads", 'i', heads), F_("patch", 'i', patch),
     F_("image", 'i', image), F_("channels", 'i', channels), F_("mlp_ratio", 'i', mlp_ratio),
     F_("out_dim", 'i', out_dim), F_("head_hidden", 'i', head_hidden), F_("head_bottleneck", 'i', head_bottleneck),

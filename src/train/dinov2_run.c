@@ -28,7 +28,7 @@ _Static_assert(sizeof(dinoc_targets) == sizeof(int), "dinoc_targets must be int-
 static const dinoc_run_field k_fields[] = {
     {"data", 's', offsetof(dinoc_dinov2_config, data), NULL, DINOC_CFG_REQUIRED},
     {"data_dir", 's', offsetof(dinoc_dinov2_config, data_dir), NULL, 0},
-    {"precision", 's', offsetof(dinoc_dinov2_config, precision), "fp32", 0},
+    {"precision", 's', offsetof(dinoc_dinov2_config, precision), "fp32", DINOC_CFG_CLEAR} /* absent: before bf16, fp32 */,
     F_("dim", 'i', dim), F_("depth", 'i', depth), F_("heads", 'i', heads), F_("patch", 'i', patch),
     F_("image", 'i', image), F_("channels", 'i', channels), F_("mlp_ratio", 'i', mlp_ratio),
     F_("n_registers", 'i', n_registers), F_("out_dim", 'i', out_dim), F_("head_hidden", 'i', head_hidden),
