@@ -154,3 +154,47 @@ DINOC_TEST(dino_run_nan_stops_and_keeps_checkpoint) {
     CHECK(after && n1 == np && isinf(after[np / 2]) && memcmp(after, poison, sizeof(float) * (np / 2)) == 0);
     free(after), free(poison);
 }
+
+/* A checkpoint written before bf16 training existed has no "precision" in its config: it ran in
+ * fp32, and resumes in fp32 whatever precision the resuming command names (main.sh passes auto). */
+DINOC_TEST(dino_run_resume_without_precision_is_fp32) {
+    char a[512], b[512], path[600];
+    snprintf(a, sizeof a, "%s/dino_oldprec_a", dinoc_test_tmpdir());
+    snprintf(b, sizeof b, "%s/dino_oldprec_b", dinoc_test_tmpdir());
+    dinoc_dino_result res;
+    dinoc_dino_config c = tiny(a);
+    c.max_steps = 2, c.ckpt_every = 2;
+    CHECK_OK(dinoc_dino_train(&c, &res));
+    /* b: a's checkpoint with "precision" taken out of its config */
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", a);
+    dinoc_safetensors *st = NULL;
+    CHECK_OK(dinoc_safetensors_open(&st, path));
+    if (!st) return;
+    const char *keys[] = {"format", "step", "adam_step", "head_adam_step", "last_adam_step", "loader_epoch",
+                          "loader_index", "config"};
+    const char *meta[17];
+    char       *cfg = strdup(dinoc_safetensors_metadata(st, "config"));
+    char       *at  = cfg ? strstr(cfg, "\"precision\":\"fp32\",") : NULL;
+    CHECK_MSG(at != NULL, "config %s: no precision", cfg ? cfg : "(none)");
+    if (at) memmove(at, at + strlen("\"precision\":\"fp32\","), strlen(at + strlen("\"precision\":\"fp32\",")) + 1);
+    for (int i = 0; i < 8; i++) meta[2 * i] = keys[i], meta[2 * i + 1] = dinoc_safetensors_metadata(st, keys[i]);
+    meta[15] = cfg, meta[16] = NULL;
+    int           n = dinoc_safetensors_count(st);
+    dinoc_tensor *t = calloc((size_t)n, sizeof *t);
+    for (int i = 0; t && i < n; i++) t[i] = *dinoc_safetensors_get(st, i);
+    CHECK_OK(dinoc_mkdir(b));
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", b);
+    if (t) CHECK_OK(dinoc_safetensors_write(path, t, n, meta));
+    dinoc_safetensors_close(st);
+    free(t);
+    dinoc_dino_config r = dinoc_dino_default();
+    r.resume = b, r.out = b, r.max_steps = 4, r.precision = "bf16";
+    CHECK_OK(dinoc_dino_train(&r, &res));
+    CHECK(res.steps == 4);
+    st = NULL;
+    CHECK_OK(dinoc_safetensors_open(&st, path));
+    const char *after = st ? dinoc_safetensors_metadata(st, "config") : NULL;
+    CHECK_MSG(after && !strstr(after, "bf16"), "resumed config %s", after ? after : "(none)");
+    if (st) dinoc_safetensors_close(st);
+    free(cfg);
+}
