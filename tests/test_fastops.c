@@ -529,3 +529,51 @@ DINOC_TEST(test_fastops_attention_tiled_vs_reference) {
         free(qkv), free(o1), free(o2), free(att), free(scr);
     }
 }
+
+/* ---- bf16 conversions --------------------------------------------------------------------------- */
+
+/* dinoc_bf16_round / _pack / _pack_colsum (src/ops/bf16.c) have a copy per level: integer rounding
+ * and per-column double sums in row order, so every copy gives the portable copy's bits, ties,
+ * NaN (-> 0x7FC0), infinities and odd widths included. */
+DINOC_TEST(test_fastops_bf16_conversions) {
+    const int M = 37, N = 203; /* three whole 64-column blocks and a partial one */
+    const size_t n = (size_t)M * N;
+    float *x = falloc(n), *r[2] = {falloc(n), falloc(n)}, *db[2] = {falloc(N), falloc(N)};
+    uint16_t *p[2] = {calloc(n, 2), calloc(n, 2)};
+    fill(x, n, 21, 3);
+    const uint32_t special[] = {0x7fc00001u, 0xffa00000u, 0x7f800000u, 0xff800000u, 0x3f808000u, 0x3f818000u,
+                                0x00000001u, 0x80000000u, 0x7f7fffffu};
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++) memcpy(&x[7 * i + 3], &special[i], 4);
+    for (int v = n_variants() - 1; v >= 0; v--) { /* the portable copy first: index 0 */
+        use_variant(v);
+        const int k = v == n_variants() - 1 ? 0 : 1;
+        memcpy(r[k], x, sizeof(float) * n);
+        dinoc_bf16_round(r[k], n);
+        memset(db[k], 0, sizeof(float) * N);
+        dinoc_bf16_pack_colsum(p[k], x, M, N, db[k]);
+        if (k == 1) {
+            CHECK_MSG(memcmp(r[0], r[1], sizeof(float) * n) == 0, "bf16 round (%s) differs from portable", variant_name(v));
+            CHECK_MSG(memcmp(p[0], p[1], 2 * n) == 0, "bf16 pack (%s) differs from portable", variant_name(v));
+            CHECK_MSG(memcmp(db[0], db[1], sizeof(float) * N) == 0, "bf16 column sums (%s) differ", variant_name(v));
+            fprintf(stderr, "    bf16 round/pack/colsum %s: the portable copy's bits\n", variant_name(v));
+        }
+    }
+    use_variant(0);
+    /* the pack is the round's bits; NaN packs as PyTorch's 0x7FC0; ties go to even */
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &r[0][i], 4);
+        bad += (uint16_t)(u >> 16) != p[0][i] || (u & 0xffffu) != 0;
+    }
+    CHECK_MSG(bad == 0, "%zu packed values differ from the rounded ones", bad);
+    CHECK(p[0][3] == 0x7fc0 && p[0][10] == 0x7fc0 && p[0][17] == 0x7f80 && p[0][24] == 0xff80);
+    CHECK(p[0][31] == 0x3f80 && p[0][38] == 0x3f82); /* 1 + 2^-8 ties down to 1, 1 + 3 * 2^-8 up */
+    /* column sums against a double sum of the rounded values */
+    for (int c = 0; c < N; c++) {
+        double s = 0;
+        for (int m = 0; m < M; m++) s += r[0][(size_t)m * N + c];
+        CHECK_MSG(isnan(s) ? isnan(db[0][c]) : db[0][c] == (float)s, "column %d: %g vs %g", c, db[0][c], s);
+    }
+    free(x), free(r[0]), free(r[1]), free(db[0]), free(db[1]), free(p[0]), free(p[1]);
+}

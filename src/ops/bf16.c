@@ -19,6 +19,7 @@
  * A prepared product (dinoc_bf16_gemm) is made once per shape (per dinoc_state), so a forward
  * pass allocates nothing: its oneDNN primitive, memory handles and scratchpad live with it. */
 #include "../internal.h"
+#include "vecmath.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -50,33 +51,84 @@ static inline float f32_of(uint16_t h) {
 uint16_t dinoc_bf16_from_f32(float f) { return bf16_of(f); }
 float    dinoc_f32_from_bf16(uint16_t h) { return f32_of(h); }
 
+/* The conversion loops, one copy per level of vecmath.h's dispatch (integer operations and
+ * per-column double sums in row order: every copy gives the same bits). colsum adds to db[n0, n1)
+ * the sums of the rounded columns of the packed [M, N] matrix d. */
+enum { COLSUM_CB = 64 };
+#define BF16_COPY(name, target)                                                                        \
+    target static void round_##name(float *x, size_t n) {                                              \
+        for (size_t i = 0; i < n; i++) x[i] = f32_of(bf16_of(x[i]));                                   \
+    }                                                                                                  \
+    target static void pack_##name(uint16_t *dst, const float *src, size_t n) {                        \
+        for (size_t i = 0; i < n; i++) dst[i] = bf16_of(src[i]);                                       \
+    }                                                                                                  \
+    target static void colsum_##name(const uint16_t *d, int M, int N, int n0, int n1, float *db) {     \
+        double acc[COLSUM_CB] = {0};                                                                   \
+        if (n1 - n0 == COLSUM_CB) { /* a whole block: a fixed trip count keeps acc in registers */     \
+            for (int m = 0; m < M; m++)                                                                \
+                for (int j = 0; j < COLSUM_CB; j++) acc[j] += f32_of(d[(size_t)m * N + n0 + j]);       \
+        } else {                                                                                       \
+            for (int m = 0; m < M; m++)                                                                \
+                for (int n = n0; n < n1; n++) acc[n - n0] += f32_of(d[(size_t)m * N + n]);             \
+        }                                                                                              \
+        for (int n = n0; n < n1; n++) db[n] += (float)acc[n - n0];                                     \
+    }
+BF16_COPY(portable, )
+typedef void round_fn(float *, size_t);
+typedef void pack_fn(uint16_t *, const float *, size_t);
+typedef void colsum_fn(const uint16_t *, int, int, int, int, float *);
+#if DINOC_HAVE_AVX2_VARIANT
+BF16_COPY(avx2, DINOC_TARGET_AVX2)
+BF16_COPY(avx512, DINOC_TARGET_AVX512)
+static round_fn *const  k_round[]  = {round_portable, round_avx2, round_avx512};
+static pack_fn *const   k_pack[]   = {pack_portable, pack_avx2, pack_avx512};
+static colsum_fn *const k_colsum[] = {colsum_portable, colsum_avx2, colsum_avx512};
+#else
+static round_fn *const  k_round[]  = {round_portable};
+static pack_fn *const   k_pack[]   = {pack_portable};
+static colsum_fn *const k_colsum[] = {colsum_portable};
+#endif
+#undef BF16_COPY
+
+/* contiguous chunks per thread, whole 64-element runs (elementwise: any split, the same bits) */
+static void elem_chunk(size_t n, size_t *i0, size_t *i1) {
+    size_t t = (size_t)dinoc_omp_thread_num(), nt = (size_t)dinoc_omp_num_threads();
+    size_t per = ((n + nt - 1) / nt + 63) / 64 * 64;
+    *i0 = t * per < n ? t * per : n;
+    *i1 = *i0 + per < n ? *i0 + per : n;
+}
+
 void dinoc_bf16_round(float *x, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) x[i] = f32_of(bf16_of(x[i]));
+    round_fn *const f = k_round[dinoc_ops_level()];
+#pragma omp parallel if (n > 65536)
+    {
+        size_t i0, i1;
+        elem_chunk(n, &i0, &i1);
+        f(x + i0, i1 - i0);
+    }
 }
 
 void dinoc_bf16_pack(uint16_t *dst, const float *src, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) dst[i] = bf16_of(src[i]);
+    pack_fn *const f = k_pack[dinoc_ops_level()];
+#pragma omp parallel if (n > 65536)
+    {
+        size_t i0, i1;
+        elem_chunk(n, &i0, &i1);
+        f(dst + i0, src + i0, i1 - i0);
+    }
 }
 
 void dinoc_bf16_pack_colsum(uint16_t *dst, const float *src, int M, int N, float *db) {
     dinoc_bf16_pack(dst, src, (size_t)M * N);
     if (!db) return;
     /* the column sums read the packed values (half the bytes of src): threads take blocks of 64
-     * columns, each summed over the rows in order (a fused pack-and-sum loop measured slower: it
-     * did not vectorise) */
-    enum { CB = 64 };
-    const int nblk = (N + CB - 1) / CB;
+     * columns, each summed over the rows in order (a fused pack-and-sum loop measured slower) */
+    colsum_fn *const f    = k_colsum[dinoc_ops_level()];
+    const int        nblk = (N + COLSUM_CB - 1) / COLSUM_CB;
 #pragma omp parallel for schedule(static) if ((size_t)M * N > 65536)
     for (int bk = 0; bk < nblk; bk++) {
-        const int n0 = bk * CB, n1 = n0 + CB < N ? n0 + CB : N;
-        double    acc[CB] = {0};
-        for (int m = 0; m < M; m++) {
-            const uint16_t *d = dst + (size_t)m * N;
-            for (int n = n0; n < n1; n++) acc[n - n0] += f32_of(d[n]);
-        }
-        for (int n = n0; n < n1; n++) db[n] += (float)acc[n - n0];
+        const int n0 = bk * COLSUM_CB;
+        f(dst, M, N, n0, n0 + COLSUM_CB < N ? n0 + COLSUM_CB : N, db);
     }
 }
 
