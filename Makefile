@@ -89,7 +89,7 @@ mpi: $(BUILD)/dinoc-mpi
 
 # bf16_dnnl_f32: src/ops/bf16.c's oneDNN calls (layouts, sum post-op, bias, scratchpad) run on fp32
 # operands, checked against a double product on any CPU (tests/harness/bf16_dnnl_f32.c)
-HARNESS_SRC = tests/harness/bf16_dnnl_f32.c src/ops/bf16.c src/core/status.c src/core/mem.c src/core/rng.c src/core/threads.c
+HARNESS_SRC = tests/harness/bf16_dnnl_f32.c src/ops/bf16.c src/ops/vecmath.c src/core/status.c src/core/mem.c src/core/rng.c src/core/threads.c
 $(BUILD)/bf16_dnnl_f32: $(HARNESS_SRC) src/internal.h
 	$(CC) $(filter-out -DDINOC_DNNL,$(CFLAGS_BASE)) -DDINOC_DNNL -DDINOC_BF16_DT=dnnl_f32 -DDINOC_BF16_HARNESS -O1 -g \
 	    -fsanitize=address,undefined -fno-sanitize-recover=all -o $@ $(HARNESS_SRC) $(LDLIBS) -ldnnl
