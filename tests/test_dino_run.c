@@ -37,36 +37,48 @@ void dinoc_test_same_runs(const char *a, const char *b, const char *const *names
     free(la), free(lb);
 }
 
-/* Shared with tests/test_dinov2_run.c: writes DST/checkpoint.safetensors, a copy of
- * DIR/checkpoint.safetensors with metadata `keys` (at most 12) whose "student" holds an inf in
- * its middle element; returns the poisoned student (malloc'ed, *np floats; NULL on failure). */
-float *dinoc_test_poison_checkpoint(const char *dir, const char *dst, const char *const *keys, int nkeys, int64_t *np) {
+/* Writes DST/checkpoint.safetensors, a copy of DIR/checkpoint.safetensors with metadata `keys` (at
+ * most 12), "config" replaced by `config` where that is not NULL, and, where poison is not NULL,
+ * "student" holding an inf in its middle element (*poison: that student, malloc'ed, *np floats). */
+static int rewrite_checkpoint(const char *dir, const char *dst, const char *const *keys, int nkeys, const char *config,
+                              float **poison, int64_t *np) {
     char path[800];
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
     dinoc_safetensors *st = NULL;
     CHECK_OK(dinoc_safetensors_open(&st, path));
-    if (!st || nkeys > 12) return NULL;
+    if (!st || nkeys > 12) return 0;
     int           n = dinoc_safetensors_count(st);
     dinoc_tensor *t = calloc((size_t)n, sizeof *t);
-    float        *poison = NULL;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; t && i < n; i++) {
         t[i] = *dinoc_safetensors_get(st, i);
-        if (!strcmp(t[i].name, "student")) {
-            *np    = dinoc_tensor_numel(&t[i]);
-            poison = malloc(sizeof(float) * *np);
-            CHECK_OK(dinoc_tensor_to_f32(&t[i], poison, *np));
-            poison[*np / 2] = INFINITY;
-            t[i].data       = poison;
+        if (poison && !strcmp(t[i].name, "student")) {
+            *np     = dinoc_tensor_numel(&t[i]);
+            *poison = malloc(sizeof(float) * *np);
+            CHECK_OK(dinoc_tensor_to_f32(&t[i], *poison, *np));
+            (*poison)[*np / 2] = INFINITY;
+            t[i].data          = *poison;
         }
     }
     const char *meta[25];
-    for (int i = 0; i < nkeys; i++) meta[2 * i] = keys[i], meta[2 * i + 1] = dinoc_safetensors_metadata(st, keys[i]);
+    for (int i = 0; i < nkeys; i++) {
+        meta[2 * i]     = keys[i];
+        meta[2 * i + 1] = config && !strcmp(keys[i], "config") ? config : dinoc_safetensors_metadata(st, keys[i]);
+    }
     meta[2 * nkeys] = NULL;
     CHECK_OK(dinoc_mkdir(dst));
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", dst);
-    CHECK_OK(dinoc_safetensors_write(path, t, n, meta));
+    int ok = t != NULL;
+    if (t) CHECK_OK(dinoc_safetensors_write(path, t, n, meta));
     dinoc_safetensors_close(st);
     free(t);
+    return ok;
+}
+
+/* Shared with tests/test_dinov2_run.c: rewrite_checkpoint with the student poisoned; returns it
+ * (malloc'ed, *np floats; NULL on failure). */
+float *dinoc_test_poison_checkpoint(const char *dir, const char *dst, const char *const *keys, int nkeys, int64_t *np) {
+    float *poison = NULL;
+    rewrite_checkpoint(dir, dst, keys, nkeys, NULL, &poison, np);
     return poison;
 }
 
@@ -133,18 +145,24 @@ DINOC_TEST(dino_run_resume_is_exact) {
     }
 }
 
-DINOC_TEST(dino_run_nan_stops_and_keeps_checkpoint) {
-    char d[512], p2[600];
-    snprintf(d, sizeof d, "%s/dino_nan", dinoc_test_tmpdir());
-    snprintf(p2, sizeof p2, "%s/dino_nan2", dinoc_test_tmpdir());
+/* DIR = the scratch folder's `name`: a tiny run of 2 steps, checkpointed; k_keys: its metadata */
+static const char *const k_keys[] = {"format", "step", "adam_step", "head_adam_step", "last_adam_step",
+                                     "loader_epoch", "loader_index", "config"};
+static void two_steps(char *dir, size_t size, const char *name) {
+    snprintf(dir, size, "%s/%s", dinoc_test_tmpdir(), name);
     dinoc_dino_result res;
-    dinoc_dino_config c = tiny(d);
+    dinoc_dino_config c = tiny(dir);
     c.max_steps = 2, c.ckpt_every = 2;
     CHECK_OK(dinoc_dino_train(&c, &res));
-    const char *keys[] = {"format", "step", "adam_step", "head_adam_step", "last_adam_step", "loader_epoch",
-                          "loader_index", "config"};
-    int64_t     np     = 0;
-    float      *poison = dinoc_test_poison_checkpoint(d, p2, keys, 8, &np);
+}
+
+DINOC_TEST(dino_run_nan_stops_and_keeps_checkpoint) {
+    char d[512], p2[600];
+    two_steps(d, sizeof d, "dino_nan");
+    snprintf(p2, sizeof p2, "%s/dino_nan2", dinoc_test_tmpdir());
+    dinoc_dino_result res;
+    int64_t           np     = 0;
+    float            *poison = dinoc_test_poison_checkpoint(d, p2, k_keys, 8, &np);
     if (!poison) return;
     dinoc_dino_config r = dinoc_dino_default();
     r.resume = p2, r.out = p2, r.max_steps = 10;
@@ -159,34 +177,25 @@ DINOC_TEST(dino_run_nan_stops_and_keeps_checkpoint) {
  * fp32, and resumes in fp32 whatever precision the resuming command names (main.sh passes auto). */
 DINOC_TEST(dino_run_resume_without_precision_is_fp32) {
     char a[512], b[512], path[600];
-    snprintf(a, sizeof a, "%s/dino_oldprec_a", dinoc_test_tmpdir());
+    two_steps(a, sizeof a, "dino_oldprec_a");
     snprintf(b, sizeof b, "%s/dino_oldprec_b", dinoc_test_tmpdir());
     dinoc_dino_result res;
-    dinoc_dino_config c = tiny(a);
-    c.max_steps = 2, c.ckpt_every = 2;
-    CHECK_OK(dinoc_dino_train(&c, &res));
     /* b: a's checkpoint with "precision" taken out of its config */
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", a);
     dinoc_safetensors *st = NULL;
     CHECK_OK(dinoc_safetensors_open(&st, path));
-    if (!st) return;
-    const char *keys[] = {"format", "step", "adam_step", "head_adam_step", "last_adam_step", "loader_epoch",
-                          "loader_index", "config"};
-    const char *meta[17];
-    char       *cfg = strdup(dinoc_safetensors_metadata(st, "config"));
-    char       *at  = cfg ? strstr(cfg, "\"precision\":\"fp32\",") : NULL;
+    char *cfg = st ? strdup(dinoc_safetensors_metadata(st, "config")) : NULL;
+    if (st) dinoc_safetensors_close(st);
+    char        *at  = cfg ? strstr(cfg, "\"precision\":\"fp32\",") : NULL;
+    const size_t cut = strlen("\"precision\":\"fp32\",");
     CHECK_MSG(at != NULL, "config %s: no precision", cfg ? cfg : "(none)");
-    if (at) memmove(at, at + strlen("\"precision\":\"fp32\","), strlen(at + strlen("\"precision\":\"fp32\",")) + 1);
-    for (int i = 0; i < 8; i++) meta[2 * i] = keys[i], meta[2 * i + 1] = dinoc_safetensors_metadata(st, keys[i]);
-    meta[15] = cfg, meta[16] = NULL;
-    int           n = dinoc_safetensors_count(st);
-    dinoc_tensor *t = calloc((size_t)n, sizeof *t);
-    for (int i = 0; t && i < n; i++) t[i] = *dinoc_safetensors_get(st, i);
-    CHECK_OK(dinoc_mkdir(b));
+    if (!at) {
+        free(cfg);
+        return;
+    }
+    memmove(at, at + cut, strlen(at + cut) + 1);
+    CHECK(rewrite_checkpoint(a, b, k_keys, 8, cfg, NULL, NULL));
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", b);
-    if (t) CHECK_OK(dinoc_safetensors_write(path, t, n, meta));
-    dinoc_safetensors_close(st);
-    free(t);
     dinoc_dino_config r = dinoc_dino_default();
     r.resume = b, r.out = b, r.max_steps = 4, r.precision = "bf16";
     CHECK_OK(dinoc_dino_train(&r, &res));
