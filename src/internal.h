@@ -256,6 +256,10 @@ dinoc_status dinoc_cfg_from_json(const struct cJSON *o, const dinoc_cfg_field *f
 int dinoc_omp_max_threads(void);
 int dinoc_omp_thread_num(void);
 int dinoc_omp_num_threads(void); /* threads of the current parallel region (1 outside) */
+/* Inside a parallel region: this thread's contiguous share [*i0, *i1) of n elements, shares rounded
+ * up to whole runs of `align` (so each starts on a whole vector). For elementwise kernels, where any
+ * split gives the same bits. */
+void dinoc_omp_chunk(size_t n, size_t align, size_t *i0, size_t *i1);
 
 /* ---- fast kernels and their references (src/ops/) -------------------------------------------
  * The ops above pick vectorised kernels (an AVX-512 or AVX2 + FMA copy where the CPU has them, a

@@ -74,3 +74,10 @@ int dinoc_omp_thread_num(void) {
     return 0;
 #endif
 }
+
+void dinoc_omp_chunk(size_t n, size_t align, size_t *i0, size_t *i1) {
+    size_t t = (size_t)dinoc_omp_thread_num(), nt = (size_t)dinoc_omp_num_threads();
+    size_t per = ((n + nt - 1) / nt + align - 1) / align * align;
+    *i0 = t * per < n ? t * per : n;
+    *i1 = *i0 + per < n ? *i0 + per : n;
+}

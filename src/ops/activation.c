@@ -86,21 +86,12 @@ static void (*const k_gelu_bwd[])(float *, const float *, const float *, size_t)
 #endif
 #undef GELU_COPY
 
-/* Elementwise, so any split gives the same bits: each thread takes one contiguous chunk (a
- * multiple of 16 elements, so the chunks start on whole vectors). */
-static void chunk(size_t n, size_t *i0, size_t *i1) {
-    size_t t = (size_t)dinoc_omp_thread_num(), nt = (size_t)dinoc_omp_num_threads();
-    size_t per = ((n + nt - 1) / nt + 15) / 16 * 16;
-    *i0 = t * per < n ? t * per : n;
-    *i1 = *i0 + per < n ? *i0 + per : n;
-}
-
 void dinoc_gelu_forward(float *out, const float *inp, size_t n) {
     void (*const f)(float *, const float *, size_t) = k_gelu_fwd[dinoc_ops_level()];
 #pragma omp parallel if (n >= 4096)
     {
         size_t i0, i1;
-        chunk(n, &i0, &i1);
+        dinoc_omp_chunk(n, 16, &i0, &i1); /* elementwise: any split, the same bits */
         f(out + i0, inp + i0, i1 - i0);
     }
 }
@@ -110,7 +101,7 @@ void dinoc_gelu_backward(float *dinp, const float *dout, const float *inp, size_
 #pragma omp parallel if (n >= 4096)
     {
         size_t i0, i1;
-        chunk(n, &i0, &i1);
+        dinoc_omp_chunk(n, 16, &i0, &i1); /* elementwise: any split, the same bits */
         f(dinp + i0, dout + i0, inp + i0, i1 - i0);
     }
 }

@@ -90,20 +90,12 @@ static colsum_fn *const k_colsum[] = {colsum_portable};
 #endif
 #undef BF16_COPY
 
-/* contiguous chunks per thread, whole 64-element runs (elementwise: any split, the same bits) */
-static void elem_chunk(size_t n, size_t *i0, size_t *i1) {
-    size_t t = (size_t)dinoc_omp_thread_num(), nt = (size_t)dinoc_omp_num_threads();
-    size_t per = ((n + nt - 1) / nt + 63) / 64 * 64;
-    *i0 = t * per < n ? t * per : n;
-    *i1 = *i0 + per < n ? *i0 + per : n;
-}
-
 void dinoc_bf16_round(float *x, size_t n) {
     round_fn *const f = k_round[dinoc_ops_level()];
 #pragma omp parallel if (n > 65536)
     {
         size_t i0, i1;
-        elem_chunk(n, &i0, &i1);
+        dinoc_omp_chunk(n, 64, &i0, &i1); /* elementwise: any split, the same bits */
         f(x + i0, i1 - i0);
     }
 }
@@ -113,7 +105,7 @@ void dinoc_bf16_pack(uint16_t *dst, const float *src, size_t n) {
 #pragma omp parallel if (n > 65536)
     {
         size_t i0, i1;
-        elem_chunk(n, &i0, &i1);
+        dinoc_omp_chunk(n, 64, &i0, &i1); /* elementwise: any split, the same bits */
         f(dst + i0, src + i0, i1 - i0);
     }
 }
