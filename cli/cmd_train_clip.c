@@ -50,6 +50,7 @@ int cmd_train_clip(int argc, char **argv) {
         {"warmup", 0, OPT_INT, &c.warmup_steps, "linear warmup steps"},
         {"time-budget", 0, OPT_FLOAT, &budget, "seconds for the run: the schedule is sized from the measured step time (0: off)"},
         {"max-steps", 0, OPT_INT, &c.max_steps, "stop after this many steps in total (0: no limit)"},
+        {"precision", 0, OPT_STR, &c.precision, "the image tower's products: fp32, bf16 (bf16 operands, fp32 master weights), or auto: bf16 where the CPU has bf16 instructions (AMX, AVX512-BF16), else fp32; the text tower runs fp32"},
         {"caption-groups", 0, OPT_FLAG, &c.caption_groups, "pairs with equal captions are each other's positives "
                                                             "(soft targets; default: CLIP's diagonal)"},
         {"seed", 0, OPT_INT, &seed, "random seed"},

@@ -279,6 +279,9 @@ void dinoc_ops_force_portable(int on);
 /* GELU with libm's erff / expf, element by element. */
 void dinoc_gelu_forward_ref(float *out, const float *inp, size_t n);
 void dinoc_gelu_backward_ref(float *dinp, const float *dout, const float *inp, size_t n);
+/* QuickGELU with libm's expf, element by element. */
+void dinoc_quick_gelu_forward_ref(float *out, const float *inp, size_t n);
+void dinoc_quick_gelu_backward_ref(float *dinp, const float *dout, const float *inp, size_t n);
 /* LayerNorm with scalar double statistics. */
 void dinoc_layernorm_forward_ref(float *out, float *mean, float *rstd, const float *inp,
                                  const float *w, const float *b, int N, int C, float eps);

@@ -343,6 +343,50 @@ DINOC_TEST(clip_train_caption_groups) {
     dinoc_clip_free(ma), dinoc_clip_free(mb), dinoc_clip_free(md);
 }
 
+/* --precision bf16 (the image tower's products on bf16 operands, fp32 master weights; the text
+ * tower stays fp32): the run learns as the fp32 one does, saves the name, and a resume (which
+ * restores it from the checkpoint's config, whatever the caller passes) equals the straight run bit
+ * for bit. A locked (LiT) tower refuses it. */
+DINOC_TEST(clip_train_bf16) {
+    char pairs[600], a[600], b[600], d[600];
+    tmp_of(pairs, "clip_pairs_bf16"), tmp_of(a, "clip_bf16_a"), tmp_of(b, "clip_bf16_b"), tmp_of(d, "clip_bf16_fp32");
+    write_pairs(pairs);
+    dinoc_clip_train_result res;
+    dinoc_clip_train_config c = tiny_config(pairs, a, 40);
+    c.precision               = "bf16";
+    CHECK_OK(dinoc_clip_train(&c, &res));
+    c = tiny_config(pairs, d, 40);
+    CHECK_OK(dinoc_clip_train(&c, &res));
+    const double lb = log_loss(a, 31, 41), lf = log_loss(d, 31, 41), early = log_loss(a, 1, 6);
+    printf("  loss steps 31-40: bf16 %.4f, fp32 %.4f (steps 1-5 %.4f)\n", lb, lf, early);
+    /* bf16 operands move each product by ~2^-9 relative; over 40 steps the two runs' losses stay
+     * within a tenth of each other, and the bf16 one falls as the fp32 one does */
+    CHECK_MSG(fabs(lb - lf) < 0.1 * lf && lb < 0.8 * early, "bf16 %.4f vs fp32 %.4f (start %.4f)", lb, lf, early);
+    c = tiny_config(pairs, b, 20), c.precision = "bf16";
+    CHECK_OK(dinoc_clip_train(&c, &res));
+    c = tiny_config(NULL, b, 40), c.resume = 1; /* precision NULL here: the checkpoint's bf16 wins */
+    CHECK_OK(dinoc_clip_train(&c, &res));
+    dinoc_clip *ma = NULL, *mb = NULL, *md = NULL;
+    CHECK_OK(dinoc_clip_load(&ma, a));
+    CHECK_OK(dinoc_clip_load(&mb, b));
+    CHECK_OK(dinoc_clip_load(&md, d));
+    if (ma && mb && md) {
+        CHECK(memcmp(ma->text->params, mb->text->params, sizeof(float) * ma->text->n_params) == 0);
+        CHECK(memcmp(ma->vision->params, mb->vision->params, sizeof(float) * ma->vision->n_params) == 0);
+        CHECK(memcmp(ma->vision->params, md->vision->params, sizeof(float) * ma->vision->n_params) != 0);
+    }
+    dinoc_clip_free(ma), dinoc_clip_free(mb), dinoc_clip_free(md);
+    char ck[700];
+    snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", b);
+    dinoc_safetensors *st = NULL;
+    CHECK_OK(dinoc_safetensors_open(&st, ck));
+    const char *cj = st ? dinoc_safetensors_metadata(st, "config") : NULL;
+    CHECK_MSG(cj && strstr(cj, "\"precision\":\"bf16\""), "checkpoint config: %s", cj ? cj : "(none)");
+    dinoc_safetensors_close(st);
+    c = tiny_config(pairs, d, 2), c.precision = "bf17";
+    CHECK(dinoc_clip_train(&c, &res) == DINOC_ERR_ARG);
+}
+
 /* Hard negatives (a third pairs.tsv column, NegCLIP): the run learns with them, resumes exactly,
  * and a row without one is allowed; a fourth column is refused, naming the line. */
 DINOC_TEST(clip_train_hard_negatives) {
@@ -416,6 +460,9 @@ DINOC_TEST(clip_train_lit) {
     dinoc_clip_train_config c = tiny_config(pairs, out, 8);
     c.init_image = vdir;
     dinoc_clip_train_result res;
+    c.precision = "bf16"; /* a locked tower is not trained: refused */
+    CHECK(dinoc_clip_train(&c, &res) == DINOC_ERR_ARG);
+    c.precision = "auto"; /* resolves to fp32 for a locked tower */
     CHECK_OK(dinoc_clip_train(&c, &res));
     dinoc_clip *m = NULL;
     CHECK_OK(dinoc_clip_load(&m, out));

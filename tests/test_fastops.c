@@ -256,6 +256,94 @@ DINOC_TEST(test_fastops_gelu) {
     free(x), free(y), free(yr), free(g), free(gr), free(dout);
 }
 
+/* ---- QuickGELU ----------------------------------------------------------------------------------- */
+
+static void qgelu_fwd_of(float *out, size_t n, void *u) { dinoc_quick_gelu_forward(out, ((struct gelu_args *)u)->x, n); }
+static void qgelu_bwd_of(float *out, size_t n, void *u) {
+    dinoc_quick_gelu_backward(out, ((struct gelu_args *)u)->dout, ((struct gelu_args *)u)->x, n);
+}
+
+/* x s(z), z = 1.702 x rounded to float as the kernels round it (so the check measures the sigmoid
+ * and the products, not the constant's rounding), in double. */
+static double qgelu_exact(float x, double *deriv) {
+    const double z = (double)(1.702f * x), s = 1.0 / (1.0 + exp(-z)), c = 1.0 / (1.0 + exp(z));
+    if (deriv) *deriv = s + z * s * c;
+    return (double)x * s;
+}
+
+DINOC_TEST(test_fastops_quick_gelu) {
+    size_t n;
+    float *x = gelu_inputs(&n);
+    float *y = falloc(n), *yr = falloc(n), *g = falloc(n), *gr = falloc(n), *dout = falloc(n);
+    fill(dout, n, 7, 1);
+    const size_t nfinite = n - 6;
+    for (int v = 0; v < n_variants(); v++) {
+        use_variant(v);
+        dinoc_quick_gelu_forward(y, x, n);
+        dinoc_quick_gelu_forward_ref(yr, x, n);
+        /* Forward: exp's 2 ulp in e = exp(-|z|), the division and the products: a few ulp of the
+         * result; bound 2^-21 |y| (8 ulp), with an absolute floor of 1e-35 where the result leaves
+         * the normal range (vecmath's exp flushes below e^-87.3 to 0, libm's returns denormals). */
+        double worst = 0, worst_ref = 0;
+        for (size_t i = 0; i < nfinite; i++) {
+            const double exact = qgelu_exact(x[i], NULL), tol = fmax(ldexp(fabs(exact), -21), 1e-35);
+            worst     = fmax(worst, fabs(y[i] - exact) / tol);
+            worst_ref = fmax(worst_ref, fabs(yr[i] - exact) / tol);
+        }
+        fprintf(stderr, "    quick_gelu %-8s err/bound %.3f (libm expf reference %.3f)\n", variant_name(v), worst,
+                worst_ref);
+        CHECK_MSG(worst <= 1.0, "quick_gelu (%s): error %.3f x the bound", variant_name(v), worst);
+        /* NaN -> NaN (of either sign), inf -> inf, -inf -> NaN (-inf * 0), -0 -> -0: as the libm form */
+        for (size_t i = nfinite; i < n; i++)
+            CHECK_MSG(same_float(y[i], yr[i]) && (isnan(y[i]) || signbit(y[i]) == signbit(yr[i])),
+                      "quick_gelu(%g) = %g, reference %g",
+                      x[i], y[i], yr[i]);
+        float *z = falloc(n);
+        memcpy(z, x, sizeof(float) * n);
+        dinoc_quick_gelu_forward(z, z, n);
+        CHECK_MSG(memcmp(z, y, sizeof(float) * n) == 0, "quick_gelu in place differs");
+        free(z);
+
+        /* Backward: dinp += dout * (s + z s (1 - s)). The two terms cancel near z = -1.28 (the
+         * derivative's zero), so the bound is absolute in the terms' size: 2^-20 |dout| (|s| +
+         * |z s (1 - s)|). The libm form computes 1 - s by subtraction, which loses everything for
+         * large z (its figure is printed, not checked). */
+        memset(g, 0, sizeof(float) * n), memset(gr, 0, sizeof(float) * n);
+        dinoc_quick_gelu_backward(g, dout, x, n);
+        dinoc_quick_gelu_backward_ref(gr, dout, x, n);
+        worst = worst_ref = 0;
+        for (size_t i = 0; i < nfinite; i++) {
+            double       d;
+            const double zd = (double)(1.702f * x[i]), s = 1.0 / (1.0 + exp(-zd));
+            qgelu_exact(x[i], &d);
+            const double exact = dout[i] * d, tol = fmax(ldexp(fabs(dout[i]) * (s + fabs(zd) * s * (1 - s)), -20), 1e-35);
+            worst     = fmax(worst, fabs(g[i] - exact) / tol);
+            worst_ref = fmax(worst_ref, fabs(gr[i] - exact) / tol);
+        }
+        fprintf(stderr, "    quick_gelu' %-7s err/bound %.3f (libm reference %.3f)\n", variant_name(v), worst,
+                worst_ref);
+        CHECK_MSG(worst <= 1.0, "quick_gelu backward (%s): error %.3f x the bound", variant_name(v), worst);
+        for (size_t i = nfinite; i < n; i++)
+            CHECK_MSG(same_float(g[i], gr[i]), "quick_gelu'(%g): %g, reference %g", x[i], g[i], gr[i]);
+    }
+    use_variant(0);
+    struct gelu_args ga = {x, dout};
+    check_avx512_same_bits("quick_gelu", qgelu_fwd_of, n, &ga);
+    check_avx512_same_bits("quick_gelu backward", qgelu_bwd_of, n, &ga);
+    int prev = dinoc_get_threads();
+    dinoc_set_threads(1);
+    dinoc_quick_gelu_forward(yr, x, n);
+    memset(gr, 0, sizeof(float) * n);
+    dinoc_quick_gelu_backward(gr, dout, x, n);
+    dinoc_set_threads(3);
+    dinoc_quick_gelu_forward(y, x, n);
+    memset(g, 0, sizeof(float) * n);
+    dinoc_quick_gelu_backward(g, dout, x, n);
+    CHECK(memcmp(y, yr, sizeof(float) * n) == 0 && memcmp(g, gr, sizeof(float) * n) == 0);
+    dinoc_set_threads(prev);
+    free(x), free(y), free(yr), free(g), free(gr), free(dout);
+}
+
 /* ---- LayerNorm ---------------------------------------------------------------------------------- */
 
 /* every output of the forward and the backward, one after another: y, mean, rstd, dinp, dw, db */

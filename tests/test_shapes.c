@@ -245,7 +245,7 @@ DINOC_TEST(shapes_files) {
     dinoc_set_threads(2);
     CHECK_OK(dinoc_shapes_write(d2, &k_cfg, 50, 0.2f, NULL, NULL));
     dinoc_set_threads(threads);
-    const char *files[] = {"meta.json", "classes.txt", "label_names.txt", "train/pairs.tsv", "train/labels.tsv",
+    const char *files[] = {"meta.json", "classes.txt", "label_names.txt", "templates.txt", "train/pairs.tsv", "train/labels.tsv",
                            "test/pairs.tsv", "test/labels.tsv", "test/label_names.txt", "train/images/000039.png",
                            "train/masks/000000.png", "test/images/000009.png", "test/masks/000005.png"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
@@ -271,6 +271,9 @@ DINOC_TEST(shapes_files) {
     free(t);
     t = read_text(d1, "label_names.txt", &nl);
     CHECK(t && nl == DINOC_SHAPES_COLOURS * DINOC_SHAPES_KINDS);
+    free(t);
+    t = read_text(d1, "templates.txt", &nl); /* the set's zero-shot prompts, in its caption style */
+    CHECK(t && nl == 2 && strcmp(t, "a small {}\na large {}\n") == 0);
     free(t);
     /* meta.json: sizes and the held-out list */
     char   path[1024];

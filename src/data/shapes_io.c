@@ -346,8 +346,12 @@ static dinoc_status write_meta(const char *dir, const dinoc_shapes_config *cfg, 
     return dinoc_shapes_write_meta(dir, j);
 }
 
-/* classes.txt and the root label_names.txt (all colour-kind pairs). */
+/* classes.txt, the root label_names.txt (all colour-kind pairs) and templates.txt: the set's own
+ * zero-shot prompts, in its caption style (one shape's phrase, either size), as CLIP gives each of
+ * its evaluation sets its own templates (openai/CLIP data/prompts.md); `dinoc eval zeroshot
+ * --templates DIR/templates.txt` uses them (its default stays the 80 ImageNet templates). */
 static dinoc_status write_names(const char *dir) {
+    static const char *const templates[] = {"a small {}", "a large {}"};
     const char *classes[DINOC_SHAPES_KINDS + 1] = {"background"};
     const char *labels[DINOC_SHAPES_COLOURS * DINOC_SHAPES_KINDS];
     char        text[DINOC_SHAPES_COLOURS * DINOC_SHAPES_KINDS][32];
@@ -357,11 +361,13 @@ static dinoc_status write_names(const char *dir) {
                  dinoc_shapes_kind_name(p % DINOC_SHAPES_KINDS));
         labels[p] = text[p];
     }
-    char        *cp = dinoc_path_join(dir, "classes.txt"), *lp = dinoc_path_join(dir, "label_names.txt");
-    dinoc_status s  = !cp || !lp ? dinoc_fail(DINOC_ERR_NOMEM, "out of memory") : dinoc_shapes_begin(dir);
+    char *cp = dinoc_path_join(dir, "classes.txt"), *lp = dinoc_path_join(dir, "label_names.txt");
+    char *tp = dinoc_path_join(dir, "templates.txt");
+    dinoc_status s = !cp || !lp || !tp ? dinoc_fail(DINOC_ERR_NOMEM, "out of memory") : dinoc_shapes_begin(dir);
     if (!s) s = dinoc_shapes_write_lines(cp, classes, DINOC_SHAPES_KINDS + 1);
     if (!s) s = dinoc_shapes_write_lines(lp, labels, DINOC_SHAPES_COLOURS * DINOC_SHAPES_KINDS);
-    free(cp), free(lp);
+    if (!s) s = dinoc_shapes_write_lines(tp, templates, 2);
+    free(cp), free(lp), free(tp);
     return s;
 }
 

@@ -157,7 +157,7 @@ static dinoc_status init_native(dinoc_train_state *s, const dinoc_model *m) {
     for (int i = 0; i < 5 && !st; i++) {
         const int M = shape[i][0], Ki = shape[i][1], N = shape[i][2];
         /* out = x @ w^T + b; dx += dy @ w (w [N,K] is [K',N'] row-major); dw += dy^T @ x */
-        st = dinoc_bf16_gemm_init(&s->gf[i], M, Ki, N, 1);
+        st = dinoc_bf16_gemm_init(&s->gf[i], M, Ki, N, i != P_PATCH || m->p.patch_b != NULL); /* CLIP: no patch bias */
         if (!st && i != P_PATCH) st = dinoc_bf16_gemm_init_ex(&s->gdx[i], M, N, Ki, 0, DINOC_BF16_W_KN | acc);
         if (!st) st = dinoc_bf16_gemm_init_ex(&s->gdw[i], N, M, Ki, 0, DINOC_BF16_A_T | DINOC_BF16_W_KN | acc);
         most = (size_t)M * Ki > most ? (size_t)M * Ki : most;

@@ -64,46 +64,87 @@ DINOC_INLINE void gelu_bwd_body(float *dinp, const float *dout, const float *inp
     for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * gelu_grad1(inp[i], fused);
 }
 
+/* QuickGELU: x s(1.702 x), s(z) = 1 / (1 + e^-z), and its derivative s + 1.702 x s (1 - s).
+ * s and 1 - s both come from e = exp(-|z|) <= 1, which never overflows: for z >= 0, s = 1 / (1 + e)
+ * and 1 - s = e / (1 + e); for z < 0 the two swap. So 1 - s carries no cancellation (it is
+ * tiny where s ~ 1), and the branch-free select vectorises. */
+DINOC_INLINE void sigmoid_pair(float z, float *s, float *c, int fused) {
+    const float e = dinoc_vm_exp_neg(-fabsf(z), fused), r = 1.0f / (1.0f + e), er = e * r;
+    *s = z >= 0.0f ? r : er;
+    *c = z >= 0.0f ? er : r;
+}
+DINOC_INLINE float qgelu1(float x, int fused) {
+    float s, c;
+    sigmoid_pair(1.702f * x, &s, &c, fused);
+    return x * s;
+}
+DINOC_INLINE void qgelu_fwd_body(float *restrict out, const float *restrict inp, size_t n, int fused) {
+    for (size_t i = 0; i < n; i++) out[i] = qgelu1(inp[i], fused);
+}
+DINOC_INLINE void qgelu_fwd_body_inplace(float *x, size_t n, int fused) {
+    for (size_t i = 0; i < n; i++) x[i] = qgelu1(x[i], fused);
+}
+DINOC_INLINE void qgelu_bwd_body(float *dinp, const float *dout, const float *inp, size_t n, int fused) {
+    for (size_t i = 0; i < n; i++) {
+        const float x = inp[i];
+        float       s, c;
+        sigmoid_pair(1.702f * x, &s, &c, fused);
+        dinp[i] += dout[i] * dinoc_vm_madd(1.702f * x, s * c, s, fused);
+    }
+}
+
 /* one copy of each per level (vecmath.h) */
-#define GELU_COPY(name, target, fused)                                                                 \
+#define ACT_COPY(name, target, fused)                                                                  \
     target static void gelu_fwd_##name(float *out, const float *inp, size_t n) {                       \
         if (out == inp) gelu_fwd_body_inplace(out, n, fused);                                         \
         else gelu_fwd_body(out, inp, n, fused);                                                       \
     }                                                                                                  \
     target static void gelu_bwd_##name(float *dinp, const float *dout, const float *inp, size_t n) { \
         gelu_bwd_body(dinp, dout, inp, n, fused);                                                     \
+    }                                                                                                  \
+    target static void qgelu_fwd_##name(float *out, const float *inp, size_t n) {                      \
+        if (out == inp) qgelu_fwd_body_inplace(out, n, fused);                                        \
+        else qgelu_fwd_body(out, inp, n, fused);                                                      \
+    }                                                                                                  \
+    target static void qgelu_bwd_##name(float *dinp, const float *dout, const float *inp, size_t n) {\
+        qgelu_bwd_body(dinp, dout, inp, n, fused);                                                    \
     }
-GELU_COPY(portable, , 0)
+ACT_COPY(portable, , 0)
 #if DINOC_HAVE_AVX2_VARIANT
-GELU_COPY(avx2, DINOC_TARGET_AVX2, 1)
-GELU_COPY(avx512, DINOC_TARGET_AVX512, 1)
-static void (*const k_gelu_fwd[])(float *, const float *, size_t) = {gelu_fwd_portable, gelu_fwd_avx2, gelu_fwd_avx512};
-static void (*const k_gelu_bwd[])(float *, const float *, const float *, size_t) = {gelu_bwd_portable, gelu_bwd_avx2,
-                                                                                   gelu_bwd_avx512};
-#else
-static void (*const k_gelu_fwd[])(float *, const float *, size_t) = {gelu_fwd_portable};
-static void (*const k_gelu_bwd[])(float *, const float *, const float *, size_t) = {gelu_bwd_portable};
+ACT_COPY(avx2, DINOC_TARGET_AVX2, 1)
+ACT_COPY(avx512, DINOC_TARGET_AVX512, 1)
 #endif
-#undef GELU_COPY
+#undef ACT_COPY
+typedef void (*unary_fn)(float *, const float *, size_t);
+typedef void (*binary_fn)(float *, const float *, const float *, size_t);
+DINOC_LEVEL_TABLE(unary_fn, k_gelu_fwd, gelu_fwd);
+DINOC_LEVEL_TABLE(binary_fn, k_gelu_bwd, gelu_bwd);
+DINOC_LEVEL_TABLE(unary_fn, k_qgelu_fwd, qgelu_fwd);
+DINOC_LEVEL_TABLE(binary_fn, k_qgelu_bwd, qgelu_bwd);
 
-void dinoc_gelu_forward(float *out, const float *inp, size_t n) {
-    void (*const f)(float *, const float *, size_t) = k_gelu_fwd[dinoc_ops_level()];
+/* Elementwise, so any split over the threads gives the same bits. */
+static void run_unary(const unary_fn *table, float *out, const float *inp, size_t n) {
+    const unary_fn f = table[dinoc_ops_level()];
 #pragma omp parallel if (n >= 4096)
     {
         size_t i0, i1;
-        dinoc_omp_chunk(n, 16, &i0, &i1); /* elementwise: any split, the same bits */
+        dinoc_omp_chunk(n, 16, &i0, &i1);
         f(out + i0, inp + i0, i1 - i0);
     }
 }
-
-void dinoc_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-    void (*const f)(float *, const float *, const float *, size_t) = k_gelu_bwd[dinoc_ops_level()];
+static void run_binary(const binary_fn *table, float *dinp, const float *dout, const float *inp, size_t n) {
+    const binary_fn f = table[dinoc_ops_level()];
 #pragma omp parallel if (n >= 4096)
     {
         size_t i0, i1;
-        dinoc_omp_chunk(n, 16, &i0, &i1); /* elementwise: any split, the same bits */
+        dinoc_omp_chunk(n, 16, &i0, &i1);
         f(dinp + i0, dout + i0, inp + i0, i1 - i0);
     }
+}
+
+void dinoc_gelu_forward(float *out, const float *inp, size_t n) { run_unary(k_gelu_fwd, out, inp, n); }
+void dinoc_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+    run_binary(k_gelu_bwd, dinp, dout, inp, n);
 }
 
 void dinoc_swiglu_forward(float *out, const float *inp, int N, int F) {
@@ -139,16 +180,20 @@ void dinoc_swiglu_backward(float *dinp, const float *dout, const float *inp, int
 }
 
 /* ---- QuickGELU (OpenAI CLIP, HF "quick_gelu"): x * sigmoid(1.702 x) ----------------------------
- * Shared by the CLIP text tower (src/nn/text.c) and CLIP's image tower (src/nn/vit.c). Plain expf:
- * the op is cheap next to the matrix products around it. Declared in src/nn/vit.h. */
-void dinoc_quick_gelu_forward(float *out, const float *inp, size_t n) {
-#pragma omp parallel for schedule(static)
+ * Shared by the CLIP text tower (src/nn/text.c) and CLIP's image tower (src/nn/vit.c); the
+ * vectorised copies above (vecmath.h's exp). The _ref pair is the plain libm form, the oracle of
+ * tests/test_fastops.c. Declared in src/nn/vit.h. */
+void dinoc_quick_gelu_forward(float *out, const float *inp, size_t n) { run_unary(k_qgelu_fwd, out, inp, n); }
+void dinoc_quick_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+    run_binary(k_qgelu_bwd, dinp, dout, inp, n);
+}
+
+void dinoc_quick_gelu_forward_ref(float *out, const float *inp, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = inp[i] / (1.0f + expf(-1.702f * inp[i]));
 }
 
 /* d/dx x s(1.702 x) = s + 1.702 x s (1 - s); dinp += dout * that. */
-void dinoc_quick_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-#pragma omp parallel for schedule(static)
+void dinoc_quick_gelu_backward_ref(float *dinp, const float *dout, const float *inp, size_t n) {
     for (size_t i = 0; i < n; i++) {
         const float x = inp[i], sg = 1.0f / (1.0f + expf(-1.702f * x));
         dinp[i] += dout[i] * (sg + 1.702f * x * sg * (1.0f - sg));

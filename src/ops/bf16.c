@@ -80,14 +80,10 @@ typedef void colsum_fn(const uint16_t *, int, int, int, int, float *);
 #if DINOC_HAVE_AVX2_VARIANT
 BF16_COPY(avx2, DINOC_TARGET_AVX2)
 BF16_COPY(avx512, DINOC_TARGET_AVX512)
-static round_fn *const  k_round[]  = {round_portable, round_avx2, round_avx512};
-static pack_fn *const   k_pack[]   = {pack_portable, pack_avx2, pack_avx512};
-static colsum_fn *const k_colsum[] = {colsum_portable, colsum_avx2, colsum_avx512};
-#else
-static round_fn *const  k_round[]  = {round_portable};
-static pack_fn *const   k_pack[]   = {pack_portable};
-static colsum_fn *const k_colsum[] = {colsum_portable};
 #endif
+DINOC_LEVEL_TABLE(round_fn *, k_round, round);
+DINOC_LEVEL_TABLE(pack_fn *, k_pack, pack);
+DINOC_LEVEL_TABLE(colsum_fn *, k_colsum, colsum);
 #undef BF16_COPY
 
 void dinoc_bf16_round(float *x, size_t n) {
@@ -286,6 +282,9 @@ dinoc_status dinoc_bf16_gemm_init_ex(dinoc_bf16_gemm **out, int M, int K, int N,
 
 dinoc_status dinoc_bf16_gemm_run(dinoc_bf16_gemm *g, float *out, const uint16_t *a,
                                  const uint16_t *w, const float *bias) {
+    if (g->has_bias && !bias)
+        return dinoc_fail(DINOC_ERR_ARG, "bf16 product [%d,%d] x [%d,%d] was made with a bias and run without one",
+                          g->M, g->K, g->K, g->N);
     dnnl_status_t st;
     if ((st = dnnl_memory_set_data_handle(g->a, (void *)a)) ||
         (st = dnnl_memory_set_data_handle(g->w, (void *)w)) ||

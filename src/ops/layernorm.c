@@ -205,14 +205,10 @@ typedef void ln_par_fn(float *, float *, const float *, const float *, const flo
 #if DINOC_HAVE_AVX2_VARIANT
 LN_COPY(avx2, DINOC_TARGET_AVX2, 1)
 LN_COPY(avx512, DINOC_TARGET_AVX512, 1)
-static ln_fwd_fn *const k_ln_fwd[] = {ln_fwd_portable, ln_fwd_avx2, ln_fwd_avx512};
-static ln_bwd_fn *const k_ln_bwd[] = {ln_bwd_portable, ln_bwd_avx2, ln_bwd_avx512};
-static ln_par_fn *const k_ln_par[] = {ln_par_portable, ln_par_avx2, ln_par_avx512};
-#else
-static ln_fwd_fn *const k_ln_fwd[] = {ln_fwd_portable};
-static ln_bwd_fn *const k_ln_bwd[] = {ln_bwd_portable};
-static ln_par_fn *const k_ln_par[] = {ln_par_portable};
 #endif
+DINOC_LEVEL_TABLE(ln_fwd_fn *, k_ln_fwd, ln_fwd);
+DINOC_LEVEL_TABLE(ln_bwd_fn *, k_ln_bwd, ln_bwd);
+DINOC_LEVEL_TABLE(ln_par_fn *, k_ln_par, ln_par);
 #undef LN_COPY
 
 /* rows [i0, i1) of N for this thread: contiguous equal shares */

@@ -51,6 +51,15 @@ static inline int dinoc_cpu_avx512(void) { return 0; }
 
 /* The copies a kernel may have, by level (dinoc_ops_level() in internal.h picks one). */
 enum { DINOC_OPS_PORTABLE = 0, DINOC_OPS_AVX2 = 1, DINOC_OPS_AVX512 = 2 };
+
+/* A kernel's copies, indexed by level: NAME_portable, NAME_avx2, NAME_avx512 (x86), or the
+ * portable one alone. TYPE is the function-pointer type. */
+#if DINOC_HAVE_AVX2_VARIANT
+#define DINOC_LEVEL_TABLE(type, table, name) \
+    static type const table[] = {name##_portable, name##_avx2, name##_avx512}
+#else
+#define DINOC_LEVEL_TABLE(type, table, name) static type const table[] = {name##_portable}
+#endif
 static inline int dinoc_cpu_ops_level(void) {
     return dinoc_cpu_avx512() ? DINOC_OPS_AVX512 : dinoc_cpu_avx2_fma() ? DINOC_OPS_AVX2 : DINOC_OPS_PORTABLE;
 }

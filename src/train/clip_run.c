@@ -60,7 +60,7 @@ static dinoc_status preset_configs(const char *name, dinoc_vit_config *v, dinoc_
 
 typedef struct {
     dinoc_clip_train_config cfg;
-    char                   *keep[3]; /* strings restored from a checkpoint */
+    char                   *keep[4]; /* strings restored from a checkpoint */
     dinoc_clip             *m;
     dinoc_clip_step        *step_ws;
     int                     n, S, ctx, locked;
@@ -93,7 +93,8 @@ static void run_free(run *r) {
     dinoc_free(r->x), dinoc_free(r->perm), dinoc_free(r->bids), dinoc_free(r->blen);
     dinoc_free(r->cap_grp), dinoc_free(r->bgrp);
     dinoc_adamw_free(&r->ov), dinoc_adamw_free(&r->ot), dinoc_adamw_free(&r->oh);
-    for (int i = 0; i < 3; i++) free(r->grp[i]), free(r->keep[i]);
+    for (int i = 0; i < 3; i++) free(r->grp[i]);
+    for (int i = 0; i < 4; i++) free(r->keep[i]);
     dinoc_clip_step_free(r->step_ws);
     dinoc_clip_free(r->m);
 }
@@ -260,7 +261,8 @@ static const dinoc_cfg_field k_fields[] = {
     {"caption_groups", 'i', offsetof(dinoc_clip_train_config, caption_groups), NULL, DINOC_CFG_CLEAR},
     {"pairs", 's', offsetof(dinoc_clip_train_config, pairs), NULL, DINOC_CFG_CLEAR},
     {"init_image", 's', offsetof(dinoc_clip_train_config, init_image), NULL, DINOC_CFG_CLEAR},
-    {"preset", 's', offsetof(dinoc_clip_train_config, preset), NULL, DINOC_CFG_CLEAR}};
+    {"preset", 's', offsetof(dinoc_clip_train_config, preset), NULL, DINOC_CFG_CLEAR},
+    {"precision", 's', offsetof(dinoc_clip_train_config, precision), NULL, DINOC_CFG_CLEAR} /* absent: fp32 */};
 #undef CFG_F
 #define N_FIELDS (int)(sizeof k_fields / sizeof k_fields[0])
 
@@ -275,7 +277,7 @@ static char *config_json(dinoc_clip_train_config *c) {
 static dinoc_status config_restore(run *r, const char *json, const char *where) {
     cJSON *o = cJSON_Parse(json);
     if (!o) return dinoc_fail(DINOC_ERR_FORMAT, "%s: config metadata is not JSON", where);
-    dinoc_status s = dinoc_cfg_from_json(o, k_fields, N_FIELDS, &r->cfg, r->keep, 3, where);
+    dinoc_status s = dinoc_cfg_from_json(o, k_fields, N_FIELDS, &r->cfg, r->keep, 4, where);
     r->cfg.caption_groups = r->cfg.caption_groups != 0;
     cJSON_Delete(o);
     return s;
@@ -422,6 +424,14 @@ static dinoc_status run_init(run *r, const dinoc_clip_train_config *cfg) {
     r->perm_epoch = -1;
     r->total      = (int64_t)c->epochs * (r->n / c->batch);
     if ((s = dinoc_clip_step_init(&r->step_ws, r->m, r->nloc, r->S, r->T, r->locked, r->neg))) goto done;
+    /* "auto" resolves once, and the run saves the name it resolved to (a resume keeps it) */
+    r->cfg.precision = dinoc_precision_resolve(r->cfg.precision, !r->locked);
+    dinoc_precision prec = DINOC_PRECISION_FP32;
+    if (r->cfg.precision && (s = dinoc_precision_parse(r->cfg.precision, &prec))) {
+        s = dinoc_fail_prefix(s, "CLIP");
+        goto done;
+    }
+    if ((s = dinoc_clip_step_set_precision(r->step_ws, r->m, prec))) goto done;
     if (st) s = load_state(r, st, ck);
 done:
     dinoc_safetensors_close(st);
@@ -561,9 +571,10 @@ dinoc_status dinoc_clip_train(const dinoc_clip_train_config *cfg, dinoc_clip_tra
     if (!s && lead) {
         char buf[512]; /* written atomically, as every file of the run folder */
         int  len = snprintf(buf, sizeof buf, "{\"steps\":%lld,\"total_steps\":%lld,\"final_loss\":%.6f,\"seconds\":%.2f,"
-                            "\"images\":%d,\"captions\":%d,\"hard_negatives\":%s,\"locked_image_tower\":%s}\n",
+                            "\"images\":%d,\"captions\":%d,\"hard_negatives\":%s,\"locked_image_tower\":%s,"
+                            "\"precision\":\"%s\"}\n",
                             (long long)r.step, (long long)r.total, loss, r.seconds, r.n, r.ncap, r.neg ? "true" : "false",
-                            r.locked ? "true" : "false");
+                            r.locked ? "true" : "false", r.cfg.precision ? r.cfg.precision : "fp32");
         s = dinoc_write_file_atomic(met, buf, (size_t)len);
     }
     res->steps = r.step, res->final_loss = loss, res->seconds = r.seconds;

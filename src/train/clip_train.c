@@ -101,6 +101,13 @@ dinoc_status dinoc_clip_step_init(dinoc_clip_step **out, const dinoc_clip *m, in
     return s;
 }
 
+dinoc_status dinoc_clip_step_set_precision(dinoc_clip_step *w, const dinoc_clip *m, dinoc_precision p) {
+    if (w->locked && p != DINOC_PRECISION_FP32)
+        return dinoc_fail(DINOC_ERR_ARG, "precision %s: a locked (LiT) image tower is not trained; use fp32",
+                          dinoc_precision_name(p));
+    return w->locked ? DINOC_OK : dinoc_train_state_set_precision(w->vts, m->vision, p);
+}
+
 dinoc_status dinoc_clip_step_run(dinoc_clip_step *w, const dinoc_clip *m, const float *images,
                                  const int32_t *ids, const int32_t *lengths, const uint8_t *neg_valid,
                                  const int32_t *groups, float *gv, float *gt, float *gh, double *loss,

@@ -51,6 +51,8 @@ typedef struct dinoc_clip_step dinoc_clip_step;
 dinoc_status dinoc_clip_step_init(dinoc_clip_step **out, const dinoc_clip *m, int N, int S, int ctx,
                                   int locked, int negatives);
 void         dinoc_clip_step_free(dinoc_clip_step *w);
+/* The image tower's training precision (fp32 or bf16; a locked tower stays fp32). */
+dinoc_status dinoc_clip_step_set_precision(dinoc_clip_step *w, const dinoc_clip *m, dinoc_precision p);
 /* Forward of both towers, the loss, and the backward: gradients ACCUMULATE into gv (vision,
  * m->vision->n_params floats; ignored when locked), gt (text) and gh (head: projection and
  * logit_scale). images [N, 3, S, S] normalised, ids [N, ctx], lengths [N] (with negatives:
@@ -78,6 +80,9 @@ typedef struct {
     double      time_budget; /* seconds (0: none): the run's length is fitted to it */
     int         caption_groups; /* 1: pairs with equal captions are each other's positives
                                  * (dinoc_clip_loss); 0 (default): CLIP's diagonal targets */
+    const char *precision;  /* the image tower's products: "fp32" (NULL), "bf16" (bf16 operands, fp32
+                             * master weights and AdamW, as DINO's bf16 training) or "auto" (bf16
+                             * where the CPU has bf16 instructions); the text tower stays fp32 */
     uint64_t    seed;
     void (*progress)(void *user, int64_t step, int64_t total, double loss, double lr, double img_s);
     void       *progress_user;

@@ -36,6 +36,9 @@ dinoc_status dinoc_bf16_gemm_init_ex(dinoc_bf16_gemm **out, int M, int K, int N,
 dinoc_status dinoc_bf16_gemm_run(dinoc_bf16_gemm *g, float *out, const uint16_t *a, const uint16_t *w,
                                  const float *bias) {
     const int M = g->M, K = g->K, N = g->N, at = g->flags & DINOC_BF16_A_T, wkn = g->flags & DINOC_BF16_W_KN;
+    if (g->has_bias && !bias) /* as the oneDNN backend */
+        return dinoc_fail(DINOC_ERR_ARG, "bf16 product [%d,%d] x [%d,%d] was made with a bias and run without one", M, K,
+                          K, N);
     for (int m = 0; m < M; m++)
         for (int k = 0; k < K; k++) g->a[(size_t)m * K + k] = dinoc_f32_from_bf16(at ? a[(size_t)k * M + m] : a[(size_t)m * K + k]);
     for (int k = 0; k < K; k++)
