@@ -314,6 +314,23 @@ DINOC_TEST(clip_train_tiny) {
     dinoc_clip_free(mb);
 }
 
+/* Run folder b (stopped and resumed) holds a's weights bit for bit; run d (the same run without
+ * the option under test) differs from a in its text tower (vision = 0) or its image tower (1). */
+static void check_resumed_run(const char *a, const char *b, const char *d, int vision) {
+    dinoc_clip *ma = NULL, *mb = NULL, *md = NULL;
+    CHECK_OK(dinoc_clip_load(&ma, a));
+    CHECK_OK(dinoc_clip_load(&mb, b));
+    CHECK_OK(dinoc_clip_load(&md, d));
+    if (ma && mb && md) {
+        CHECK(memcmp(ma->text->params, mb->text->params, sizeof(float) * ma->text->n_params) == 0);
+        CHECK(memcmp(ma->vision->params, mb->vision->params, sizeof(float) * ma->vision->n_params) == 0);
+        const dinoc_model *va = ma->vision, *vd = md->vision;
+        CHECK(vision ? memcmp(va->params, vd->params, sizeof(float) * va->n_params) != 0
+                     : memcmp(ma->text->params, md->text->params, sizeof(float) * ma->text->n_params) != 0);
+    }
+    dinoc_clip_free(ma), dinoc_clip_free(mb), dinoc_clip_free(md);
+}
+
 /* --caption-groups (equal captions are positives; the fixture's pairs repeat captions): the run
  * differs from the diagonal one, and a resume (which restores the option from the checkpoint's
  * config, whatever the caller passes) equals the straight run bit for bit. */
@@ -331,16 +348,7 @@ DINOC_TEST(clip_train_caption_groups) {
     CHECK_OK(dinoc_clip_train(&c, &res));
     c = tiny_config(NULL, b, 24), c.resume = 1; /* caption_groups 0 here: the checkpoint's 1 wins */
     CHECK_OK(dinoc_clip_train(&c, &res));
-    dinoc_clip *ma = NULL, *mb = NULL, *md = NULL;
-    CHECK_OK(dinoc_clip_load(&ma, a));
-    CHECK_OK(dinoc_clip_load(&mb, b));
-    CHECK_OK(dinoc_clip_load(&md, d));
-    if (ma && mb && md) {
-        CHECK(memcmp(ma->text->params, mb->text->params, sizeof(float) * ma->text->n_params) == 0);
-        CHECK(memcmp(ma->vision->params, mb->vision->params, sizeof(float) * ma->vision->n_params) == 0);
-        CHECK(memcmp(ma->text->params, md->text->params, sizeof(float) * ma->text->n_params) != 0);
-    }
-    dinoc_clip_free(ma), dinoc_clip_free(mb), dinoc_clip_free(md);
+    check_resumed_run(a, b, d, 0);
 }
 
 /* --precision bf16 (the image tower's products on bf16 operands, fp32 master weights; the text
@@ -366,16 +374,7 @@ DINOC_TEST(clip_train_bf16) {
     CHECK_OK(dinoc_clip_train(&c, &res));
     c = tiny_config(NULL, b, 40), c.resume = 1; /* precision NULL here: the checkpoint's bf16 wins */
     CHECK_OK(dinoc_clip_train(&c, &res));
-    dinoc_clip *ma = NULL, *mb = NULL, *md = NULL;
-    CHECK_OK(dinoc_clip_load(&ma, a));
-    CHECK_OK(dinoc_clip_load(&mb, b));
-    CHECK_OK(dinoc_clip_load(&md, d));
-    if (ma && mb && md) {
-        CHECK(memcmp(ma->text->params, mb->text->params, sizeof(float) * ma->text->n_params) == 0);
-        CHECK(memcmp(ma->vision->params, mb->vision->params, sizeof(float) * ma->vision->n_params) == 0);
-        CHECK(memcmp(ma->vision->params, md->vision->params, sizeof(float) * ma->vision->n_params) != 0);
-    }
-    dinoc_clip_free(ma), dinoc_clip_free(mb), dinoc_clip_free(md);
+    check_resumed_run(a, b, d, 1);
     char ck[700];
     snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", b);
     dinoc_safetensors *st = NULL;

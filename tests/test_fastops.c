@@ -177,6 +177,27 @@ static void gelu_bwd_of(float *out, size_t n, void *u) {
     dinoc_gelu_backward(out, ((struct gelu_args *)u)->dout, ((struct gelu_args *)u)->x, n);
 }
 
+/* An activation's forward and backward (f(out, n, args), the backward accumulating into a zeroed
+ * out): the AVX-512 copy gives the AVX2 copy's bits, and 1 and 3 threads give the same bits
+ * (elementwise: any split). */
+static void check_act_copies(const char *name, void (*fwd)(float *, size_t, void *), void (*bwd)(float *, size_t, void *),
+                             size_t n, void *args) {
+    char what[64];
+    snprintf(what, sizeof what, "%s backward", name);
+    check_avx512_same_bits(name, fwd, n, args);
+    check_avx512_same_bits(what, bwd, n, args);
+    float    *y1 = falloc(n), *g1 = falloc(n), *y3 = falloc(n), *g3 = falloc(n);
+    const int prev = dinoc_get_threads();
+    dinoc_set_threads(1);
+    fwd(y1, n, args), bwd(g1, n, args);
+    dinoc_set_threads(3);
+    fwd(y3, n, args), bwd(g3, n, args);
+    dinoc_set_threads(prev);
+    CHECK_MSG(memcmp(y1, y3, sizeof(float) * n) == 0 && memcmp(g1, g3, sizeof(float) * n) == 0,
+              "%s: 1 and 3 threads differ", name);
+    free(y1), free(g1), free(y3), free(g3);
+}
+
 DINOC_TEST(test_fastops_gelu) {
     size_t n;
     float *x = gelu_inputs(&n);
@@ -239,20 +260,7 @@ DINOC_TEST(test_fastops_gelu) {
     }
     use_variant(0);
     struct gelu_args ga = {x, dout};
-    check_avx512_same_bits("gelu", gelu_fwd_of, n, &ga);
-    check_avx512_same_bits("gelu backward", gelu_bwd_of, n, &ga);
-    /* thread count: elementwise, so 1 and 3 threads give the same bits */
-    int prev = dinoc_get_threads();
-    dinoc_set_threads(1);
-    dinoc_gelu_forward(yr, x, n);
-    memset(gr, 0, sizeof(float) * n);
-    dinoc_gelu_backward(gr, dout, x, n);
-    dinoc_set_threads(3);
-    dinoc_gelu_forward(y, x, n);
-    memset(g, 0, sizeof(float) * n);
-    dinoc_gelu_backward(g, dout, x, n);
-    CHECK(memcmp(y, yr, sizeof(float) * n) == 0 && memcmp(g, gr, sizeof(float) * n) == 0);
-    dinoc_set_threads(prev);
+    check_act_copies("gelu", gelu_fwd_of, gelu_bwd_of, n, &ga);
     free(x), free(y), free(yr), free(g), free(gr), free(dout);
 }
 
@@ -328,19 +336,7 @@ DINOC_TEST(test_fastops_quick_gelu) {
     }
     use_variant(0);
     struct gelu_args ga = {x, dout};
-    check_avx512_same_bits("quick_gelu", qgelu_fwd_of, n, &ga);
-    check_avx512_same_bits("quick_gelu backward", qgelu_bwd_of, n, &ga);
-    int prev = dinoc_get_threads();
-    dinoc_set_threads(1);
-    dinoc_quick_gelu_forward(yr, x, n);
-    memset(gr, 0, sizeof(float) * n);
-    dinoc_quick_gelu_backward(gr, dout, x, n);
-    dinoc_set_threads(3);
-    dinoc_quick_gelu_forward(y, x, n);
-    memset(g, 0, sizeof(float) * n);
-    dinoc_quick_gelu_backward(g, dout, x, n);
-    CHECK(memcmp(y, yr, sizeof(float) * n) == 0 && memcmp(g, gr, sizeof(float) * n) == 0);
-    dinoc_set_threads(prev);
+    check_act_copies("quick_gelu", qgelu_fwd_of, qgelu_bwd_of, n, &ga);
     free(x), free(y), free(yr), free(g), free(gr), free(dout);
 }
 
