@@ -284,7 +284,7 @@ int cmd_bench(int argc, char **argv) {
         dinoc_model_free(m);
         return cli_fail("bench", s);
     }
-    const char *backend = prec == DINOC_PRECISION_BF16 ? dinoc_bf16_backend() : "fp32 sgemm (OpenBLAS)";
+    const char *backend = prec == DINOC_PRECISION_BF16 ? dinoc_bf16_backend() : dinoc_fp32_backend();
     if (prec == DINOC_PRECISION_BF16) fprintf(stderr, "dinoc bench: bf16 products: %s\n", backend);
     const dinoc_vit_config *c = dinoc_model_config(m);
     dinoc_state            *st = NULL;

@@ -89,7 +89,7 @@ int cmd_bench_dino(int argc, char **argv) {
                "\"ms_update\":%.2f,\"loss\":%.5f}\n",
                c.dim, c.depth, c.heads, c.patch, c.batch, c.crops.n_global, c.crops.global_size, c.crops.n_local,
                c.crops.local_size, c.out_dim, dinoc_get_threads(), dinoc_precision_name(d.prec),
-               d.prec == DINOC_PRECISION_BF16 ? dinoc_bf16_backend() : "fp32 sgemm", c.batch / med, med * 1e3, done, sum.t_teacher * k,
+               d.prec == DINOC_PRECISION_BF16 ? dinoc_bf16_backend() : dinoc_fp32_backend(), c.batch / med, med * 1e3, done, sum.t_teacher * k,
                sum.t_student * k, sum.t_loss * k, sum.t_backward * k, sum.t_update * k, st.loss);
     else
         printf("dinoc dino step D%d L%d P%d %s batch=%d threads=%d img_s=%.2f ms_per_step=%.1f (%d steps; teacher %.1f, "

@@ -64,6 +64,12 @@ if [ "${DNNL:-1}" = 1 ]; then # (built with DNNL=1 by default)
         echo "error: the bf16_dnnl_f32 harness did not build" >&2; failed=$((failed + 1))
     fi
 fi
+# fp32 products run on oneDNN's sgemm where the CPU has AVX-512 (dinoc_fp32_backend): the gradient
+# and PyTorch-parity tests once more on OpenBLAS, the fallback elsewhere
+run_part "gradients on OpenBLAS sgemm" $BUILD/openblas_grad.log env DINOC_SGEMM=openblas DINOC_TMP=$BUILD/tmp \
+    ./$BUILD/dinoc_tests grad
+run_part "PyTorch parity on OpenBLAS sgemm" $BUILD/openblas_parity.log env DINOC_SGEMM=openblas DINOC_FIXTURES=$FIX \
+    DINOC_TMP=$BUILD/tmp ./$BUILD/dinoc_tests parity
 # the bf16 tests once more with the native dispatch on (a plain-C stand-in for oneDNN)
 if make -s BUILD=$BUILD SAN="${SAN:-}" $BUILD/dinoc_tests_fakebf16 >&2; then
     run_part "bf16 native dispatch (stand-in backend)" $BUILD/fakebf16.log env DINOC_FIXTURES=$FIX \

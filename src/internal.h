@@ -89,7 +89,8 @@ void dinoc_linear_forward(float *out, const float *inp, const float *w, const fl
 /* The plain C reference of the same product (kept for tests). */
 void dinoc_linear_forward_ref(float *out, const float *inp, const float *w, const float *bias,
                               int M, int K, int N);
-/* General row-major sgemm: C[M,N] = alpha * op(A) op(B) + beta * C. */
+/* General row-major sgemm: C[M,N] = alpha * op(A) op(B) + beta * C (linear.c: OpenBLAS, or oneDNN
+ * on AVX-512; dinoc_fp32_backend() names the one in use). */
 void dinoc_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc);
 
@@ -254,6 +255,7 @@ dinoc_status dinoc_cfg_from_json(const struct cJSON *o, const dinoc_cfg_field *f
 
 /* ---- threads (src/core/threads.c) -------------------------------------------------------------- */
 int dinoc_omp_max_threads(void);
+void dinoc_omp_set_threads(int n);
 int dinoc_omp_thread_num(void);
 int dinoc_omp_num_threads(void); /* threads of the current parallel region (1 outside) */
 /* Inside a parallel region: this thread's contiguous share [*i0, *i1) of n elements, shares rounded

@@ -59,6 +59,15 @@ int dinoc_omp_max_threads(void) {
 #endif
 }
 
+/* Sets this thread's OpenMP team size (nothing without OpenMP). */
+void dinoc_omp_set_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
 int dinoc_omp_num_threads(void) {
 #ifdef _OPENMP
     return omp_get_num_threads();

@@ -7,6 +7,12 @@
 #ifdef DINOC_OPENBLAS
 #include <cblas.h>
 #endif
+#ifdef DINOC_DNNL
+#include <dnnl.h>
+#endif
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 
 void dinoc_linear_forward_ref(float *out, const float *inp, const float *w, const float *bias,
                               int M, int K, int N) {
@@ -23,30 +29,87 @@ void dinoc_linear_forward_ref(float *out, const float *inp, const float *w, cons
     }
 }
 
+/* Which library runs the fp32 products. OpenBLAS as Debian ships it is the default; where oneDNN is
+ * built in (DNNL=1) and the CPU has AVX-512, oneDNN's sgemm runs them instead: its AVX-512 kernels
+ * measured 1.8-2.0x OpenBLAS's products on 2 Zen 5 cores (ViT-S shapes, both libraries
+ * single-threaded per row block as below; OpenBLAS's AVX-512 kernels are not used there, since
+ * OPENBLAS_CORETYPE pins Haswell's). DINOC_SGEMM=openblas or =onednn overrides the choice (benches
+ * compare the two); dinoc_fp32_backend() (dinoc.h) names it. */
+enum { GEMM_OPENBLAS, GEMM_ONEDNN };
+static int            g_gemm = GEMM_OPENBLAS;
+static pthread_once_t g_gemm_once = PTHREAD_ONCE_INIT;
+
+static void gemm_pick(void) {
+#if defined(DINOC_OPENBLAS) && defined(DINOC_DNNL)
+    const char *env = getenv("DINOC_SGEMM");
+    if (env && !strcmp(env, "openblas")) g_gemm = GEMM_OPENBLAS;
+    else if (env && !strcmp(env, "onednn")) g_gemm = GEMM_ONEDNN;
+    else g_gemm = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? GEMM_ONEDNN
+                                                                                                     : GEMM_OPENBLAS;
+#elif defined(DINOC_DNNL)
+    g_gemm = GEMM_ONEDNN; /* no OpenBLAS in this build */
+#endif
+}
+
+const char *dinoc_fp32_backend(void) {
+#if defined(DINOC_OPENBLAS) || defined(DINOC_DNNL)
+    pthread_once(&g_gemm_once, gemm_pick);
+    return g_gemm == GEMM_ONEDNN ? "oneDNN sgemm (AVX-512)" : "OpenBLAS sgemm";
+#else
+    return "reference C loops";
+#endif
+}
+
+#if defined(DINOC_OPENBLAS) || defined(DINOC_DNNL)
+/* One library call on a block of rows, on this thread only. */
+static void gemm_block(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc) {
+#ifdef DINOC_DNNL
+    if (g_gemm == GEMM_ONEDNN) {
+        dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#endif
+#ifdef DINOC_OPENBLAS
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K,
+                alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+#endif
+
 void dinoc_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc) {
-#ifdef DINOC_OPENBLAS
-    /* Threads come from OpenMP only: OpenBLAS runs single-threaded (dinoc_set_threads) and each
-     * OpenMP thread computes a block of C's rows. Two thread pools on the same cores (OpenMP's
-     * spinning waiters and OpenBLAS's workers) slowed a 2-core machine several times over. Each
-     * element's K-loop is the same whatever block it lands in, so results do not depend on the
-     * thread count. */
+#if defined(DINOC_OPENBLAS) || defined(DINOC_DNNL)
+    /* Threads come from OpenMP only: each OpenMP thread computes a block of C's rows with one
+     * single-threaded library call. Two thread pools on the same cores (OpenMP's spinning waiters
+     * and OpenBLAS's workers) slowed a 2-core machine several times over. Results do not depend on
+     * the thread count: each element's K-loop is the same whatever block it lands in, provided a
+     * block has at least MIN_ROWS rows (oneDNN's sgemm takes another kernel below 16 rows, and a
+     * different sum order with it: measured), so blocks start on multiples of 8 rows and the last
+     * block swallows a short remainder; a product too small to split is one call everywhere. */
+    enum { MIN_ROWS = 16 };
+    pthread_once(&g_gemm_once, gemm_pick);
     const int nt = dinoc_get_threads();
-    if (nt <= 1 || M < 2 * nt || (double)M * N * K < 2e5) {
-        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                    M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (nt <= 1 || M < 2 * MIN_ROWS || (double)M * N * K < 2e5) {
+        /* oneDNN would thread a lone call itself (and split differently per thread count): one
+         * thread here, as OpenBLAS is (dinoc_set_threads) */
+        const int was = dinoc_omp_max_threads();
+        if (g_gemm == GEMM_ONEDNN && was > 1) dinoc_omp_set_threads(1);
+        gemm_block(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        if (g_gemm == GEMM_ONEDNN && was > 1) dinoc_omp_set_threads(was);
         return;
     }
 #pragma omp parallel num_threads(nt)
     {
         const int t = dinoc_omp_thread_num(), n = dinoc_omp_num_threads();
-        /* rows split in multiples of 8 so blocks start on whole micro-tiles */
-        int per = ((M + n - 1) / n + 7) / 8 * 8;
+        int       per = ((M + n - 1) / n + 7) / 8 * 8;
+        if (per < MIN_ROWS) per = MIN_ROWS;
         int m0 = t * per, m1 = m0 + per < M ? m0 + per : M;
+        if (M - m1 < MIN_ROWS) m1 = M; /* a short remainder joins this block */
+        if (m0 > 0 && M - m0 < MIN_ROWS) m0 = M; /* ... and is not a block of its own */
         if (m0 < m1) {
             const float *Ab = trans_a ? A + m0 : A + (size_t)m0 * lda;
-            cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                        m1 - m0, N, K, alpha, Ab, lda, B, ldb, beta, C + (size_t)m0 * ldc, ldc);
+            gemm_block(trans_a, trans_b, m1 - m0, N, K, alpha, Ab, lda, B, ldb, beta, C + (size_t)m0 * ldc, ldc);
         }
     }
 #else
