@@ -82,11 +82,14 @@ void dinoc_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, cons
 #if defined(DINOC_OPENBLAS) || defined(DINOC_DNNL)
     /* Threads come from OpenMP only: each OpenMP thread computes a block of C's rows with one
      * single-threaded library call. Two thread pools on the same cores (OpenMP's spinning waiters
-     * and OpenBLAS's workers) slowed a 2-core machine several times over. Results do not depend on
-     * the thread count: each element's K-loop is the same whatever block it lands in, provided a
-     * block has at least MIN_ROWS rows (oneDNN's sgemm takes another kernel below 16 rows, and a
-     * different sum order with it: measured), so blocks start on multiples of 8 rows and the last
-     * block swallows a short remainder; a product too small to split is one call everywhere. */
+     * and OpenBLAS's workers) slowed a 2-core machine several times over. With oneDNN, results do
+     * not depend on the thread count: each element's K-loop is the same whatever block it lands
+     * in, provided a block has at least MIN_ROWS rows (oneDNN's sgemm takes another kernel below
+     * 16 rows, and a different sum order with it: measured), so blocks start on multiples of 8
+     * rows and the last block swallows a short remainder; a product too small to split is one
+     * call everywhere. (Measured bit-identical for ViT-S's shapes cut into 16 to 1000 rows; oneDNN
+     * also picks packed or unpacked kernels by shape, which could split a rare shape's bits.
+     * OpenBLAS 0.3.21 rounds row blocks differently: docs/resnet.md.) */
     enum { MIN_ROWS = 16 };
     pthread_once(&g_gemm_once, gemm_pick);
     const int nt = dinoc_get_threads();
