@@ -318,8 +318,9 @@ DINOC_API const char  *dinoc_precision_name(dinoc_precision p);
 /* Which backend bf16 products use on this machine, in words ("oneDNN brg:avx512_core_amx (AMX
  * tiles)", "emulated (this CPU has neither AVX512-BF16 nor AMX ...)"). */
 DINOC_API const char *dinoc_bf16_backend(void);
-/* Which library runs fp32 products on this machine ("oneDNN sgemm (AVX-512)", "OpenBLAS sgemm"):
- * oneDNN where it is built in and the CPU has AVX-512, OpenBLAS elsewhere; the environment
+/* Which library runs fp32 products on this machine ("oneDNN sgemm", "OpenBLAS sgemm", "reference
+ * C loops" in a BLAS=none build): oneDNN where it is built in and the CPU has AVX-512, OpenBLAS
+ * elsewhere; the environment
  * variable DINOC_SGEMM=openblas|onednn overrides the choice (read once, at the first product). */
 DINOC_API const char *dinoc_fp32_backend(void);
 

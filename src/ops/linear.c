@@ -34,52 +34,51 @@ void dinoc_linear_forward_ref(float *out, const float *inp, const float *w, cons
  * measured 1.8-2.0x OpenBLAS's products on 2 Zen 5 cores (ViT-S shapes, both libraries
  * single-threaded per row block as below; OpenBLAS's AVX-512 kernels are not used there, since
  * OPENBLAS_CORETYPE pins Haswell's). DINOC_SGEMM=openblas or =onednn overrides the choice (benches
- * compare the two); dinoc_fp32_backend() (dinoc.h) names it. */
+ * compare the two); dinoc_fp32_backend() (dinoc.h) names it. BLAS=none keeps the reference C
+ * loops below whatever DNNL is. */
+#ifdef DINOC_OPENBLAS
 enum { GEMM_OPENBLAS, GEMM_ONEDNN };
 static int            g_gemm = GEMM_OPENBLAS;
 static pthread_once_t g_gemm_once = PTHREAD_ONCE_INIT;
 
 static void gemm_pick(void) {
-#if defined(DINOC_OPENBLAS) && defined(DINOC_DNNL)
+#ifdef DINOC_DNNL
     const char *env = getenv("DINOC_SGEMM");
     if (env && !strcmp(env, "openblas")) g_gemm = GEMM_OPENBLAS;
     else if (env && !strcmp(env, "onednn")) g_gemm = GEMM_ONEDNN;
     else g_gemm = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? GEMM_ONEDNN
                                                                                                      : GEMM_OPENBLAS;
-#elif defined(DINOC_DNNL)
-    g_gemm = GEMM_ONEDNN; /* no OpenBLAS in this build */
 #endif
 }
+#endif
 
 const char *dinoc_fp32_backend(void) {
-#if defined(DINOC_OPENBLAS) || defined(DINOC_DNNL)
+#ifdef DINOC_OPENBLAS
     pthread_once(&g_gemm_once, gemm_pick);
-    return g_gemm == GEMM_ONEDNN ? "oneDNN sgemm (AVX-512)" : "OpenBLAS sgemm";
+    return g_gemm == GEMM_ONEDNN ? "oneDNN sgemm" : "OpenBLAS sgemm";
 #else
     return "reference C loops";
 #endif
 }
 
-#if defined(DINOC_OPENBLAS) || defined(DINOC_DNNL)
+#ifdef DINOC_OPENBLAS
 /* One library call on a block of rows, on this thread only. */
 static void gemm_block(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                        const float *B, int ldb, float beta, float *C, int ldc) {
-#ifdef DINOC_DNNL
+#ifdef DINOC_DNNL /* (g_gemm is never GEMM_ONEDNN without it) */
     if (g_gemm == GEMM_ONEDNN) {
         dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
 #endif
-#ifdef DINOC_OPENBLAS
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K,
                 alpha, A, lda, B, ldb, beta, C, ldc);
-#endif
 }
 #endif
 
 void dinoc_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc) {
-#if defined(DINOC_OPENBLAS) || defined(DINOC_DNNL)
+#ifdef DINOC_OPENBLAS
     /* Threads come from OpenMP only: each OpenMP thread computes a block of C's rows with one
      * single-threaded library call. Two thread pools on the same cores (OpenMP's spinning waiters
      * and OpenBLAS's workers) slowed a 2-core machine several times over. With oneDNN, results do
