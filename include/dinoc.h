@@ -320,8 +320,8 @@ DINOC_API const char  *dinoc_precision_name(dinoc_precision p);
 DINOC_API const char *dinoc_bf16_backend(void);
 /* Which library runs fp32 products on this machine ("oneDNN sgemm", "OpenBLAS sgemm", "reference
  * C loops" in a BLAS=none build): oneDNN where it is built in and the CPU has AVX-512, OpenBLAS
- * elsewhere; the environment
- * variable DINOC_SGEMM=openblas|onednn overrides the choice (read once, at the first product). */
+ * elsewhere; the environment variable DINOC_SGEMM=openblas|onednn overrides the choice (read
+ * once, at the first product). */
 DINOC_API const char *dinoc_fp32_backend(void);
 
 typedef struct {
