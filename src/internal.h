@@ -94,12 +94,27 @@ void dinoc_linear_forward_ref(float *out, const float *inp, const float *w, cons
 void dinoc_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc);
 
+/* Row blocks for a caller's own parallel region (the fused ViT forward, vit.c): if a product of M
+ * rows (N outputs, K inputs) is split by dinoc_gemm among n threads (n the thread count set), gives
+ * thread t's rows [*m0, *m1) of that split (possibly empty) and returns 1; returns 0 when dinoc_gemm
+ * would not split it (too small, one thread, or no BLAS). dinoc_linear_forward_rows computes rows
+ * [m0, m1) of dinoc_linear_forward on this thread only: with the split above, the same bits. */
+int  dinoc_linear_rows(int M, int N, int K, int t, int n, int *m0, int *m1);
+void dinoc_linear_forward_rows(float *out, const float *inp, const float *w, const float *bias, int K, int N,
+                               int m0, int m1);
+
 /* LayerNorm over the last dim: out[N,C]; mean/rstd [N] may be NULL in inference. */
 void dinoc_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
                              const float *b, int N, int C, float eps);
 
 /* Exact GELU 0.5 x (1 + erf(x / sqrt 2)), in place allowed. */
 void dinoc_gelu_forward(float *out, const float *inp, size_t n);
+/* Single-threaded forms for a caller's parallel region: LayerNorm of rows [i0, i1) (no mean/rstd),
+ * GELU and QuickGELU of n elements. Same kernels, same bits. */
+void dinoc_layernorm_forward_rows(float *out, const float *inp, const float *w, const float *b, int i0, int i1,
+                                  int C, float eps);
+void dinoc_gelu_forward_serial(float *out, const float *inp, size_t n);
+void dinoc_quick_gelu_forward_serial(float *out, const float *inp, size_t n);
 /* SwiGLU: inp [N, 2F] = [x1 | x2] per row; out [N, F] = SiLU(x1) * x2. */
 void dinoc_swiglu_forward(float *out, const float *inp, int N, int F);
 
@@ -110,6 +125,12 @@ void dinoc_swiglu_forward(float *out, const float *inp, int N, int F);
 void   dinoc_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH,
                                float *scratch, int nthreads);
 size_t dinoc_attention_scratch_floats(int T, int HS);
+/* dinoc_attention_forward for a caller's own parallel region: every thread of the region calls it
+ * (orphaned `omp for` loops share the (b, h) pairs or query tiles; their closing barrier ends the
+ * call). No mask; att only where dinoc_attention_team_ok(T, 1). */
+void dinoc_attention_forward_team(float *out, float *att, const float *qkv, int B, int T, int D, int NH,
+                                  float *scratch);
+int  dinoc_attention_team_ok(int T, int keep_att);
 /* Attention masks of the text encoders: query t of sample b attends to key u iff
  * (!causal || u <= t) && (!key_len || u < key_len[b]); key_len[b] in [1, T] (the caller checks).
  * causal: CLIP's text tower; key_len: BERT's padding (keys past a sequence's length). */

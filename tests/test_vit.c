@@ -219,6 +219,62 @@ DINOC_TEST(vit_save_load_round_trip) {
     }
 }
 
+/* The fused schedule of the blocks (one parallel region, row blocks kept from one attention to the
+ * next: vit.c) must give the op-by-op schedule's bits: same kernels on the same row blocks. Cases:
+ * DINOv2 (LayerScale, GELU) with the last attention and every block's output kept (direct
+ * attention kernels, T = 37); registers with QuickGELU; DINO ViT at T = 145 (the query-tile
+ * attention path); at 2 and 3 threads. Exact comparison: any difference is a schedule bug. */
+DINOC_TEST(vit_fused_schedule_same_bits) {
+    struct {
+        dinoc_arch arch;
+        int        quick, side, B;
+        unsigned   flags;
+    } cases[3] = {{DINOC_ARCH_DINOV2, 0, 6, 3, DINOC_STATE_ATTN | DINOC_STATE_HIDDEN},
+                  {DINOC_ARCH_DINOV2_REG, 1, 5, 2, DINOC_STATE_HIDDEN},
+                  {DINOC_ARCH_VIT, 0, 12, 1, 0}};
+    const int was = dinoc_get_threads();
+    for (int k = 0; k < 3; k++)
+        for (int nt = 2; nt <= 3; nt++) {
+            dinoc_vit_config c = tiny_config(cases[k].arch);
+            c.dim = 64, c.heads = 4, c.depth = 3, c.ffn_hidden = 128;
+            if (cases[k].quick) c.ffn = DINOC_FFN_MLP_QUICK_GELU;
+            dinoc_set_threads(nt);
+            dinoc_model *m = NULL;
+            dinoc_state *s1 = NULL, *s2 = NULL;
+            const int    B = cases[k].B, H = c.patch * cases[k].side, W = H;
+            float       *x = malloc(sizeof(float) * B * 3 * H * W);
+            dinoc_rng    r;
+            dinoc_rng_seed(&r, 3 + k);
+            for (int i = 0; i < B * 3 * H * W; i++) x[i] = dinoc_rng_normal(&r);
+            CHECK_OK(dinoc_model_init_random(&m, &c, 11 + k));
+            CHECK_OK(dinoc_state_init(&s1, m, B, H, W, cases[k].flags));
+            CHECK_OK(dinoc_state_init(&s2, m, B, H, W, cases[k].flags));
+            if (!m || !s1 || !s2) break;
+            CHECK_MSG(dinoc_vit_fused_applies(m, s1), "case %d, %d threads: the fused schedule was not taken", k, nt);
+            dinoc_vit_set_fused(1);
+            CHECK_OK(dinoc_forward(m, s1, x, NULL));
+            dinoc_vit_set_fused(0);
+            CHECK_OK(dinoc_forward(m, s2, x, NULL));
+            dinoc_vit_set_fused(1);
+            int T, D;
+            dinoc_state_dims(s1, NULL, &T, &D, NULL, NULL);
+            size_t n = (size_t)B * T * D;
+            CHECK_MSG(memcmp(dinoc_state_output(s1), dinoc_state_output(s2), sizeof(float) * n) == 0,
+                      "case %d, %d threads: final tokens differ", k, nt);
+            for (int l = 0; l < c.depth && (cases[k].flags & DINOC_STATE_HIDDEN); l++) {
+                float *h1 = malloc(sizeof(float) * n), *h2 = malloc(sizeof(float) * n);
+                CHECK_OK(dinoc_state_hidden(m, s1, l, 0, h1));
+                CHECK_OK(dinoc_state_hidden(m, s2, l, 0, h2));
+                CHECK_MSG(memcmp(h1, h2, sizeof(float) * n) == 0, "case %d, %d threads: block %d differs", k, nt, l);
+                free(h1), free(h2);
+            }
+            if (cases[k].flags & DINOC_STATE_ATTN)
+                CHECK(memcmp(dinoc_state_attn(s1), dinoc_state_attn(s2), sizeof(float) * B * c.heads * T * T) == 0);
+            dinoc_state_free(s1), dinoc_state_free(s2), dinoc_model_free(m), free(x);
+        }
+    dinoc_set_threads(was);
+}
+
 /* Writes a copy of model.safetensors with tensor `drop` removed, `rename` renamed to `to` (or, with
  * rename NULL, an extra copy of the first tensor named `to`), or the tensor `reshape` given a wrong
  * shape. */

@@ -525,9 +525,9 @@ static void pos_embed(const dinoc_model *m, dinoc_state *s) {
         for (int d = 0; d < D; d++) s->pos[(size_t)i * D + d] = s->pos_b[(size_t)d * s->Np + i];
 }
 
-static void add_scaled(float *x, const float *y, const float *gamma, size_t rows, int D) {
-#pragma omp parallel for schedule(static)
-    for (size_t r = 0; r < rows; r++) {
+/* x[r] += gamma * y[r] (gamma NULL: 1) for rows [r0, r1): the residual adds, LayerScale'd */
+static void add_rows(float *x, const float *y, const float *gamma, size_t r0, size_t r1, int D) {
+    for (size_t r = r0; r < r1; r++) {
         float       *xr = x + r * D;
         const float *yr = y + r * D;
         if (gamma)
@@ -535,6 +535,11 @@ static void add_scaled(float *x, const float *y, const float *gamma, size_t rows
         else
             for (int d = 0; d < D; d++) xr[d] += yr[d];
     }
+}
+
+static void add_scaled(float *x, const float *y, const float *gamma, size_t rows, int D) {
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++) add_rows(x, y, gamma, r, r + 1, D);
 }
 
 /* out = inp @ w^T + b at the model's precision. In emulated bf16 the input is rounded in place:
@@ -550,6 +555,106 @@ static dinoc_status linear(const dinoc_model *m, dinoc_state *s, int which, floa
     }
     dinoc_linear_forward(out, inp, w, b, M, K, N);
     return DINOC_OK;
+}
+
+/* The transformer blocks and the final norm, op after op, each op its own parallel region. */
+static dinoc_status blocks(const dinoc_model *m, dinoc_state *s) {
+    const dinoc_vit_config *c = &m->cfg;
+    const dinoc_vit_params *p = &m->p;
+    const int               B = s->B, T = s->T, D = s->D, BT = B * T;
+    dinoc_status            st;
+    for (int l = 0; l < c->depth; l++) {
+        const dinoc_block_params *bp   = &p->blocks[l];
+        const int                 last = l == c->depth - 1;
+        dinoc_layernorm_forward(s->ln, NULL, NULL, s->x, bp->ln1_w, bp->ln1_b, BT, D, c->ln_eps);
+        if ((st = linear(m, s, G_QKV, s->qkv, s->ln, bp->qkv_w, bp->qkv_b, BT, D, 3 * D))) return st;
+        dinoc_attention_forward(s->ctx, last ? s->attn : NULL, s->qkv, B, T, D, c->heads,
+                                s->scratch, s->nthreads);
+        if ((st = linear(m, s, G_PROJ, s->proj, s->ctx, bp->proj_w, bp->proj_b, BT, D, D))) return st;
+        add_scaled(s->x, s->proj, bp->ls1, (size_t)BT, D);
+        dinoc_layernorm_forward(s->ln, NULL, NULL, s->x, bp->ln2_w, bp->ln2_b, BT, D, c->ln_eps);
+        if ((st = linear(m, s, G_FC1, s->h1, s->ln, bp->fc1_w, bp->fc1_b, BT, D, s->F1))) return st;
+        float *act = s->h1;
+        if (c->ffn == DINOC_FFN_SWIGLU) {
+            dinoc_swiglu_forward(s->h2, s->h1, BT, s->F);
+            act = s->h2;
+        } else {
+            dinoc_vit_act_forward(c, s->h1, s->h1, (size_t)BT * s->F);
+        }
+        if ((st = linear(m, s, G_FC2, s->proj, act, bp->fc2_w, bp->fc2_b, BT, s->F, D))) return st;
+        add_scaled(s->x, s->proj, bp->ls2, (size_t)BT, D);
+        if (s->hidden) memcpy(s->hidden + (size_t)l * BT * D, s->x, sizeof(float) * (size_t)BT * D);
+    }
+    dinoc_layernorm_forward(s->out, NULL, NULL, s->x, p->norm_w, p->norm_b, BT, D, c->ln_eps);
+    return DINOC_OK;
+}
+
+/* The fused schedule of the same blocks (fp32): one parallel region for the whole stack. Every op
+ * but attention works row by row, so each thread keeps the same block of rows (dinoc_gemm's split
+ * of B*T rows) from one attention to the next: projection, residual, LayerNorm, MLP, residual,
+ * the next block's LayerNorm and qkv product, with no barrier between them; only attention, which
+ * reads every row's keys and values, needs one on each side. That is 2 synchronisations per block
+ * where the op-by-op schedule has about 14, which is what batch 1 pays for (thread wake-ups under
+ * OMP_WAIT_POLICY=PASSIVE). Same kernels on the same row blocks, so the same bits as blocks()
+ * (tests/test_vit.c checks it). Taken where every product of the block is split by dinoc_gemm
+ * (fp32, BLAS, 2+ threads, 32+ rows), the MLP is GELU or QuickGELU and attention can run inside
+ * a region (dinoc_attention_team_ok). */
+static int g_fused = 1;
+void       dinoc_vit_set_fused(int on) { g_fused = on; }
+
+int dinoc_vit_fused_applies(const dinoc_model *m, const dinoc_state *s) {
+    const dinoc_vit_config *c = &m->cfg;
+    const int               BT = s->B * s->T, D = s->D, n = dinoc_get_threads();
+    int                     r0, r1;
+    return g_fused && m->precision == DINOC_PRECISION_FP32 && c->ffn != DINOC_FFN_SWIGLU &&
+           dinoc_linear_rows(BT, 3 * D, D, 0, n, &r0, &r1) && dinoc_linear_rows(BT, D, D, 0, n, &r0, &r1) &&
+           dinoc_linear_rows(BT, s->F1, D, 0, n, &r0, &r1) && dinoc_linear_rows(BT, D, s->F, 0, n, &r0, &r1) &&
+           dinoc_attention_team_ok(s->T, s->attn != NULL);
+}
+
+static void blocks_fused(const dinoc_model *m, dinoc_state *s) {
+    const dinoc_vit_config *c = &m->cfg;
+    const dinoc_vit_params *p = &m->p;
+    const int               B = s->B, T = s->T, D = s->D, F = s->F, BT = B * T, nt = dinoc_get_threads();
+    const float             eps = c->ln_eps;
+#pragma omp parallel num_threads(nt)
+    {
+        int r0, r1;
+        if (!dinoc_linear_rows(BT, D, D, dinoc_omp_thread_num(), dinoc_omp_num_threads(), &r0, &r1)) {
+            /* fewer threads than asked (a nested call, a thread limit): the op-by-op schedule on one
+             * thread (fp32 products cannot fail) */
+            if (dinoc_omp_thread_num() == 0) (void)blocks(m, s);
+        } else {
+            const size_t rows = (size_t)(r1 - r0);
+            for (int l = 0; l < c->depth; l++) {
+                const dinoc_block_params *bp = &p->blocks[l];
+                if (l == 0) {
+                    dinoc_layernorm_forward_rows(s->ln, s->x, bp->ln1_w, bp->ln1_b, r0, r1, D, eps);
+                    dinoc_linear_forward_rows(s->qkv, s->ln, bp->qkv_w, bp->qkv_b, D, 3 * D, r0, r1);
+                }
+#pragma omp barrier
+                dinoc_attention_forward_team(s->ctx, l == c->depth - 1 ? s->attn : NULL, s->qkv, B, T, D, c->heads,
+                                             s->scratch);
+                dinoc_linear_forward_rows(s->proj, s->ctx, bp->proj_w, bp->proj_b, D, D, r0, r1);
+                add_rows(s->x, s->proj, bp->ls1, r0, r1, D);
+                dinoc_layernorm_forward_rows(s->ln, s->x, bp->ln2_w, bp->ln2_b, r0, r1, D, eps);
+                dinoc_linear_forward_rows(s->h1, s->ln, bp->fc1_w, bp->fc1_b, D, F, r0, r1);
+                if (c->ffn == DINOC_FFN_MLP_QUICK_GELU)
+                    dinoc_quick_gelu_forward_serial(s->h1 + (size_t)r0 * F, s->h1 + (size_t)r0 * F, rows * F);
+                else dinoc_gelu_forward_serial(s->h1 + (size_t)r0 * F, s->h1 + (size_t)r0 * F, rows * F);
+                dinoc_linear_forward_rows(s->proj, s->h1, bp->fc2_w, bp->fc2_b, F, D, r0, r1);
+                add_rows(s->x, s->proj, bp->ls2, r0, r1, D);
+                if (s->hidden)
+                    memcpy(s->hidden + ((size_t)l * BT + r0) * D, s->x + (size_t)r0 * D, sizeof(float) * rows * D);
+                if (l + 1 < c->depth) {
+                    const dinoc_block_params *nb = &p->blocks[l + 1];
+                    dinoc_layernorm_forward_rows(s->ln, s->x, nb->ln1_w, nb->ln1_b, r0, r1, D, eps);
+                    dinoc_linear_forward_rows(s->qkv, s->ln, nb->qkv_w, nb->qkv_b, D, 3 * D, r0, r1);
+                }
+            }
+            dinoc_layernorm_forward_rows(s->out, s->x, p->norm_w, p->norm_b, r0, r1, D, eps);
+        }
+    }
 }
 
 dinoc_status dinoc_forward(const dinoc_model *m, dinoc_state *s, const float *images,
@@ -607,28 +712,11 @@ dinoc_status dinoc_forward(const dinoc_model *m, dinoc_state *s, const float *im
         memcpy(s->ln, s->x, sizeof(float) * (size_t)BT * D);
         dinoc_layernorm_forward(s->x, NULL, NULL, s->ln, p->pre_w, p->pre_b, BT, D, c->ln_eps);
     }
-    for (int l = 0; l < c->depth; l++) {
-        const dinoc_block_params *bp   = &p->blocks[l];
-        const int                 last = l == c->depth - 1;
-        dinoc_layernorm_forward(s->ln, NULL, NULL, s->x, bp->ln1_w, bp->ln1_b, BT, D, c->ln_eps);
-        if ((st = linear(m, s, G_QKV, s->qkv, s->ln, bp->qkv_w, bp->qkv_b, BT, D, 3 * D))) return st;
-        dinoc_attention_forward(s->ctx, last ? s->attn : NULL, s->qkv, B, T, D, c->heads,
-                                s->scratch, s->nthreads);
-        if ((st = linear(m, s, G_PROJ, s->proj, s->ctx, bp->proj_w, bp->proj_b, BT, D, D))) return st;
-        add_scaled(s->x, s->proj, bp->ls1, (size_t)BT, D);
-        dinoc_layernorm_forward(s->ln, NULL, NULL, s->x, bp->ln2_w, bp->ln2_b, BT, D, c->ln_eps);
-        if ((st = linear(m, s, G_FC1, s->h1, s->ln, bp->fc1_w, bp->fc1_b, BT, D, s->F1))) return st;
-        float *act = s->h1;
-        if (c->ffn == DINOC_FFN_SWIGLU) {
-            dinoc_swiglu_forward(s->h2, s->h1, BT, s->F);
-            act = s->h2;
-        } else {
-            dinoc_vit_act_forward(c, s->h1, s->h1, (size_t)BT * s->F);
-        }
-        if ((st = linear(m, s, G_FC2, s->proj, act, bp->fc2_w, bp->fc2_b, BT, s->F, D))) return st;
-        add_scaled(s->x, s->proj, bp->ls2, (size_t)BT, D);
-        if (s->hidden) memcpy(s->hidden + (size_t)l * BT * D, s->x, sizeof(float) * (size_t)BT * D);
+    if (dinoc_vit_fused_applies(m, s)) {
+        blocks_fused(m, s);
+        return DINOC_OK;
     }
+    if ((st = blocks(m, s))) return st;
     dinoc_layernorm_forward(s->out, NULL, NULL, s->x, p->norm_w, p->norm_b, BT, D, c->ln_eps);
     return DINOC_OK;
 }

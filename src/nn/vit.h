@@ -81,6 +81,11 @@ dinoc_status dinoc_vit_bf16_copy(dinoc_model **dst, const dinoc_model *src);
 void dinoc_vit_act_forward(const dinoc_vit_config *cfg, float *out, const float *inp, size_t n);
 void dinoc_vit_act_backward(const dinoc_vit_config *cfg, float *dinp, const float *dout,
                             const float *inp, size_t n);
+/* Tests: 0 makes dinoc_forward run the blocks op by op even where the fused schedule applies
+ * (vit.c), to check that the two give the same bits. Default 1. Not thread-safe: tests only. */
+void dinoc_vit_set_fused(int on);
+/* 1 if dinoc_forward runs s's blocks on the fused schedule (vit.c). */
+int dinoc_vit_fused_applies(const dinoc_model *m, const dinoc_state *s);
 /* Lists the parameter tensors under a naming scheme. entries may be NULL to count; returns count. */
 int dinoc_vit_param_entries(const dinoc_model *m, dinoc_names names, dinoc_param_entry *entries);
 

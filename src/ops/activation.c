@@ -143,6 +143,11 @@ static void run_binary(const binary_fn *table, float *dinp, const float *dout, c
 }
 
 void dinoc_gelu_forward(float *out, const float *inp, size_t n) { run_unary(k_gelu_fwd, out, inp, n); }
+/* On this thread only (the fused ViT forward's row blocks). */
+void dinoc_gelu_forward_serial(float *out, const float *inp, size_t n) { k_gelu_fwd[dinoc_ops_level()](out, inp, n); }
+void dinoc_quick_gelu_forward_serial(float *out, const float *inp, size_t n) {
+    k_qgelu_fwd[dinoc_ops_level()](out, inp, n);
+}
 void dinoc_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
     run_binary(k_gelu_bwd, dinp, dout, inp, n);
 }

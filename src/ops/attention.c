@@ -128,28 +128,77 @@ void dinoc_attention_forward_ref(float *out, float *att, const float *qkv, int B
     dinoc_attention_forward_ref_masked(out, att, qkv, NULL, B, T, D, NH, scratch, nthreads);
 }
 
-/* The large-T inference path (see the top): tasks of (b, h, query tile) in parallel, two BLAS
- * products per tile (dinoc_gemm runs single-threaded inside the parallel region). */
-DINOC_SOFTMAX_CLONES
-static void attention_forward_tiled(float *out, const float *qkv, const dinoc_attn_mask *mask, int B, int T,
-                                    int D, int NH, float *scratch, int nthreads) {
+/* One score row r[0, len) of the query-tile path: softmax over its first n entries (the keys the
+ * query sees), the rest exactly 0. Maximum and sum run over 16 explicit lanes, so the AVX2 and
+ * AVX-512 copies give the same bits (the portable copy differs by its unfused multiply-adds, as
+ * vecmath.h says). The compiler's own vectorisation of softmax_row_masked above kept the maximum
+ * scalar and its SSE2 code was 10 % of ViT-S/14's batch-1 forward; this copy costs a quarter. */
+DINOC_INLINE void softmax_row_lanes(float *r, int n, int len, int fused) {
+    float mx[16], sum[16] = {0};
+    int   u = 0;
+    for (int j = 0; j < 16; j++) mx[j] = -INFINITY;
+    for (; u + 16 <= n; u += 16)
+        for (int j = 0; j < 16; j++) mx[j] = r[u + j] > mx[j] ? r[u + j] : mx[j];
+    for (int j = 0; u + j < n; j++) mx[j] = r[u + j] > mx[j] ? r[u + j] : mx[j];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) mx[j] = mx[j + w] > mx[j] ? mx[j + w] : mx[j];
+    const float m = mx[0];
+    for (u = 0; u + 16 <= n; u += 16)
+        for (int j = 0; j < 16; j++) {
+            const float e = dinoc_vm_exp_neg(r[u + j] - m, fused);
+            r[u + j]      = e;
+            sum[j] += e;
+        }
+    for (int j = 0; u + j < n; j++) {
+        const float e = dinoc_vm_exp_neg(r[u + j] - m, fused);
+        r[u + j]      = e;
+        sum[j] += e;
+    }
+    for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) sum[j] += sum[j + w];
+    const float inv = 1.0f / sum[0];
+    for (u = 0; u < n; u++) r[u] *= inv;
+    for (; u < len; u++) r[u] = 0.0f;
+}
+#define SOFTMAX_COPY(name, target, fused) \
+    target static void softmax_lanes_##name(float *r, int n, int len) { softmax_row_lanes(r, n, len, fused); }
+SOFTMAX_COPY(portable, , 0)
+#if DINOC_HAVE_AVX2_VARIANT
+SOFTMAX_COPY(avx2, DINOC_TARGET_AVX2, 1)
+SOFTMAX_COPY(avx512, DINOC_TARGET_AVX512, 1)
+#endif
+#undef SOFTMAX_COPY
+typedef void (*softmax_fn)(float *, int, int);
+DINOC_LEVEL_TABLE(softmax_fn, k_softmax_lanes, softmax_lanes);
+
+/* The large-T inference path (see the top): tasks of (b, h, query tile), two BLAS products per
+ * tile (dinoc_gemm runs single-threaded inside a parallel region). One task on this thread: */
+static void attention_tile(float *out, const float *qkv, const dinoc_attn_mask *mask, int B, int T, int D, int NH,
+                           float *scratch, int task) {
     const int    causal = mask && mask->causal, HS = D / NH, nqb = (T + ATT_QB - 1) / ATT_QB;
     const float  scale  = 1.0f / sqrtf((float)HS);
     const size_t ld = (size_t)3 * D, per = dinoc_attention_scratch_floats(T, HS);
+    const int    b = task / (NH * nqb), h = task / nqb % NH, t0 = task % nqb * ATT_QB;
+    const int    nq = T - t0 < ATT_QB ? T - t0 : ATT_QB;
+    const int    kv = mask && mask->key_len ? mask->key_len[b] : T;
+    const int    nk = causal && t0 + nq < kv ? t0 + nq : kv; /* keys any row of the tile sees */
+    const float *base = qkv + (size_t)b * T * ld;
+    float       *s    = scratch + per * (size_t)dinoc_omp_thread_num();
+    (void)B;
+    dinoc_gemm(0, 1, nq, nk, HS, scale, base + (size_t)t0 * ld + h * HS, (int)ld, base + D + h * HS, (int)ld, 0.0f,
+               s, nk);
+    const softmax_fn sm = k_softmax_lanes[dinoc_ops_level()];
+    for (int i = 0; i < nq; i++) sm(s + (size_t)i * nk, key_limit(t0 + i, causal, kv), nk);
+    dinoc_gemm(0, 0, nq, HS, nk, 1.0f, s, nk, base + 2 * D + h * HS, (int)ld, 0.0f,
+               out + ((size_t)b * T + t0) * D + h * HS, D);
+}
+static int attention_tiles(int B, int T, int NH) { return B * NH * ((T + ATT_QB - 1) / ATT_QB); }
+
+static void attention_forward_tiled(float *out, const float *qkv, const dinoc_attn_mask *mask, int B, int T,
+                                    int D, int NH, float *scratch, int nthreads) {
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads)
-    for (int task = 0; task < B * NH * nqb; task++) {
-        const int    b = task / (NH * nqb), h = task / nqb % NH, t0 = task % nqb * ATT_QB;
-        const int    nq = T - t0 < ATT_QB ? T - t0 : ATT_QB;
-        const int    kv = mask && mask->key_len ? mask->key_len[b] : T;
-        const int    nk = causal && t0 + nq < kv ? t0 + nq : kv; /* keys any row of the tile sees */
-        const float *base = qkv + (size_t)b * T * ld;
-        float       *s    = scratch + per * (size_t)dinoc_omp_thread_num();
-        dinoc_gemm(0, 1, nq, nk, HS, scale, base + (size_t)t0 * ld + h * HS, (int)ld, base + D + h * HS, (int)ld,
-                   0.0f, s, nk);
-        for (int i = 0; i < nq; i++) softmax_row_masked(s + (size_t)i * nk, key_limit(t0 + i, causal, kv), nk);
-        dinoc_gemm(0, 0, nq, HS, nk, 1.0f, s, nk, base + 2 * D + h * HS, (int)ld, 0.0f,
-                   out + ((size_t)b * T + t0) * D + h * HS, D);
-    }
+    for (int task = 0; task < attention_tiles(B, T, NH); task++)
+        attention_tile(out, qkv, mask, B, T, D, NH, scratch, task);
 }
 
 void dinoc_attention_forward_ref_masked(float *out, float *att, const float *qkv,
@@ -556,6 +605,30 @@ void dinoc_attention_forward(float *out, float *att, const float *qkv, int B, in
     dinoc_attention_forward_masked(out, att, qkv, NULL, B, T, D, NH, scratch, nthreads);
 }
 
+/* One (b, h) pair of the direct kernels on this thread (scratch: this thread's slice). */
+static void attention_pair(float *out, float *att, const float *qkv, const dinoc_attn_mask *mask, int B, int T,
+                           int D, int NH, float *scratch, int bh) {
+    const int    causal = mask && mask->causal;
+    const int    HS = D / NH, Tp = pad8(T), avx2 = dinoc_ops_avx2() && HS % 8 == 0;
+    const float  scale = 1.0f / sqrtf((float)HS);
+    const size_t ld = (size_t)3 * D, per = dinoc_attention_scratch_floats(T, HS);
+    const int    b = bh / NH, h = bh % NH;
+    float       *kt = scratch + per * (size_t)dinoc_omp_thread_num(), *s = kt + (size_t)HS * Tp;
+    const float *qb = qkv + (size_t)b * T * ld + (size_t)h * HS;
+    float       *o  = out + (size_t)b * T * D + (size_t)h * HS;
+    float       *pa = att ? att + (size_t)bh * T * T : NULL;
+    const int    kv = mask && mask->key_len ? mask->key_len[b] : T;
+    next_pair    nx = {NULL, NULL, NULL, NULL};
+    (void)avx2;
+    if (bh + 1 < B * NH) nx.qkv = qkv + (size_t)((bh + 1) / NH) * T * ld + (size_t)((bh + 1) % NH) * HS;
+#if DINOC_HAVE_AVX2_VARIANT
+    if (avx2)
+        attn_fwd_pair_avx2(o, pa, qb, qb + D, qb + 2 * D, T, HS, ld, (size_t)D, scale, causal, kv, kt, s, &nx);
+    else
+#endif
+        attn_fwd_pair(o, pa, qb, qb + D, qb + 2 * D, T, HS, ld, (size_t)D, scale, causal, kv, kt, s, &nx);
+}
+
 void dinoc_attention_forward_masked(float *out, float *att, const float *qkv,
                                     const dinoc_attn_mask *mask, int B, int T, int D, int NH,
                                     float *scratch, int nthreads) {
@@ -564,30 +637,25 @@ void dinoc_attention_forward_masked(float *out, float *att, const float *qkv,
         else attention_forward_tiled(out, qkv, mask, B, T, D, NH, scratch, nthreads);
         return;
     }
-    const int causal = mask && mask->causal;
-    const int    HS = D / NH, Tp = pad8(T), avx2 = dinoc_ops_avx2() && HS % 8 == 0;
-    const float  scale = 1.0f / sqrtf((float)HS);
-    const size_t ld = (size_t)3 * D, per = dinoc_attention_scratch_floats(T, HS);
-    (void)avx2;
 #pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int bh = 0; bh < B * NH; bh++) {
-        const int    b = bh / NH, h = bh % NH;
-        float       *kt = scratch + per * (size_t)dinoc_omp_thread_num(), *s = kt + (size_t)HS * Tp;
-        const float *qb = qkv + (size_t)b * T * ld + (size_t)h * HS;
-        float       *o = out + (size_t)b * T * D + (size_t)h * HS;
-        float       *pa = att ? att + (size_t)bh * T * T : NULL;
-        const int    kv = mask && mask->key_len ? mask->key_len[b] : T;
-        next_pair nx = {NULL, NULL, NULL, NULL};
-        if (bh + 1 < B * NH) nx.qkv = qkv + (size_t)((bh + 1) / NH) * T * ld + (size_t)((bh + 1) % NH) * HS;
-#if DINOC_HAVE_AVX2_VARIANT
-        if (avx2)
-            attn_fwd_pair_avx2(o, pa, qb, qb + D, qb + 2 * D, T, HS, ld, (size_t)D, scale, causal, kv,
-                               kt, s, &nx);
-        else
-#endif
-            attn_fwd_pair(o, pa, qb, qb + D, qb + 2 * D, T, HS, ld, (size_t)D, scale, causal, kv, kt,
-                          s, &nx);
+    for (int bh = 0; bh < B * NH; bh++) attention_pair(out, att, qkv, mask, B, T, D, NH, scratch, bh);
+}
+
+int dinoc_attention_team_ok(int T, int keep_att) { return T <= DINOC_ATTN_FWD_DIRECT_T || !keep_att; }
+
+/* The same work shared out by orphaned worksharing loops, so the caller's own parallel region runs
+ * it (the pairs or tiles go to the region's threads as dinoc_attention_forward would give them to
+ * its own) without opening another: the fused ViT forward (vit.c). */
+void dinoc_attention_forward_team(float *out, float *att, const float *qkv, int B, int T, int D, int NH,
+                                  float *scratch) {
+    if (T > DINOC_ATTN_FWD_DIRECT_T) {
+#pragma omp for schedule(dynamic)
+        for (int task = 0; task < attention_tiles(B, T, NH); task++)
+            attention_tile(out, qkv, NULL, B, T, D, NH, scratch, task);
+        return;
     }
+#pragma omp for schedule(static)
+    for (int bh = 0; bh < B * NH; bh++) attention_pair(out, att, qkv, NULL, B, T, D, NH, scratch, bh);
 }
 
 void dinoc_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,

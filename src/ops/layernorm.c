@@ -230,6 +230,13 @@ void dinoc_layernorm_forward(float *out, float *mean, float *rstd, const float *
     }
 }
 
+/* Rows [i0, i1) on this thread only (the fused ViT forward's row blocks): the same kernel, so the
+ * same bits as any split of dinoc_layernorm_forward. */
+void dinoc_layernorm_forward_rows(float *out, const float *inp, const float *w, const float *b, int i0, int i1,
+                                  int C, float eps) {
+    k_ln_fwd[dinoc_ops_level()](out, NULL, NULL, inp, w, b, i0, i1, C, eps);
+}
+
 /* Same formulas and summation rules as dinoc_layernorm_backward_ref. */
 void dinoc_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                               const float *inp, const float *w, const float *mean,

@@ -76,23 +76,61 @@ static void gemm_block(int trans_a, int trans_b, int M, int N, int K, float alph
 }
 #endif
 
+#ifdef DINOC_OPENBLAS
+/* How dinoc_gemm shares a product's rows among the threads. Each OpenMP thread computes a block of
+ * C's rows with one single-threaded library call. Two thread pools on the same cores (OpenMP's
+ * spinning waiters and OpenBLAS's workers) slowed a 2-core machine several times over. With
+ * oneDNN, results do not depend on the thread count: each element's K-loop is the same whatever
+ * block it lands in, provided a block has at least MIN_ROWS rows (oneDNN's sgemm takes another
+ * kernel below 16 rows, and a different sum order with it: measured), so blocks start on
+ * multiples of 8 rows and the last block swallows a short remainder; a product too small to split
+ * is one call everywhere. (Measured bit-identical for ViT-S's shapes cut into 16 to 1000 rows;
+ * oneDNN also picks packed or unpacked kernels by shape, which could split a rare shape's bits.
+ * OpenBLAS 0.3.21 rounds row blocks differently: docs/resnet.md.) */
+enum { MIN_ROWS = 16 };
+static int gemm_splits(int M, int N, int K, int nt) { return nt > 1 && M >= 2 * MIN_ROWS && (double)M * N * K >= 2e5; }
+
+/* rows [*m0, *m1) of M for thread t of n (possibly empty) */
+static void gemm_rows(int M, int t, int n, int *m0, int *m1) {
+    int per = ((M + n - 1) / n + 7) / 8 * 8;
+    if (per < MIN_ROWS) per = MIN_ROWS;
+    *m0 = t * per < M ? t * per : M;
+    *m1 = *m0 + per < M ? *m0 + per : M;
+    if (M - *m1 < MIN_ROWS) *m1 = M;             /* a short remainder joins this block */
+    if (*m0 > 0 && M - *m0 < MIN_ROWS) *m0 = M; /* ... and is not a block of its own */
+}
+#endif
+
+int dinoc_linear_rows(int M, int N, int K, int t, int n, int *m0, int *m1) {
+#ifdef DINOC_OPENBLAS
+    if (!gemm_splits(M, N, K, n) || n != dinoc_get_threads()) return 0;
+    gemm_rows(M, t, n, m0, m1);
+    return 1;
+#else
+    (void)M, (void)N, (void)K, (void)t, (void)n, (void)m0, (void)m1;
+    return 0;
+#endif
+}
+
+void dinoc_linear_forward_rows(float *out, const float *inp, const float *w, const float *bias, int K, int N,
+                               int m0, int m1) {
+    if (m0 >= m1) return;
+    if (bias)
+        for (int m = m0; m < m1; m++) memcpy(out + (size_t)m * N, bias, sizeof(float) * (size_t)N);
+#ifdef DINOC_OPENBLAS
+    pthread_once(&g_gemm_once, gemm_pick);
+    gemm_block(0, 1, m1 - m0, N, K, 1.0f, inp + (size_t)m0 * K, K, w, K, bias ? 1.0f : 0.0f, out + (size_t)m0 * N, N);
+#else
+    (void)inp, (void)w, (void)K; /* never called: dinoc_linear_rows says no split */
+#endif
+}
+
 void dinoc_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc) {
 #ifdef DINOC_OPENBLAS
-    /* Threads come from OpenMP only: each OpenMP thread computes a block of C's rows with one
-     * single-threaded library call. Two thread pools on the same cores (OpenMP's spinning waiters
-     * and OpenBLAS's workers) slowed a 2-core machine several times over. With oneDNN, results do
-     * not depend on the thread count: each element's K-loop is the same whatever block it lands
-     * in, provided a block has at least MIN_ROWS rows (oneDNN's sgemm takes another kernel below
-     * 16 rows, and a different sum order with it: measured), so blocks start on multiples of 8
-     * rows and the last block swallows a short remainder; a product too small to split is one
-     * call everywhere. (Measured bit-identical for ViT-S's shapes cut into 16 to 1000 rows; oneDNN
-     * also picks packed or unpacked kernels by shape, which could split a rare shape's bits.
-     * OpenBLAS 0.3.21 rounds row blocks differently: docs/resnet.md.) */
-    enum { MIN_ROWS = 16 };
     pthread_once(&g_gemm_once, gemm_pick);
     const int nt = dinoc_get_threads();
-    if (nt <= 1 || M < 2 * MIN_ROWS || (double)M * N * K < 2e5) {
+    if (!gemm_splits(M, N, K, nt)) {
         /* oneDNN would thread a lone call itself (and split differently per thread count): one
          * thread here, as OpenBLAS is (dinoc_set_threads) */
         const int was = dinoc_omp_max_threads();
@@ -103,12 +141,8 @@ void dinoc_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, cons
     }
 #pragma omp parallel num_threads(nt)
     {
-        const int t = dinoc_omp_thread_num(), n = dinoc_omp_num_threads();
-        int       per = ((M + n - 1) / n + 7) / 8 * 8;
-        if (per < MIN_ROWS) per = MIN_ROWS;
-        int m0 = t * per, m1 = m0 + per < M ? m0 + per : M;
-        if (M - m1 < MIN_ROWS) m1 = M; /* a short remainder joins this block */
-        if (m0 > 0 && M - m0 < MIN_ROWS) m0 = M; /* ... and is not a block of its own */
+        int m0, m1;
+        gemm_rows(M, dinoc_omp_thread_num(), dinoc_omp_num_threads(), &m0, &m1);
         if (m0 < m1) {
             const float *Ab = trans_a ? A + m0 : A + (size_t)m0 * lda;
             gemm_block(trans_a, trans_b, m1 - m0, N, K, alpha, Ab, lda, B, ldb, beta, C + (size_t)m0 * ldc, ldc);
