@@ -12,7 +12,7 @@ set -u
 source "$(dirname "$0")/mpi_lib.sh" # DINOC, PY, TMP, MPIRUN, ok/bad, check_killed_rank
 export OMP_NUM_THREADS=1
 # a small DINO: 6 crops of 28/14 px, batch 32 (16 per rank); one compute thread per rank
-ARGS=(--dim 32 --depth 2 --heads 2 --batch 32 --out-dim 128 --head-hidden 64 --head-bottleneck 32
+ARGS=(--dim 32 --depth 2 --heads 2 --batch 32 --local-crops 4 --out-dim 128 --head-hidden 64 --head-bottleneck 32
       --knn-every-epoch 0 --threads 1 --workers 1 --momentum-teacher 0 --clip-grad 0.5)
 
 run1=$TMP/r1 run2=$TMP/r2

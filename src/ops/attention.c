@@ -173,7 +173,7 @@ DINOC_LEVEL_TABLE(softmax_fn, k_softmax_lanes, softmax_lanes);
 
 /* The large-T inference path (see the top): tasks of (b, h, query tile), two BLAS products per
  * tile (dinoc_gemm runs single-threaded inside a parallel region). One task on this thread: */
-static void attention_tile(float *out, const float *qkv, const dinoc_attn_mask *mask, int B, int T, int D, int NH,
+static void attention_tile(float *out, const float *qkv, const dinoc_attn_mask *mask, int T, int D, int NH,
                            float *scratch, int task) {
     const int    causal = mask && mask->causal, HS = D / NH, nqb = (T + ATT_QB - 1) / ATT_QB;
     const float  scale  = 1.0f / sqrtf((float)HS);
@@ -184,7 +184,6 @@ static void attention_tile(float *out, const float *qkv, const dinoc_attn_mask *
     const int    nk = causal && t0 + nq < kv ? t0 + nq : kv; /* keys any row of the tile sees */
     const float *base = qkv + (size_t)b * T * ld;
     float       *s    = scratch + per * (size_t)dinoc_omp_thread_num();
-    (void)B;
     dinoc_gemm(0, 1, nq, nk, HS, scale, base + (size_t)t0 * ld + h * HS, (int)ld, base + D + h * HS, (int)ld, 0.0f,
                s, nk);
     const softmax_fn sm = k_softmax_lanes[dinoc_ops_level()];
@@ -198,7 +197,7 @@ static void attention_forward_tiled(float *out, const float *qkv, const dinoc_at
                                     int D, int NH, float *scratch, int nthreads) {
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads)
     for (int task = 0; task < attention_tiles(B, T, NH); task++)
-        attention_tile(out, qkv, mask, B, T, D, NH, scratch, task);
+        attention_tile(out, qkv, mask, T, D, NH, scratch, task);
 }
 
 void dinoc_attention_forward_ref_masked(float *out, float *att, const float *qkv,
@@ -651,7 +650,7 @@ void dinoc_attention_forward_team(float *out, float *att, const float *qkv, int 
     if (T > DINOC_ATTN_FWD_DIRECT_T) {
 #pragma omp for schedule(dynamic)
         for (int task = 0; task < attention_tiles(B, T, NH); task++)
-            attention_tile(out, qkv, NULL, B, T, D, NH, scratch, task);
+            attention_tile(out, qkv, NULL, T, D, NH, scratch, task);
         return;
     }
 #pragma omp for schedule(static)
