@@ -56,83 +56,15 @@ size_t dinoc_attention_scratch_floats(int T, int HS) {
     return small > ref ? small : ref;
 }
 
-/* exp(x) for x <= 0 (softmax after max subtraction), written so the compiler vectorises it:
- * x = n ln2 + r with |r| <= ln2/2, n rounded with the 1.5 * 2^23 trick (no floorf, which SSE2
- * cannot vectorise), exp(r) by Cephes' degree-6 polynomial, 2^n by building the float's exponent
- * bits. Relative error about 2 ulp; results below e^-87 flush to 0 like expf's underflow. */
-static inline float exp_neg(float xin) {
-    /* clamp (NaN goes to -87 here, so the integer conversion below is always defined) */
-    float x = xin > -87.0f ? xin : -87.0f;
-    x       = x < 0.0f ? x : 0.0f;
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f - n * -2.12194440e-4f;
-    float p = 1.9875691500E-4f;
-    p       = p * r + 1.3981999507E-3f;
-    p       = p * r + 8.3334519073E-3f;
-    p       = p * r + 4.1665795894E-2f;
-    p       = p * r + 1.6666665459E-1f;
-    p       = p * r + 5.0000001201E-1f;
-    p       = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) * (1 << 23);
-    float   scale;
-    memcpy(&scale, &bits, sizeof scale); /* 2^n */
-    float y = p * scale;
-    return xin == xin ? y : xin; /* a NaN score stays NaN, so the loss check sees it */
-}
-
-/* The AVX2 clone is chosen by an ifunc resolver that runs while the executable is being relocated,
- * before ThreadSanitizer's runtime is up; instrumented, it crashes there (scripts/tsan.sh). */
-#if defined(__SANITIZE_THREAD__)
-#define DINOC_SOFTMAX_CLONES
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define DINOC_SOFTMAX_CLONES
-#endif
-#endif
-#ifndef DINOC_SOFTMAX_CLONES
-#define DINOC_SOFTMAX_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
-
 /* Keys visible to query t: [0, key_limit) (see the mask rule at the top; kv >= 1). */
 static inline int key_limit(int t, int causal, int kv) { return causal && t + 1 < kv ? t + 1 : kv; }
 
-/* Softmax of each row of s [T, T] (scaled scores) in place, rows in parallel; row t runs over its
- * visible keys only and the masked tail is set to exactly 0. */
-/* One row r[0, len): softmax over its first n entries, the rest set to exactly 0. Inlined into
- * the callers below, which are cloned for AVX2 (DINOC_SOFTMAX_CLONES). */
-static inline void softmax_row_masked(float *r, int n, int len) {
-    float mx = -INFINITY;
-    for (int u = 0; u < n; u++) mx = r[u] > mx ? r[u] : mx;
-    for (int u = 0; u < n; u++) r[u] = exp_neg(r[u] - mx);
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int u = 0; u < n; u++) sum += r[u];
-    const float inv = 1.0f / sum;
-#pragma omp simd
-    for (int u = 0; u < n; u++) r[u] *= inv;
-    for (int u = n; u < len; u++) r[u] = 0.0f;
-}
-
-DINOC_SOFTMAX_CLONES
-static void softmax_rows(float *s, int T, int causal, int kv, int nthreads) {
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int t = 0; t < T; t++) softmax_row_masked(s + (size_t)t * T, key_limit(t, causal, kv), T);
-}
-
-/* Per (b, h), in turn: S = (Q * scale) K^T and O = P V as two BLAS products that read q, k and v in
- * place (leading dimension 3D) and write O into its head's columns of out (leading dimension D),
- * with the row softmax between them. S is one [T, T] buffer (the caller's att slice when the
- * probabilities are kept), so memory stays O(T^2) for one head, not for the batch. */
-void dinoc_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int D,
-                                 int NH, float *scratch, int nthreads) {
-    dinoc_attention_forward_ref_masked(out, att, qkv, NULL, B, T, D, NH, scratch, nthreads);
-}
-
-/* One score row r[0, len) of the query-tile path: softmax over its first n entries (the keys the
- * query sees), the rest exactly 0. Maximum and sum run over 16 explicit lanes, so the AVX2 and
- * AVX-512 copies give the same bits (the portable copy differs by its unfused multiply-adds, as
- * vecmath.h says). The compiler's own vectorisation of softmax_row_masked above kept the maximum
- * scalar and its SSE2 code was 10 % of ViT-S/14's batch-1 forward; this copy costs a quarter. */
+/* One score row r[0, len) of the [T, T] and query-tile paths: softmax over its first n entries
+ * (the keys the query sees), the rest exactly 0. Maximum and sum run over 16 explicit lanes, so
+ * the AVX2 and AVX-512 copies give the same bits (the portable copy differs by its unfused
+ * multiply-adds, as vecmath.h says). Until session 11 this was a plain loop left to the compiler
+ * (target_clones for AVX2): it kept the maximum scalar, and its code was 10 % of ViT-S/14's
+ * batch-1 forward; these copies cost a quarter of that. */
 DINOC_INLINE void softmax_row_lanes(float *r, int n, int len, int fused) {
     float mx[16], sum[16] = {0};
     int   u = 0;
@@ -170,6 +102,23 @@ SOFTMAX_COPY(avx512, DINOC_TARGET_AVX512, 1)
 #undef SOFTMAX_COPY
 typedef void (*softmax_fn)(float *, int, int);
 DINOC_LEVEL_TABLE(softmax_fn, k_softmax_lanes, softmax_lanes);
+
+/* Softmax of each row of s [T, T] (scaled scores) in place, rows in parallel; row t runs over its
+ * visible keys only and the masked tail is set to exactly 0. */
+static void softmax_rows(float *s, int T, int causal, int kv, int nthreads) {
+    const softmax_fn sm = k_softmax_lanes[dinoc_ops_level()];
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int t = 0; t < T; t++) sm(s + (size_t)t * T, key_limit(t, causal, kv), T);
+}
+
+/* Per (b, h), in turn: S = (Q * scale) K^T and O = P V as two BLAS products that read q, k and v in
+ * place (leading dimension 3D) and write O into its head's columns of out (leading dimension D),
+ * with the row softmax between them. S is one [T, T] buffer (the caller's att slice when the
+ * probabilities are kept), so memory stays O(T^2) for one head, not for the batch. */
+void dinoc_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int D,
+                                 int NH, float *scratch, int nthreads) {
+    dinoc_attention_forward_ref_masked(out, att, qkv, NULL, B, T, D, NH, scratch, nthreads);
+}
 
 /* The large-T inference path (see the top): tasks of (b, h, query tile), two BLAS products per
  * tile (dinoc_gemm runs single-threaded inside a parallel region). One task on this thread: */
