@@ -109,11 +109,7 @@ DINOC_INLINE void qgelu_bwd_body(float *dinp, const float *dout, const float *in
     target static void qgelu_bwd_##name(float *dinp, const float *dout, const float *inp, size_t n) {\
         qgelu_bwd_body(dinp, dout, inp, n, fused);                                                    \
     }
-ACT_COPY(portable, , 0)
-#if DINOC_HAVE_AVX2_VARIANT
-ACT_COPY(avx2, DINOC_TARGET_AVX2, 1)
-ACT_COPY(avx512, DINOC_TARGET_AVX512, 1)
-#endif
+DINOC_LEVEL_COPIES(ACT_COPY)
 #undef ACT_COPY
 typedef void (*unary_fn)(float *, const float *, size_t);
 typedef void (*binary_fn)(float *, const float *, const float *, size_t);

@@ -94,11 +94,7 @@ DINOC_INLINE void softmax_row_lanes(float *r, int n, int len, int fused) {
 }
 #define SOFTMAX_COPY(name, target, fused) \
     target static void softmax_lanes_##name(float *r, int n, int len) { softmax_row_lanes(r, n, len, fused); }
-SOFTMAX_COPY(portable, , 0)
-#if DINOC_HAVE_AVX2_VARIANT
-SOFTMAX_COPY(avx2, DINOC_TARGET_AVX2, 1)
-SOFTMAX_COPY(avx512, DINOC_TARGET_AVX512, 1)
-#endif
+DINOC_LEVEL_COPIES(SOFTMAX_COPY)
 #undef SOFTMAX_COPY
 typedef void (*softmax_fn)(float *, int, int);
 DINOC_LEVEL_TABLE(softmax_fn, k_softmax_lanes, softmax_lanes);

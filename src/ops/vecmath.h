@@ -60,6 +60,15 @@ enum { DINOC_OPS_PORTABLE = 0, DINOC_OPS_AVX2 = 1, DINOC_OPS_AVX512 = 2 };
 #else
 #define DINOC_LEVEL_TABLE(type, table, name) static type const table[] = {name##_portable}
 #endif
+/* Instantiates a kernel's copies: COPY(name, target, fused) for the portable copy and, on x86, the
+ * AVX2 + FMA and AVX-512 ones (the names DINOC_LEVEL_TABLE expects). */
+#if DINOC_HAVE_AVX2_VARIANT
+#define DINOC_LEVEL_COPIES(COPY) \
+    COPY(portable, , 0)          \
+    COPY(avx2, DINOC_TARGET_AVX2, 1) COPY(avx512, DINOC_TARGET_AVX512, 1)
+#else
+#define DINOC_LEVEL_COPIES(COPY) COPY(portable, , 0)
+#endif
 static inline int dinoc_cpu_ops_level(void) {
     return dinoc_cpu_avx512() ? DINOC_OPS_AVX512 : dinoc_cpu_avx2_fma() ? DINOC_OPS_AVX2 : DINOC_OPS_PORTABLE;
 }
