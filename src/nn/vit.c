@@ -628,10 +628,10 @@ static void blocks_fused(const dinoc_model *m, dinoc_state *s) {
             const size_t rows = (size_t)(r1 - r0);
             for (int l = 0; l < c->depth; l++) {
                 const dinoc_block_params *bp = &p->blocks[l];
-                if (l == 0) {
-                    dinoc_layernorm_forward_rows(s->ln, s->x, bp->ln1_w, bp->ln1_b, r0, r1, D, eps);
-                    dinoc_linear_forward_rows(s->qkv, s->ln, bp->qkv_w, bp->qkv_b, D, 3 * D, r0, r1);
-                }
+                /* this thread's rows of the block's qkv (block l - 1's attention has ended: its
+                 * closing barrier), then every row's before attention reads them */
+                dinoc_layernorm_forward_rows(s->ln, s->x, bp->ln1_w, bp->ln1_b, r0, r1, D, eps);
+                dinoc_linear_forward_rows(s->qkv, s->ln, bp->qkv_w, bp->qkv_b, D, 3 * D, r0, r1);
 #pragma omp barrier
                 dinoc_attention_forward_team(s->ctx, l == c->depth - 1 ? s->attn : NULL, s->qkv, B, T, D, c->heads,
                                              s->scratch);
@@ -646,11 +646,6 @@ static void blocks_fused(const dinoc_model *m, dinoc_state *s) {
                 add_rows(s->x, s->proj, bp->ls2, r0, r1, D);
                 if (s->hidden)
                     memcpy(s->hidden + ((size_t)l * BT + r0) * D, s->x + (size_t)r0 * D, sizeof(float) * rows * D);
-                if (l + 1 < c->depth) {
-                    const dinoc_block_params *nb = &p->blocks[l + 1];
-                    dinoc_layernorm_forward_rows(s->ln, s->x, nb->ln1_w, nb->ln1_b, r0, r1, D, eps);
-                    dinoc_linear_forward_rows(s->qkv, s->ln, nb->qkv_w, nb->qkv_b, D, 3 * D, r0, r1);
-                }
             }
             dinoc_layernorm_forward_rows(s->out, s->x, p->norm_w, p->norm_b, r0, r1, D, eps);
         }
