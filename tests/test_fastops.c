@@ -422,7 +422,7 @@ typedef struct {
  * 10 (not a multiple of 8: the portable copy even on AVX2). */
 static const att_shape g_shapes[] = {{3, 1, 64, 2},   {2, 5, 128, 4},  {2, 17, 128, 4}, {2, 17, 192, 3},
                                      {1, 50, 192, 4},  {2, 64, 128, 4}, {2, 9, 24, 3},   {2, 7, 30, 3},
-                                     {1, 33, 256, 2},  {1, 100, 64, 2}, {1, 200, 64, 2}};
+                                     {1, 33, 256, 2},  {1, 100, 64, 2}, {1, 200, 64, 2}, {2, 65, 128, 4}};
 
 static void attention_run(const att_shape *s, int small, int nt, const float *qkv, const float *dout,
                           float *out, float *att, float *dqkv) {
@@ -473,6 +473,32 @@ DINOC_TEST(test_fastops_attention_vs_reference) {
             else CHECK_MSG(memcmp(y0, y, sizeof(float) * ny) == 0, "%s: att = NULL changes out", label);
             free(qkv), free(dout), free(y), free(yr), free(y0), free(att), free(attr), free(g), free(gr);
         }
+    }
+    use_variant(0);
+}
+
+/* The direct kernels' AVX-512 row products sum each element in the AVX2 copy's order (one FMA per
+ * step, 16 lanes instead of 8, a masked half vector where a row ends in 8): the same bits for out,
+ * the probabilities and the gradients, over every shape above (T = 65: score rows of 72, a half
+ * vector at the end; HS = 128 and T = 200: several column blocks). */
+static void attention_levels(float *out, size_t n, void *u) {
+    const att_shape *s  = u;
+    size_t           nq = (size_t)s->B * s->T * 3 * s->D, ny = (size_t)s->B * s->T * s->D;
+    size_t           na = (size_t)s->B * s->NH * s->T * s->T;
+    float           *qkv = falloc(nq), *dout = falloc(ny);
+    fill(qkv, nq, 41, 1.5f), fill(dout, ny, 42, 1), fill(out + ny + na, nq, 43, 1);
+    attention_run(s, 1, dinoc_get_threads(), qkv, dout, out, out + ny, out + ny + na);
+    (void)n;
+    free(qkv), free(dout);
+}
+
+DINOC_TEST(test_fastops_attention_avx512_same_bits) {
+    for (size_t k = 0; k < sizeof g_shapes / sizeof g_shapes[0]; k++) {
+        att_shape s = g_shapes[k];
+        size_t    n = (size_t)s.B * s.T * s.D * 4 + (size_t)s.B * s.NH * s.T * s.T;
+        char      what[64];
+        snprintf(what, sizeof what, "attention T=%d HS=%d (out, att, dqkv)", s.T, s.D / s.NH);
+        check_avx512_same_bits(what, attention_levels, n, &s);
     }
     use_variant(0);
 }

@@ -462,11 +462,94 @@ DINOC_INLINE DINOC_TARGET_AVX2 void rowcomb_nv(float *y0, float *y1, const float
         }
 }
 
+/* The AVX-512 copy of rowcomb_nv: nv 16-float vectors, the last one's lanes masked by `last`
+ * (0xff where the block ends in half a vector). Each element is summed over i in the same order
+ * with one FMA per step, so it gives the AVX2 copy's bits (test_fastops_attention_avx512_same_bits). */
+DINOC_INLINE DINOC_TARGET_AVX512 void rowcomb16_nv(float *y0, float *y1, const float *a0, const float *a1,
+                                                   const float *X, size_t ldx, int n, float scale, int add,
+                                                   const int R, const int nv, __mmask16 last) {
+    __m512 acc0[8], acc1[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+        if (j < nv) acc0[j] = _mm512_setzero_ps(), acc1[j] = _mm512_setzero_ps();
+    for (int i = 0; i < n; i++) {
+        const __m512 b0 = _mm512_set1_ps(a0[i]);
+        const __m512 b1 = R == 2 ? _mm512_set1_ps(a1[i]) : b0;
+        const float *x  = X + (size_t)i * ldx;
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            if (j < nv) {
+                const __m512 xv = _mm512_maskz_loadu_ps(j == nv - 1 ? last : 0xffff, x + 16 * j);
+                acc0[j]         = _mm512_fmadd_ps(b0, xv, acc0[j]);
+                if (R == 2) acc1[j] = _mm512_fmadd_ps(b1, xv, acc1[j]);
+            }
+    }
+    const __m512 sc = _mm512_set1_ps(scale);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+        if (j < nv) {
+            const __mmask16 k  = j == nv - 1 ? last : 0xffff;
+            __m512          r0 = _mm512_mul_ps(acc0[j], sc);
+            if (add) r0 = _mm512_add_ps(_mm512_maskz_loadu_ps(k, y0 + 16 * j), r0);
+            _mm512_mask_storeu_ps(y0 + 16 * j, k, r0);
+            if (R == 2) {
+                __m512 r1 = _mm512_mul_ps(acc1[j], sc);
+                if (add) r1 = _mm512_add_ps(_mm512_maskz_loadu_ps(k, y1 + 16 * j), r1);
+                _mm512_mask_storeu_ps(y1 + 16 * j, k, r1);
+            }
+        }
+}
+
+/* rows_product's AVX-512 copy: pairs of rows in column blocks of up to 96 (12 accumulators), a
+ * last odd row in blocks of up to 128. */
+DINOC_TARGET_AVX512 static void rows_product16(float *Y, size_t ldy, const float *A, size_t lda, int nr,
+                                               const float *X, size_t ldx, int n, int m, float scale, int add) {
+    int r = 0;
+    for (; r + 2 <= nr; r += 2) {
+        float       *y0 = Y + (size_t)r * ldy, *y1 = y0 + ldy;
+        const float *a0 = A + (size_t)r * lda, *a1 = a0 + lda;
+        for (int c = 0; c < m; c += 96) {
+            const int       w    = m - c >= 96 ? 96 : m - c; /* a multiple of 8 */
+            const __mmask16 last = w % 16 ? 0xff : 0xffff;
+            switch ((w + 15) / 16) {
+            case 1: rowcomb16_nv(y0 + c, y1 + c, a0, a1, X + c, ldx, n, scale, add, 2, 1, last); break;
+            case 2: rowcomb16_nv(y0 + c, y1 + c, a0, a1, X + c, ldx, n, scale, add, 2, 2, last); break;
+            case 3: rowcomb16_nv(y0 + c, y1 + c, a0, a1, X + c, ldx, n, scale, add, 2, 3, last); break;
+            case 4: rowcomb16_nv(y0 + c, y1 + c, a0, a1, X + c, ldx, n, scale, add, 2, 4, last); break;
+            case 5: rowcomb16_nv(y0 + c, y1 + c, a0, a1, X + c, ldx, n, scale, add, 2, 5, last); break;
+            default: rowcomb16_nv(y0 + c, y1 + c, a0, a1, X + c, ldx, n, scale, add, 2, 6, last); break;
+            }
+        }
+    }
+    if (r < nr) {
+        float       *y0 = Y + (size_t)r * ldy;
+        const float *a0 = A + (size_t)r * lda;
+        for (int c = 0; c < m; c += 128) {
+            const int       w    = m - c >= 128 ? 128 : m - c;
+            const __mmask16 last = w % 16 ? 0xff : 0xffff;
+            switch ((w + 15) / 16) {
+            case 1: rowcomb16_nv(y0 + c, NULL, a0, NULL, X + c, ldx, n, scale, add, 1, 1, last); break;
+            case 2: rowcomb16_nv(y0 + c, NULL, a0, NULL, X + c, ldx, n, scale, add, 1, 2, last); break;
+            case 3: rowcomb16_nv(y0 + c, NULL, a0, NULL, X + c, ldx, n, scale, add, 1, 3, last); break;
+            case 4: rowcomb16_nv(y0 + c, NULL, a0, NULL, X + c, ldx, n, scale, add, 1, 4, last); break;
+            case 5: rowcomb16_nv(y0 + c, NULL, a0, NULL, X + c, ldx, n, scale, add, 1, 5, last); break;
+            case 6: rowcomb16_nv(y0 + c, NULL, a0, NULL, X + c, ldx, n, scale, add, 1, 6, last); break;
+            case 7: rowcomb16_nv(y0 + c, NULL, a0, NULL, X + c, ldx, n, scale, add, 1, 7, last); break;
+            default: rowcomb16_nv(y0 + c, NULL, a0, NULL, X + c, ldx, n, scale, add, 1, 8, last); break;
+            }
+        }
+    }
+}
+
 /* Y [nr, m] (row stride ldy) = or += scale * A [nr, n] (stride lda) X [n, m] (stride ldx), m a
  * multiple of 8: pairs of rows in column blocks of up to 48 (12 accumulators), a last odd row in
- * blocks of up to 64. */
+ * blocks of up to 64; on AVX-512 machines the 16-lane copy above (same bits). */
 DINOC_TARGET_AVX2 static void rows_product(float *Y, size_t ldy, const float *A, size_t lda, int nr,
                                            const float *X, size_t ldx, int n, int m, float scale, int add) {
+    if (dinoc_ops_level() >= DINOC_OPS_AVX512) {
+        rows_product16(Y, ldy, A, lda, nr, X, ldx, n, m, scale, add);
+        return;
+    }
     int r = 0;
     for (; r + 2 <= nr; r += 2) {
         float       *y0 = Y + (size_t)r * ldy, *y1 = y0 + ldy;
