@@ -41,7 +41,8 @@ static int parse_seed(const char *text, uint64_t *seed) {
 
 static int data_shapes(int argc, char **argv) {
     const char *out = NULL, *seed_s = "0", *preview = NULL;
-    int         n = 10000, size = 64, single = 0, threads = 0, quiet = 0, preview_n = 16, parts = 0, negs = 0, negs_any = 0;
+    int         n = 10000, size = 64, single = 0, threads = 0, quiet = 0, preview_n = 16, parts = 0, negs = 0, negs_any = 0,
+                negs_rel = 0;
     float       test_frac = 0.2f, pair_frac = 0.5f;
     const opt_spec opts[] = {
         {"out", 'o', OPT_STR, &out, "output folder (created; files in it are replaced)"},
@@ -59,6 +60,9 @@ static int data_shapes(int argc, char **argv) {
          "negatives made of colour-kind pairs seen in training"},
         {"hard-negatives-any", 0, OPT_FLAG, &negs_any,
          "as --hard-negatives, also negatives that name held-out pairs (they hurt: see docs/clip.md)"},
+        {"relation-negatives", 0, OPT_FLAG, &negs_rel,
+         "train/pairs.tsv gets a third column on two-shape rows: the caption with its relation reversed "
+         "(above/below, left of/right of), a hard negative for `dinoc train clip`; phrase rows none"},
         {"preview", 0, OPT_STR, &preview, "also write a contact sheet PNG of the first training items (image | mask)"},
         {"preview-n", 0, OPT_INT, &preview_n, "items on the contact sheet, 1..256"},
         {"threads", 't', OPT_INT, &threads, "threads (0: all cores)"},
@@ -73,14 +77,20 @@ static int data_shapes(int argc, char **argv) {
     uint64_t    seed;
     if (rc >= 0) return rc;
     if (!out || n < 1 || size < 32 || size > 1024 || !(test_frac >= 0 && test_frac <= 1) ||
-        !(pair_frac >= 0 && pair_frac <= 1) || preview_n < 1 || preview_n > 256 || parse_seed(seed_s, &seed)) {
+        !(pair_frac >= 0 && pair_frac <= 1) || preview_n < 1 || preview_n > 256 || parse_seed(seed_s, &seed) ||
+        negs + negs_any + negs_rel > 1) {
         fprintf(stderr, "error: data shapes needs --out DIR; -n >= 1; --size in [32, 1024]; --test-frac and "
-                        "--pair-frac in [0, 1]; --seed a non-negative integer; --preview-n in [1, 256] (see --help)\n");
+                        "--pair-frac in [0, 1]; --seed a non-negative integer; --preview-n in [1, 256]; at most one "
+                        "of --hard-negatives, --hard-negatives-any, --relation-negatives (see --help)\n");
         return 2;
     }
     cli_log_to_stderr(0);
     dinoc_set_threads(threads);
-    dinoc_shapes_config cfg = {size, seed, single ? 0.0f : pair_frac, parts, negs_any ? 2 : negs ? 1 : 0};
+    dinoc_shapes_config cfg = {size, seed, single ? 0.0f : pair_frac, parts,
+                               negs_rel   ? DINOC_SHAPES_NEG_RELATION
+                               : negs_any ? DINOC_SHAPES_NEG_ANY
+                               : negs     ? DINOC_SHAPES_NEG_SEEN
+                                          : DINOC_SHAPES_NEG_NONE};
     cli_progress        p;
     cli_progress_start(&p, "shapes");
     double       t0 = cli_now();

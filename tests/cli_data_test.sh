@@ -121,6 +121,28 @@ seen = set().union(*(phrases(r[1]) for r in rows))
 for r in rows:
     if len(r) == 3: assert phrases(r[2]) <= seen, (r, phrases(r[2]) - seen)
 ' "$TMP/s6" "$TMP/s5"
+expect_rc "--relation-negatives" 0 "$DINOC" data shapes -o "$TMP/s6r" -n 120 --seed 5 --part-captions --relation-negatives -q
+expect_py "relation negatives: whole two-shape captions get the relation reversed, phrases none; test unchanged" '
+import sys, os, json
+d, ref = sys.argv[1], sys.argv[2]
+rows = [l.split("\t") for l in open(os.path.join(d, "train/pairs.tsv")).read().split("\n")[:-1]]
+plain = [l.split("\t") for l in open(os.path.join(ref, "train/pairs.tsv")).read().split("\n")[:-1]]
+assert [r[:2] for r in rows] == plain, "captions changed"
+inv = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
+n3 = 0
+for r in rows:
+    w = r[1].split()
+    if len(w) < 9:
+        assert len(r) == 2, r           # a phrase or a single shape: no negative
+        continue
+    n3 += 1
+    rel = " ".join(w[4:-4])
+    assert len(r) == 3 and r[2] == " ".join(w[:4] + [inv[rel]] + w[-4:]), r
+assert n3 > 20, n3
+assert open(os.path.join(d, "test/pairs.tsv")).read() == open(os.path.join(ref, "test/pairs.tsv")).read()
+assert json.load(open(os.path.join(d, "meta.json")))["hard_negatives"] == "relation"
+' "$TMP/s6r" "$TMP/s5"
+expect_rc "two kinds of negatives at once" 2 "$DINOC" data shapes -o "$TMP/s6x" -n 10 --hard-negatives --relation-negatives -q
 
 expect_rc "data shapes --help" 0 "$DINOC" data shapes --help
 grep -q -- "--size N.*(default: 64)" "$TMP/out" && grep -q -- "--test-frac X.*(default: 0.2)" "$TMP/out" &&

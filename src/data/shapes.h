@@ -39,12 +39,15 @@ typedef struct {
     int      part_captions; /* 1: train/pairs.tsv also lists each two-shape image with each shape's
                              * phrase alone ("a small red circle"): partial captions, as real
                              * captions often are (CLIP training samples one caption per image) */
-    int      hard_negatives; /* 1: train/pairs.tsv rows of two-shape images get a third column, a
-                              * hard-negative caption with the two shapes' colours swapped
-                              * (NegCLIP); a phrase row's negative takes the other shape's colour;
-                              * only negatives made of training compositions. 2: any swap, held-out
-                              * compositions included */
+    int      hard_negatives; /* DINOC_SHAPES_NEG_*: train/pairs.tsv rows of two-shape images get a
+                              * third column, a hard-negative caption (NegCLIP). SEEN: the two
+                              * shapes' colours swapped, a phrase row's the other shape's colour,
+                              * only negatives made of training compositions; ANY: every swap,
+                              * held-out compositions included; RELATION: the whole caption with
+                              * its relation reversed ("above" <-> "below", "left of" <-> "right
+                              * of"), phrase rows none */
 } dinoc_shapes_config;
+enum { DINOC_SHAPES_NEG_NONE = 0, DINOC_SHAPES_NEG_SEEN = 1, DINOC_SHAPES_NEG_ANY = 2, DINOC_SHAPES_NEG_RELATION = 3 };
 
 /* One drawn shape. (cx, cy, r) in pixel units, pixel (x, y) covering [x, x+1) x [y, y+1). */
 typedef struct {
@@ -136,8 +139,7 @@ typedef struct {
                          int *label_id);
     void *user;
     int   part_captions; /* also a pairs.tsv row per phrase of a "PHRASE RELATION PHRASE" caption */
-    int   hard_negatives; /* a third pairs.tsv column for such captions: 1 seen compositions only, 2 any
-                           * (dinoc_shapes_config) */
+    int   hard_negatives; /* a third pairs.tsv column: DINOC_SHAPES_NEG_* (dinoc_shapes_config) */
 } dinoc_split_items;
 /* Writes items [0, n) into DIR/<split>/ (images/, masks/, pairs.tsv, labels.tsv, label_names.txt =
  * the labels occurring, by id). Items are made on all threads in blocks; files are byte-identical

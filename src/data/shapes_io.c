@@ -154,6 +154,31 @@ static int swap_negative(const char *cap, int which, int any, char *out, size_t 
     return 1;
 }
 
+/* The relation negative of a two-shape caption: the same two phrases with the relation reversed
+ * ("a small red circle above a large blue square" -> "... below ..."; "left of" <-> "right of"),
+ * so it describes the same shapes placed the other way round. A phrase alone has no relation and
+ * so no such negative. Random batches almost never hold two images with the same shapes in other
+ * places, so without these nothing makes the towers encode the relation (measured, docs/clip.md).
+ * Writes into out (cap bytes) and returns 1, or returns 0 (not a two-shape caption). */
+static int relation_negative(const char *cap, char *out, size_t cap_n) {
+    static const char *const from[4] = {" above a ", " below a ", " left of a ", " right of a "};
+    static const char *const to[4]   = {" below a ", " above a ", " right of a ", " left of a "};
+    for (int r = 0; r < 4; r++) {
+        const char *at = strstr(cap, from[r]);
+        if (!at) continue;
+        int n = snprintf(out, cap_n, "%.*s%s%s", (int)(at - cap), cap, to[r], at + strlen(from[r]));
+        return n > 0 && (size_t)n < cap_n;
+    }
+    return 0;
+}
+
+/* The hard negative of a caption row (phrase: 0 the whole caption, 1 or 2 one shape's phrase) for
+ * hard_negatives mode m (dinoc_shapes_config); 0 where the row has none. */
+static int row_negative(const char *cap, int phrase, int m, char *out, size_t cap_n) {
+    if (m == DINOC_SHAPES_NEG_RELATION) return phrase == 0 && relation_negative(cap, out, cap_n);
+    return m && swap_negative(cap, phrase, m == DINOC_SHAPES_NEG_ANY, out, cap_n);
+}
+
 static int cmp_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return (x > y) - (x < y);
@@ -216,7 +241,7 @@ dinoc_status dinoc_shapes_write_split(const char *dir, const char *name, int64_t
         for (int i = 0; i < nb; i++) {
             const item_text *t = &txt[i];
             char neg[DINOC_SHAPES_TEXT];
-            int  hn = it->hard_negatives && swap_negative(t->caption, 0, it->hard_negatives == 2, neg, sizeof neg);
+            int  hn = row_negative(t->caption, 0, it->hard_negatives, neg, sizeof neg);
             dinoc_strbuf_printf(&pairs, "images/%06lld.png\t%s%s%s\n", (long long)(b0 + i), t->caption, hn ? "\t" : "",
                                 hn ? neg : "");
             int nw = 1; /* two-shape captions have 4 + relation + 4 words: their phrases alone too */
@@ -228,7 +253,7 @@ dinoc_status dinoc_shapes_write_split(const char *dir, const char *name, int64_t
                 for (int sp = 0; end1 < len && (sp += t->caption[end1] == ' ') < 4;) end1++;
                 for (int sp = 0; start2 > 0 && (sp += t->caption[start2 - 1] == ' ') < 4;) start2--;
                 for (int ph = 1; ph <= 2; ph++) {
-                    hn = it->hard_negatives && swap_negative(t->caption, ph, it->hard_negatives == 2, neg, sizeof neg);
+                    hn = row_negative(t->caption, ph, it->hard_negatives, neg, sizeof neg);
                     dinoc_strbuf_printf(&pairs, "images/%06lld.png\t%.*s%s%s\n", (long long)(b0 + i),
                                         ph == 1 ? end1 : len - start2, t->caption + (ph == 1 ? 0 : start2),
                                         hn ? "\t" : "", hn ? neg : "");
@@ -310,7 +335,8 @@ static dinoc_status write_meta(const char *dir, const dinoc_shapes_config *cfg, 
     cJSON_AddNumberToObject(j, "test_frac", round(test_frac * 1e6) / 1e6);
     cJSON_AddNumberToObject(j, "pair_frac", round(cfg->pair_frac * 1e6) / 1e6);
     cJSON_AddBoolToObject(j, "part_captions", cfg->part_captions != 0);
-    cJSON_AddStringToObject(j, "hard_negatives", cfg->hard_negatives == 2 ? "any" : cfg->hard_negatives ? "seen" : "none");
+    static const char *const neg_names[] = {"none", "seen", "any", "relation"};
+    cJSON_AddStringToObject(j, "hard_negatives", neg_names[cfg->hard_negatives]);
     for (int k = 0; k < 2; k++) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "n", (double)st[k].n);
@@ -376,6 +402,9 @@ dinoc_status dinoc_shapes_write(const char *dir, const dinoc_shapes_config *cfg,
     if (!dir || !cfg || n < 1 || n > 100000000 || !(test_frac >= 0 && test_frac <= 1))
         return dinoc_fail(DINOC_ERR_ARG, "shapes: n %lld must be in [1, 1e8] and test_frac %g in [0, 1]",
                           (long long)n, (double)test_frac);
+    if (cfg->hard_negatives < DINOC_SHAPES_NEG_NONE || cfg->hard_negatives > DINOC_SHAPES_NEG_RELATION)
+        return dinoc_fail(DINOC_ERR_ARG, "shapes: hard_negatives %d must be one of DINOC_SHAPES_NEG_* (0..3)",
+                          cfg->hard_negatives);
     dinoc_shapes_sample probe; /* checks size and pair_frac before anything is created */
     dinoc_status        s = dinoc_shapes_render(&probe, NULL, NULL, cfg, DINOC_SHAPES_TRAIN, 0);
     if (s) return s;
